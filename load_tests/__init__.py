@@ -1,0 +1,1 @@
+"""yibao-gateway package."""
