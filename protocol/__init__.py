@@ -1,5 +1,124 @@
-"""The sans-IO wire contract of yibao-gateway: frames, envelopes, inputs, credentials, error codes."""
+"""The sans-IO wire contract of yibao-gateway: frames, envelopes, inputs, credentials, error codes.
 
+Imports no I/O, no clock and nothing of gateway/ or simulators/: a POS vendor can vendor it alone.
+See docs/protocol.md for the wire format.
+"""
+
+from protocol import limits
+from protocol.canonical import canonical_packb, fingerprint
+from protocol.credentials import (
+    VoucherClaims,
+    card_key,
+    card_mac,
+    mint_voucher,
+    verify_card_mac,
+    verify_voucher,
+)
+from protocol.envelope import (
+    RequestEnvelope,
+    ResponseEnvelope,
+    check_fresh,
+    decode_request_envelope,
+    decode_response_envelope,
+    encode_request_envelope,
+    encode_response_envelope,
+    seal_response,
+)
 from protocol.errors import ErrCode, ProtocolError
+from protocol.frames import (
+    AUTH_MAC,
+    AUTH_SIG,
+    REQ_DOMAIN,
+    RESP_DOMAIN,
+    Frame,
+    decode_frame,
+    encode_frame,
+    gateway_kid,
+    mac,
+    public_raw,
+    sign,
+    verify_mac,
+    verify_sig,
+)
+from protocol.inputs import (
+    INFNOS,
+    REVERSIBLE_INFNOS,
+    STATE_CHANGING_INFNOS,
+    BillLine,
+    CancelInput,
+    CardCredential,
+    Credential,
+    DetailInput,
+    PersonInfoInput,
+    ReversalInput,
+    SettleInput,
+    SignInInput,
+    SignOutInput,
+    TotalsInput,
+    TypedInput,
+    UnacceptedCredential,
+    VoucherCredential,
+    parse_input,
+)
+from protocol.session import session_key, x25519_public_raw, x25519_public_usable
+from protocol.terminal import SHANGHAI, TerminalSession, msgid, verify_answer
 
-__all__ = ["ErrCode", "ProtocolError"]
+__all__ = [
+    "AUTH_MAC",
+    "AUTH_SIG",
+    "INFNOS",
+    "REQ_DOMAIN",
+    "RESP_DOMAIN",
+    "REVERSIBLE_INFNOS",
+    "SHANGHAI",
+    "STATE_CHANGING_INFNOS",
+    "BillLine",
+    "CancelInput",
+    "CardCredential",
+    "Credential",
+    "DetailInput",
+    "ErrCode",
+    "Frame",
+    "PersonInfoInput",
+    "ProtocolError",
+    "RequestEnvelope",
+    "ResponseEnvelope",
+    "ReversalInput",
+    "SettleInput",
+    "SignInInput",
+    "SignOutInput",
+    "TerminalSession",
+    "TotalsInput",
+    "TypedInput",
+    "UnacceptedCredential",
+    "VoucherClaims",
+    "VoucherCredential",
+    "canonical_packb",
+    "card_key",
+    "card_mac",
+    "check_fresh",
+    "decode_frame",
+    "decode_request_envelope",
+    "decode_response_envelope",
+    "encode_frame",
+    "encode_request_envelope",
+    "encode_response_envelope",
+    "fingerprint",
+    "gateway_kid",
+    "limits",
+    "mac",
+    "mint_voucher",
+    "msgid",
+    "parse_input",
+    "public_raw",
+    "seal_response",
+    "session_key",
+    "sign",
+    "verify_answer",
+    "verify_card_mac",
+    "verify_mac",
+    "verify_sig",
+    "verify_voucher",
+    "x25519_public_raw",
+    "x25519_public_usable",
+]

@@ -1,0 +1,76 @@
+"""Configuration, results and result codes of the core (the types the server codes against)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from protocol import ErrCode
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreConfig:
+    """Limits and identity of one core. Every table has a cap with a name."""
+
+    admdvs: str                                  # the gateway's own region: inf_refmsgid/setl_id prefix
+    session_ttl_s: int = 43_200
+    sessions_max: int = 200_000
+    idempotency_records_max: int = 5_000_000
+    tombstones_max: int = 1_000_000
+    used_vouchers_max: int = 2_000_000
+    settlements_max: int = 20_000_000
+    settlement_days_kept: int = 62               # reconciliation look-back; covers this month and last
+    refid_block: int = 100_000                   # inf_refmsgid serials reserved per `refid` record
+
+    def __post_init__(self) -> None:
+        assert len(self.admdvs) == 6 and self.admdvs.isdigit(), "admdvs must be 6 digits"
+        assert self.session_ttl_s > 0 and self.refid_block >= 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TxFacts:
+    """What metrics may know about one transaction: never per-person, per-card or per-msgid values."""
+
+    infno: str = ""
+    outcome: str = "error"                       # "ok" | "rejected" | "error"
+    err_code: str = ""
+    kind: str = ""                               # institution kind, when known
+    grade: str = ""                              # pharmacy grade, when known
+    cert_type: str = ""                          # "01" e-voucher | "03" card, on settlements
+    medfee_fen: int = 0
+    fund_fen: int = 0
+    cash_fen: int = 0
+    bound_by: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    idempotent_replay: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TxResult:
+    """The core's answer to one POST /fsi/v1/tx body.
+
+    record: journal it before the next await and await durability of record["op"] before sending.
+    wait_op: when > 0, await durability of that op before sending (an answer that depends on it).
+    """
+
+    http_status: int
+    response: bytes
+    record: dict[str, Any] | None
+    wait_op: int
+    facts: TxFacts
+
+
+class Rejection(Exception):
+    """A business outcome raised inside the pipeline and turned into a signed error answer."""
+
+    def __init__(self, code: ErrCode, msg: str) -> None:
+        super().__init__(f"{code.wire}: {msg}")
+        self.code = code
+        self.msg = msg
+
+
+def outcome_of(code: ErrCode | None) -> str:
+    """The metrics outcome word for an answer code (None = success)."""
+    if code is None:
+        return "ok"
+    return "rejected" if code.infcode == -2 else "error"

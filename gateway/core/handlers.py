@@ -1,0 +1,257 @@
+"""Business handlers, one per infno (SPEC section 7), run after every earlier pipeline step passed.
+
+A handler returns an Answer: the output map, the warnings and, for a state change, the record body
+(without "op" and "response", which the machine adds once the answer is signed). Handlers read
+state but never write durable state: the machine commits the record through State.commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from gateway.core.clock import business_day, business_month, day_date, parse_stmt_date
+from gateway.core.config import Rejection
+from gateway.core.patient import Patient, check_credential, check_person
+from gateway.core.registry import Institution
+from gateway.core.sessions import Session
+from gateway.core.settlement import Bill, Usage, compute_bill
+from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement
+from protocol import ErrCode, RequestEnvelope, session_key, x25519_public_raw
+
+if TYPE_CHECKING:
+    from gateway.core.machine import Core
+
+PRE_SETTLE_INFNOS = frozenset({"2101", "2206"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A request that passed frame, envelope, institution, authentication and freshness checks."""
+
+    env: RequestEnvelope
+    institution: Institution
+    session: Session | None
+    typed: Any
+    fingerprint: bytes
+    now_ms: int
+
+
+@dataclasses.dataclass
+class Answer:
+    """A successful answer before signing."""
+
+    output: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    record: dict[str, Any] | None = None
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _overloaded(what: str) -> Rejection:
+    return Rejection(ErrCode.OVERLOADED, f"{what} is full; retry later")
+
+
+def sign_in(core: Core, req: Request) -> Answer:
+    """9001: open a session with a fresh ephemeral X25519 key from the injected randomness."""
+    if req.typed.opter != req.env.opter:
+        raise Rejection(ErrCode.MALFORMED_INPUT, "input.opter: differs from the envelope's opter")
+    sign_no = core.new_sign_no()
+    ephemeral = X25519PrivateKey.from_private_bytes(core.random_bytes(32))
+    key = session_key(ephemeral, req.typed.x25519_pub, sign_no)
+    expires_ms = req.now_ms + core.config.session_ttl_s * 1000
+    core.sessions.open(Session(sign_no, req.env.dev_no, req.env.opter, req.institution.code, key,
+                               req.now_ms, expires_ms))
+    return Answer({"sign_no": sign_no, "sign_time": req.now_ms, "x25519_pub": x25519_public_raw(ephemeral),
+                   "session_expires": expires_ms})
+
+
+def sign_out(core: Core, req: Request) -> Answer:
+    """9002: end the session named by the frame."""
+    assert req.session is not None
+    core.sessions.end(req.session.sign_no)
+    return Answer({"sign_no": req.session.sign_no, "sign_out_time": req.now_ms})
+
+
+def _patient(core: Core, req: Request, medfee_fen: int) -> Patient:
+    state = core.state
+    patient = check_credential(req.typed.cert, req.env, medfee_fen, state.overlay, core.issuer_keys,
+                               core.master_keys, state.vouchers, req.now_ms)
+    check_person(patient, req.institution, state.overlay, day_date(business_day(req.now_ms)))
+    return patient
+
+
+def _allowance_fen(core: Core, institution: Institution) -> int:
+    if institution.kind != "pharmacy":
+        return 0
+    return core.state.overlay.policy.otc_allowance_fen[institution.grade]
+
+
+def person_info(core: Core, req: Request) -> Answer:
+    """1101: who the person is and what is left of today's OTC allowance here."""
+    patient = _patient(core, req, 0)
+    allowance_fen = _allowance_fen(core, req.institution)
+    used_fen = core.state.ledger.person_day_used(patient.psn_no, business_day(req.now_ms)) if allowance_fen else 0
+    return Answer({"psn_no": patient.psn_no, "insutype": patient.insutype,
+                   "insuplc_admdvs": patient.insuplc_admdvs,
+                   "cross_province": patient.cross_province(req.institution),
+                   "otc_allowance_day": allowance_fen, "otc_used_day": used_fen,
+                   "otc_remaining_day": max(0, allowance_fen - used_fen)},
+                  facts={"cert_type": patient.cert_type})
+
+
+def _compute(core: Core, req: Request, patient: Patient) -> tuple[Bill, Usage]:
+    state, institution = core.state, req.institution
+    usage = Usage(
+        otc_allowance_fen=_allowance_fen(core, institution),
+        person_day_used_fen=state.ledger.person_day_used(patient.psn_no, business_day(req.now_ms)),
+        monthly_cap_fen=institution.monthly_cap_fen,
+        institution_month_used_fen=state.ledger.institution_month_used(institution.code,
+                                                                       business_month(req.now_ms)))
+    bill = compute_bill(req.typed.items, req.typed.medfee_sumamt, patient.insutype, state.overlay.policy,
+                        institution.kind == "pharmacy", usage, state.overlay.operator_suspended)
+    return bill, usage
+
+
+def _setlinfo(req: Request, patient: Patient, bill: Bill) -> dict[str, Any]:
+    return {"psn_no": patient.psn_no, "insutype": patient.insutype, "insuplc_admdvs": patient.insuplc_admdvs,
+            "setl_time": req.now_ms, "medfee_sumamt": bill.medfee_sumamt,
+            "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "preselfpay_amt": bill.preselfpay_amt,
+            "inscp_scp_amt": bill.inscp_scp_amt, "fund_pay_sumamt": bill.fund_pay_sumamt,
+            "otc_pay": bill.otc_pay, "rx_pay": bill.rx_pay, "acct_pay": 0, "psn_cash_pay": bill.psn_cash_pay,
+            "crt_payb_lmt_amt": bill.crt_payb_lmt_amt, "person_day_remaining": bill.person_day_remaining,
+            "institution_month_remaining": bill.institution_month_remaining, "bound_by": list(bill.bound_by),
+            "medins_setl_id": req.env.msgid}
+
+
+def settle(core: Core, req: Request) -> Answer:
+    """2101/2102 (pharmacies) and 2206/2207 (clinics, hospitals): split the bill; settle on 2102/2207."""
+    state = core.state
+    applying = req.env.infno not in PRE_SETTLE_INFNOS
+    if applying:
+        _require_room(core, settlement=True)
+    patient = _patient(core, req, req.typed.medfee_sumamt)
+    bill, usage = _compute(core, req, patient)
+    setlinfo = _setlinfo(req, patient, bill)
+    output = {"setlinfo": setlinfo, "detlcutinfo": [
+        {"feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt, "preselfpay_amt": c.preselfpay_amt,
+         "inscp_scp_amt": c.inscp_scp_amt, "cut_reason": c.cut_reason} for c in bill.lines]}
+    facts = {"cert_type": patient.cert_type, "medfee_fen": bill.medfee_sumamt, "fund_fen": bill.fund_pay_sumamt,
+             "cash_fen": bill.psn_cash_pay, "bound_by": bill.bound_by}
+    if not applying:
+        return Answer(output, bill.warnings, None, facts)
+    setl_n = state.setl_counter + 1
+    setlinfo["setl_id"] = core.setl_id(setl_n)
+    setlinfo["mdtrt_id"] = core.mdtrt_id(setl_n)
+    day = business_day(req.now_ms)
+    settlement = Settlement(
+        setl_id=setlinfo["setl_id"], msgid=req.env.msgid, infno=req.env.infno, institution=req.institution.code,
+        psn_no=patient.psn_no, insutype=patient.insutype, insuplc_admdvs=patient.insuplc_admdvs,
+        setl_time=req.now_ms, day=day, month=business_month(req.now_ms), medfee_sumamt=bill.medfee_sumamt,
+        fund_pay_sumamt=bill.fund_pay_sumamt, psn_cash_pay=bill.psn_cash_pay, otc_pay=bill.otc_pay,
+        rx_pay=bill.rx_pay, status=STATUS_SETTLED, cancel_msgid=None)
+    voucher = None if patient.voucher_key is None else [patient.voucher_key, patient.voucher_exp_ms]
+    record = {"t": "settle", "now_ms": req.now_ms, "setl": settlement.to_dict(), "setl_n": setl_n,
+              "person_limit_fen": usage.otc_allowance_fen, "cap_fen": usage.monthly_cap_fen, "voucher": voucher,
+              "idem": [req.env.msgid, req.fingerprint, req.env.infno, settlement.setl_id]}
+    return Answer(output, bill.warnings, record, facts)
+
+
+def _require_room(core: Core, settlement: bool = False, tombstone: bool = False) -> None:
+    state = core.state
+    if not state.idempotency.has_room():
+        raise _overloaded("the idempotency store")
+    if settlement and not (state.settlements.has_room() and state.vouchers.has_room()):
+        raise _overloaded("the settlement store")
+    if tombstone and not state.tombstones.has_room():
+        raise _overloaded("the tombstone store")
+
+
+def cancel(core: Core, req: Request) -> Answer:
+    """2103/2208: cancel a settlement of this institution and person within its business month."""
+    _require_room(core)
+    found = core.state.settlements.get(req.typed.setl_id)
+    if found is None or found.institution != req.institution.code or found.psn_no != req.typed.psn_no:
+        raise Rejection(ErrCode.SETTLEMENT_NOT_FOUND, "no such settlement")
+    if found.status != STATUS_SETTLED:
+        raise Rejection(ErrCode.ALREADY_CANCELLED, f"the settlement is {found.status}")
+    if found.month != business_month(req.now_ms):
+        raise Rejection(ErrCode.CANCEL_WINDOW_CLOSED, "only settlements of the current month can be cancelled")
+    output = {"setl_id": found.setl_id, "cancel_time": req.now_ms, "medfee_sumamt": -found.medfee_sumamt,
+              "fund_pay_sumamt": -found.fund_pay_sumamt, "psn_cash_pay": -found.psn_cash_pay,
+              "otc_pay": -found.otc_pay, "rx_pay": -found.rx_pay}
+    record = {"t": "cancel", "now_ms": req.now_ms, "setl_id": found.setl_id,
+              "idem": [req.env.msgid, req.fingerprint, req.env.infno, found.setl_id]}
+    return Answer(output, (), record)
+
+
+def reverse(core: Core, req: Request) -> Answer:
+    """2601: undo an applied original, or tombstone an unknown one so it is refused if it arrives."""
+    _require_room(core, tombstone=True)
+    state, omsgid, oinfno = core.state, req.typed.omsgid, req.typed.oinfno
+    if omsgid[:12] != req.institution.code:
+        raise Rejection(ErrCode.SETTLEMENT_NOT_FOUND, "input.omsgid: not a message of this institution")
+    output: dict[str, Any] = {"reversed": True}
+    action, setl_id = "none", ""
+    original = state.idempotency.get(omsgid)
+    if omsgid in state.tombstones:
+        output["already_reversed"] = True
+    elif original is None:
+        output["original_found"] = False
+    elif original.infno != oinfno:
+        raise Rejection(ErrCode.SETTLEMENT_NOT_FOUND, "input.oinfno: the original is of another infno")
+    else:
+        output["original_found"] = True
+        setl_id = original.subject
+        action = _reverse_action(state.settlements.get(setl_id), oinfno, omsgid)
+    record = {"t": "reverse", "now_ms": req.now_ms, "omsgid": omsgid, "action": action, "setl_id": setl_id,
+              "idem": [req.env.msgid, req.fingerprint, req.env.infno, omsgid]}
+    return Answer(output, (), record)
+
+
+def _reverse_action(settlement: Settlement | None, oinfno: str, omsgid: str) -> str:
+    if settlement is None:
+        return "none"        # past the settlement retention: nothing left to undo
+    if oinfno in ("2102", "2207"):
+        return "unsettle" if settlement.status != "reversed" else "none"
+    # Reversing a cancellation re-instates the settlement, if that cancellation is still its state.
+    if settlement.status == STATUS_CANCELLED and settlement.cancel_msgid == omsgid:
+        return "reinstate"
+    return "none"
+
+
+def _stmt_day(text: str) -> int:
+    try:
+        return parse_stmt_date(text)
+    except ValueError:
+        raise Rejection(ErrCode.MALFORMED_INPUT, "input.stmt_date: not a real YYYYMMDD date") from None
+
+
+def totals(core: Core, req: Request) -> Answer:
+    """3201: compare the institution's totals for a business day with the settlements that stand."""
+    store = core.state.settlements
+    rows = [store.get(i) for i in store.day_ids(req.institution.code, _stmt_day(req.typed.stmt_date))]
+    standing = [s for s in rows if s is not None and s.status == STATUS_SETTLED]
+    gateway = {"setl_cnt": len(standing), "medfee_sumamt": sum(s.medfee_sumamt for s in standing),
+               "fund_pay_sumamt": sum(s.fund_pay_sumamt for s in standing),
+               "psn_cash_pay": sum(s.psn_cash_pay for s in standing)}
+    theirs = {key: getattr(req.typed, key) for key in gateway}
+    return Answer({"stmt_rslt": "0" if theirs == gateway else "1", "gateway": gateway})
+
+
+def detail(core: Core, req: Request) -> Answer:
+    """3202: one page of the day's settlements in setl_id order."""
+    page, more = core.state.settlements.page(req.institution.code, _stmt_day(req.typed.stmt_date),
+                                             req.typed.after, req.typed.limit)
+    rows = [{"setl_id": s.setl_id, "msgid": s.msgid, "psn_no": s.psn_no, "setl_time": s.setl_time,
+             "medfee_sumamt": s.medfee_sumamt, "fund_pay_sumamt": s.fund_pay_sumamt,
+             "psn_cash_pay": s.psn_cash_pay, "status": s.status} for s in page]
+    return Answer({"rows": rows, "next": rows[-1]["setl_id"] if more and rows else None})
+
+
+HANDLERS = {
+    "9001": sign_in, "9002": sign_out, "1101": person_info,
+    "2101": settle, "2102": settle, "2206": settle, "2207": settle,
+    "2103": cancel, "2208": cancel, "2601": reverse, "3201": totals, "3202": detail,
+}

@@ -1,0 +1,225 @@
+"""The admin overlay: the registry file as the starting point plus journaled admin changes.
+
+`Overlay` holds the effective (current) views the rules read, and a compact, msgpack-able record
+of what admin changes altered (per entity, last value wins), which is what snapshots carry.
+`apply` validates a change completely before touching anything, so a bad change (ValueError naming
+the field) leaves no trace.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import re
+from typing import Any
+
+from gateway.core.registry import (
+    CAP_FEN_MAX, GRADES, ID, INSTITUTION_CODE, INSUTYPE, Filing, Operator, Policy, Registry, Terminal,
+)
+
+# Keys any change may carry for the audit trail; the core keeps them in the record unchanged.
+AUDIT_KEYS = ("kind", "actor", "reason", "change_id")
+_FIELDS = {
+    "institution.suspend": ("institution",), "institution.resume": ("institution",),
+    "operator.suspend": ("operator",), "operator.resume": ("operator",),
+    "terminal.revoke": ("dev_no",),
+    "card.block": ("card_no",), "card.unblock": ("card_no",),
+    "person.block": ("psn_no",), "person.unblock": ("psn_no",),
+    "institution.grade": ("institution", "grade"),
+    "institution.monthly_cap": ("institution", "monthly_cap_fen"),
+    "policy.otc_allowance": ("grade", "otc_allowance_fen"),
+    "policy.coverage": ("insutype", "coverage_permille"),
+    "terminal.enrol": ("dev_no", "institution", "public_key"),
+    "operator.enrol": ("code", "institution"),
+    "filing.add": ("psn_no", "admdvs", "valid_from", "valid_to"),
+}
+CHANGE_KINDS = tuple(_FIELDS)
+
+
+def _text(change: dict[str, Any], field: str, pattern: str) -> str:
+    value = change.get(field)
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise ValueError(f"{field}: bad value {value!r}")
+    return value
+
+
+def _int(change: dict[str, Any], field: str, low: int, high: int) -> int:
+    value = change.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{field}: must be an integer within [{low}, {high}]")
+    return value
+
+
+def _date(change: dict[str, Any], field: str) -> datetime.date:
+    text = _text(change, field, r"\d{4}-\d{2}-\d{2}")
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{field}: not a real date {text!r}") from None
+
+
+def _key32(change: dict[str, Any], field: str) -> bytes:
+    text = _text(change, field, r"[A-Za-z0-9+/=]{40,48}")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{field}: not standard base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{field}: must decode to 32 bytes")
+    return raw
+
+
+class Overlay:
+    """Effective registry views plus the admin changes applied on top of the file."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.policy: Policy = registry.policy
+        self.institutions = dict(registry.institutions)
+        self.terminals = dict(registry.terminals)
+        self.operators = dict(registry.operators)
+        self.voucher_issuers = dict(registry.voucher_issuers)
+        self.filings: dict[str, list[Filing]] = {}
+        for filing in registry.filings:
+            self.filings.setdefault(filing.psn_no, []).append(filing)
+        self.blocked_cards = set(registry.blocked_cards)
+        self.blocked_persons = set(registry.blocked_persons)
+        self.changes: list[dict[str, Any]] = []
+
+    def apply(self, change: dict[str, Any]) -> None:
+        """Validate and apply one admin change (see CHANGE_KINDS); raises ValueError naming the field."""
+        action = self._plan(change)
+        action()
+        self.changes.append(dict(change))
+
+    def check(self, change: dict[str, Any]) -> None:
+        """Validate a change without applying it; raises ValueError naming the field."""
+        self._plan(change)
+
+    def _plan(self, change: dict[str, Any]) -> Any:
+        if not isinstance(change, dict):
+            raise ValueError("change: must be an object")
+        kind = change.get("kind")
+        if kind not in _FIELDS:
+            raise ValueError(f"kind: must be one of {list(CHANGE_KINDS)}")
+        for key in change:
+            if key not in _FIELDS[kind] and key not in AUDIT_KEYS:
+                raise ValueError(f"{key}: unknown field for {kind}")
+        for key in ("actor", "reason", "change_id"):
+            if key in change and not isinstance(change[key], str):
+                raise ValueError(f"{key}: must be a string")
+        return getattr(self, "_plan_" + kind.replace(".", "_"))(change)
+
+    def _institution(self, change: dict[str, Any]) -> str:
+        code = _text(change, "institution", INSTITUTION_CODE)
+        if code not in self.institutions:
+            raise ValueError(f"institution: unknown institution {code!r}")
+        return code
+
+    def _set_institution(self, code: str, **fields: Any) -> Any:
+        return lambda: self.institutions.__setitem__(code, dataclasses.replace(self.institutions[code], **fields))
+
+    def _plan_institution_suspend(self, change: dict[str, Any]) -> Any:
+        return self._set_institution(self._institution(change), status="suspended")
+
+    def _plan_institution_resume(self, change: dict[str, Any]) -> Any:
+        return self._set_institution(self._institution(change), status="active")
+
+    def _plan_institution_grade(self, change: dict[str, Any]) -> Any:
+        code = self._institution(change)
+        if self.institutions[code].kind != "pharmacy":
+            raise ValueError("institution: grades apply to pharmacies only")
+        grade = _text(change, "grade", "|".join(GRADES))
+        return self._set_institution(code, grade=grade)
+
+    def _plan_institution_monthly_cap(self, change: dict[str, Any]) -> Any:
+        code = self._institution(change)
+        return self._set_institution(code, monthly_cap_fen=_int(change, "monthly_cap_fen", 0, CAP_FEN_MAX))
+
+    def _operator(self, change: dict[str, Any]) -> str:
+        code = _text(change, "operator", ID)
+        if code not in self.operators:
+            raise ValueError(f"operator: unknown operator {code!r}")
+        return code
+
+    def _plan_operator_suspend(self, change: dict[str, Any]) -> Any:
+        code = self._operator(change)
+        return lambda: self.operators.__setitem__(code, dataclasses.replace(self.operators[code], status="suspended"))
+
+    def _plan_operator_resume(self, change: dict[str, Any]) -> Any:
+        code = self._operator(change)
+        return lambda: self.operators.__setitem__(code, dataclasses.replace(self.operators[code], status="active"))
+
+    def _plan_terminal_revoke(self, change: dict[str, Any]) -> Any:
+        dev_no = _text(change, "dev_no", ID)
+        if dev_no not in self.terminals:
+            raise ValueError(f"dev_no: unknown terminal {dev_no!r}")
+        return lambda: self.terminals.__setitem__(dev_no, dataclasses.replace(self.terminals[dev_no], status="revoked"))
+
+    def _plan_card_block(self, change: dict[str, Any]) -> Any:
+        return lambda card_no=_text(change, "card_no", ID): self.blocked_cards.add(card_no)
+
+    def _plan_card_unblock(self, change: dict[str, Any]) -> Any:
+        return lambda card_no=_text(change, "card_no", ID): self.blocked_cards.discard(card_no)
+
+    def _plan_person_block(self, change: dict[str, Any]) -> Any:
+        return lambda psn_no=_text(change, "psn_no", ID): self.blocked_persons.add(psn_no)
+
+    def _plan_person_unblock(self, change: dict[str, Any]) -> Any:
+        return lambda psn_no=_text(change, "psn_no", ID): self.blocked_persons.discard(psn_no)
+
+    def _plan_policy_otc_allowance(self, change: dict[str, Any]) -> Any:
+        grade = _text(change, "grade", "|".join(GRADES))
+        allowance = dict(self.policy.otc_allowance_fen)
+        allowance[grade] = _int(change, "otc_allowance_fen", 0, CAP_FEN_MAX)
+        return lambda: setattr(self, "policy", dataclasses.replace(self.policy, otc_allowance_fen=allowance))
+
+    def _plan_policy_coverage(self, change: dict[str, Any]) -> Any:
+        coverage = dict(self.policy.coverage_permille)
+        coverage[_text(change, "insutype", INSUTYPE)] = _int(change, "coverage_permille", 0, 1000)
+        return lambda: setattr(self, "policy", dataclasses.replace(self.policy, coverage_permille=coverage))
+
+    def _plan_terminal_enrol(self, change: dict[str, Any]) -> Any:
+        dev_no = _text(change, "dev_no", ID)
+        if dev_no in self.terminals:
+            raise ValueError(f"dev_no: terminal {dev_no!r} is already enrolled")
+        terminal = Terminal(dev_no, self._institution(change), _key32(change, "public_key"), "active")
+        return lambda: self.terminals.__setitem__(dev_no, terminal)
+
+    def _plan_operator_enrol(self, change: dict[str, Any]) -> Any:
+        code = _text(change, "code", ID)
+        if code in self.operators:
+            raise ValueError(f"code: operator {code!r} is already enrolled")
+        operator = Operator(code, self._institution(change), "active")
+        return lambda: self.operators.__setitem__(code, operator)
+
+    def _plan_filing_add(self, change: dict[str, Any]) -> Any:
+        filing = Filing(_text(change, "psn_no", ID), _text(change, "admdvs", r"\d{2}|\d{6}"),
+                        _date(change, "valid_from"), _date(change, "valid_to"))
+        if filing.valid_to < filing.valid_from:
+            raise ValueError("valid_to: is before valid_from")
+        return lambda: self.filings.setdefault(filing.psn_no, []).append(filing)
+
+    def filed(self, psn_no: str, institution_admdvs: str, date: datetime.date) -> bool:
+        """True when a filing lets `psn_no` be treated in `institution_admdvs` on `date`."""
+        return any(f.valid_from <= date <= f.valid_to and f.admdvs in (institution_admdvs, institution_admdvs[:2])
+                   for f in self.filings.get(psn_no, ()))
+
+    def operator_suspended(self, code: str) -> bool:
+        """True when `code` is a registered operator/doctor whose status is suspended."""
+        operator = self.operators.get(code)
+        return operator is not None and operator.status == "suspended"
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The applied admin changes, in order (admin changes are rare; replaying them is exact)."""
+        return [dict(change) for change in self.changes]
+
+    @classmethod
+    def restore(cls, registry: Registry, changes: list[dict[str, Any]]) -> Overlay:
+        """Rebuild the overlay: the registry file, then the changes in order."""
+        overlay = cls(registry)
+        for change in changes:
+            overlay.apply(change)
+        return overlay

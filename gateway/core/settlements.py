@@ -1,0 +1,97 @@
+"""Settlements that stand (or were cancelled/reversed) and the reconciliation index for 3201/3202.
+
+setl_ids are allocated in increasing order, so each (institution, business day) list of setl_ids is
+already in setl_id order: appending keeps it sorted and 3202 pages with bisect. Days older than the
+retention are dropped through a time-ordered index.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+STATUS_SETTLED = "settled"
+STATUS_CANCELLED = "cancelled"
+STATUS_REVERSED = "reversed"
+_FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "insuplc_admdvs",
+           "setl_time", "day", "month", "medfee_sumamt", "fund_pay_sumamt", "psn_cash_pay", "otc_pay",
+           "rx_pay", "status", "cancel_msgid")
+
+
+class Settlement:
+    """One settlement (2102/2207) and its current status."""
+
+    __slots__ = _FIELDS
+
+    def __init__(self, **fields: Any) -> None:
+        for name in _FIELDS:
+            setattr(self, name, fields[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Msgpack-able form."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+class SettlementStore:
+    """Settlements by setl_id, with a per-(institution, day) index in setl_id order."""
+
+    def __init__(self, entries_max: int, days_kept: int) -> None:
+        assert entries_max > 0 and days_kept > 0
+        self.entries_max = entries_max
+        self.days_kept = days_kept
+        self._by_id: dict[str, Settlement] = {}
+        self._by_day: SortedDict = SortedDict()  # day -> {institution: [setl_id ...]}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, setl_id: str) -> Settlement | None:
+        """The settlement, or None (unknown or past retention)."""
+        return self._by_id.get(setl_id)
+
+    def has_room(self) -> bool:
+        """False when the cap is reached (the core then refuses settlements with OVERLOADED)."""
+        return len(self._by_id) < self.entries_max
+
+    def add(self, settlement: Settlement) -> None:
+        """Store a new settlement; its setl_id must sort after every earlier one of its day."""
+        assert settlement.setl_id not in self._by_id and self.has_room()
+        self._by_id[settlement.setl_id] = settlement
+        day_ids = self._by_day.setdefault(settlement.day, {}).setdefault(settlement.institution, [])
+        assert not day_ids or day_ids[-1] < settlement.setl_id
+        day_ids.append(settlement.setl_id)
+
+    def day_ids(self, institution: str, day: int) -> list[str]:
+        """The setl_ids of `institution` on Shanghai `day`, in setl_id order."""
+        return self._by_day.get(day, {}).get(institution, [])
+
+    def page(self, institution: str, day: int, after: str | None, limit: int) -> tuple[list[Settlement], bool]:
+        """Up to `limit` settlements after `after` (exclusive) and whether more follow."""
+        ids = self.day_ids(institution, day)
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        chosen = ids[start:start + limit]
+        return [self._by_id[i] for i in chosen], start + limit < len(ids)
+
+    def expire(self, today: int) -> None:
+        """Drop the days that fell out of retention as of `today`."""
+        while self._by_day and self._by_day.peekitem(0)[0] <= today - self.days_kept:
+            _, per_institution = self._by_day.popitem(0)
+            for ids in per_institution.values():
+                for setl_id in ids:
+                    del self._by_id[setl_id]
+
+    def standing(self) -> list[Settlement]:
+        """Every settlement whose status is settled (for invariant checks)."""
+        return [s for s in self._by_id.values() if s.status == STATUS_SETTLED]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Msgpack-able contents in (day, institution, setl_id) order."""
+        return [self._by_id[i].to_dict() for per in self._by_day.values()
+                for _, ids in sorted(per.items()) for i in ids]
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Load `snapshot()` output into an empty store."""
+        for row in rows:
+            self.add(Settlement(**row))

@@ -1,0 +1,164 @@
+"""The core's durable state and the one commit function per record kind.
+
+The live path builds a record and calls `commit`; recovery calls the same `commit` with the
+journaled record, so replaying the records of a run reproduces its state by construction.
+Housekeeping (expiry of old days, idempotency records, tombstones, vouchers) also happens only in
+`commit`, driven by the record's own `now_ms`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.core.clock import business_day, business_month
+from gateway.core.config import CoreConfig
+from gateway.core.idempotency import IdempotencyStore, IdemEntry, Tombstones, UsedVouchers
+from gateway.core.keyring import KeyRing
+from gateway.core.ledger import InMemoryLedger
+from gateway.core.overlay import Overlay
+from gateway.core.registry import Registry
+from gateway.core.settlements import (
+    STATUS_CANCELLED, STATUS_REVERSED, STATUS_SETTLED, Settlement, SettlementStore,
+)
+
+SNAPSHOT_VERSION = 1
+
+
+class State:
+    """Everything durable: ledgers, settlements, memories, admin overlay, counters, retired keys."""
+
+    def __init__(self, config: CoreConfig, registry: Registry, keyring: KeyRing) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.overlay = Overlay(registry)
+        self.ledger = InMemoryLedger()
+        self.settlements = SettlementStore(config.settlements_max, config.settlement_days_kept)
+        self.idempotency = IdempotencyStore(config.idempotency_records_max)
+        self.tombstones = Tombstones(config.tombstones_max)
+        self.vouchers = UsedVouchers(config.used_vouchers_max)
+        self.last_op = 0
+        self.setl_counter = 0
+        self.refid_reserved_to = 0
+
+    def commit(self, record: dict[str, Any]) -> None:
+        """Apply one record (live or replayed). Records must come in op order without gaps."""
+        assert record["op"] == self.last_op + 1, f"op {record['op']} after {self.last_op}"
+        self.last_op = record["op"]
+        if "refid_to" in record:
+            self.refid_reserved_to = max(self.refid_reserved_to, record["refid_to"])
+        if "now_ms" in record:
+            self._expire(record["now_ms"])
+        _COMMITS[record["t"]](self, record)
+
+    def _expire(self, now_ms: int) -> None:
+        today = business_day(now_ms)
+        self.ledger.expire(today, business_month(now_ms))
+        self.settlements.expire(today)
+        self.idempotency.expire(now_ms)
+        self.tombstones.expire(now_ms)
+        self.vouchers.expire(now_ms)
+
+    def remember(self, record: dict[str, Any]) -> None:
+        """Store the record's idempotency entry: [msgid, fingerprint, infno, subject] + response."""
+        msgid, fingerprint, infno, subject = record["idem"]
+        self.idempotency.put(msgid, IdemEntry(fingerprint, record["response"], record["op"], infno,
+                                              record["now_ms"], subject))
+
+    def snapshot(self) -> dict[str, Any]:
+        """A msgpack-able copy of all durable state."""
+        return {
+            "version": SNAPSHOT_VERSION, "last_op": self.last_op, "setl_counter": self.setl_counter,
+            "refid_reserved_to": self.refid_reserved_to, "ledger": self.ledger.snapshot(),
+            "settlements": self.settlements.snapshot(), "idempotency": self.idempotency.snapshot(),
+            "tombstones": self.tombstones.snapshot(), "vouchers": self.vouchers.snapshot(),
+            "admin_changes": self.overlay.snapshot(), "retired_keys": self.keyring.snapshot(),
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Load `snapshot()` output into a freshly built state."""
+        assert snap["version"] == SNAPSHOT_VERSION and self.last_op == 0
+        self.last_op = snap["last_op"]
+        self.setl_counter = snap["setl_counter"]
+        self.refid_reserved_to = snap["refid_reserved_to"]
+        self.ledger = InMemoryLedger.restore(snap["ledger"])
+        self.settlements.restore(snap["settlements"])
+        self.idempotency.restore(snap["idempotency"])
+        self.tombstones.restore(snap["tombstones"])
+        self.vouchers.restore(snap["vouchers"])
+        self.overlay = Overlay.restore(self.overlay.registry, snap["admin_changes"])
+        self.keyring.restore(snap["retired_keys"])
+
+
+def _debit(state: State, settlement: Settlement, person_limit_fen: int | None, cap_fen: int | None) -> None:
+    grant = state.ledger.clamp_and_debit(
+        settlement.psn_no, settlement.day, settlement.otc_pay, person_limit_fen,
+        settlement.institution, settlement.month, settlement.fund_pay_sumamt, cap_fen)
+    # The single writer computed the split from the same ledger a moment ago, so the clamp must
+    # grant exactly that; a difference would mean the state machine lost determinism.
+    assert (grant.person_fen, grant.institution_fen) == (settlement.otc_pay, settlement.fund_pay_sumamt), grant
+
+
+def _credit(state: State, settlement: Settlement) -> None:
+    state.ledger.credit(settlement.psn_no, settlement.day, settlement.otc_pay, settlement.institution,
+                        settlement.month, settlement.fund_pay_sumamt)
+
+
+def _commit_settle(state: State, record: dict[str, Any]) -> None:
+    settlement = Settlement(**record["setl"])
+    assert settlement.status == STATUS_SETTLED
+    _debit(state, settlement, record["person_limit_fen"], record["cap_fen"])
+    state.settlements.add(settlement)
+    state.setl_counter = max(state.setl_counter, record["setl_n"])
+    if record["voucher"] is not None:
+        key, exp_ms = record["voucher"]
+        state.vouchers.add(key, exp_ms)
+    state.remember(record)
+
+
+def _commit_cancel(state: State, record: dict[str, Any]) -> None:
+    settlement = state.settlements.get(record["setl_id"])
+    assert settlement is not None and settlement.status == STATUS_SETTLED
+    _credit(state, settlement)
+    settlement.status = STATUS_CANCELLED
+    settlement.cancel_msgid = record["idem"][0]
+    state.remember(record)
+
+
+def _commit_reverse(state: State, record: dict[str, Any]) -> None:
+    action = record["action"]
+    settlement = state.settlements.get(record["setl_id"]) if record["setl_id"] else None
+    if action == "unsettle":
+        assert settlement is not None and settlement.status != STATUS_REVERSED
+        if settlement.status == STATUS_SETTLED:
+            _credit(state, settlement)
+        settlement.status = STATUS_REVERSED
+    elif action == "reinstate":
+        assert settlement is not None and settlement.status == STATUS_CANCELLED
+        # Re-instating a cancellation is an undo, not a new settlement: no limit checks (SPEC §7).
+        _debit(state, settlement, None, None)
+        settlement.status = STATUS_SETTLED
+        settlement.cancel_msgid = None
+    else:
+        assert action == "none", action
+    state.tombstones.add(record["omsgid"], record["now_ms"])
+    state.remember(record)
+
+
+def _commit_refid(state: State, record: dict[str, Any]) -> None:
+    # The reservation itself was applied by `commit` ("refid_to"); nothing else to do.
+    assert "refid_to" in record
+
+
+def _commit_admin(state: State, record: dict[str, Any]) -> None:
+    state.overlay.apply(record["change"])
+
+
+def _commit_key_rotate(state: State, record: dict[str, Any]) -> None:
+    state.keyring.apply_rotation(record)
+
+
+_COMMITS = {
+    "settle": _commit_settle, "cancel": _commit_cancel, "reverse": _commit_reverse,
+    "refid": _commit_refid, "admin": _commit_admin, "key_rotate": _commit_key_rotate,
+}
+RECORD_KINDS = tuple(_COMMITS)

@@ -1,0 +1,216 @@
+"""Request and response envelopes (SPEC section 5): shape checks, encoding, freshness."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol import limits
+from protocol._fields import is_digits, is_id, is_int, msgid_layout_ok
+from protocol._msgpack import plain_violation, unpack_strict
+from protocol.canonical import canonical_packb
+from protocol.errors import ErrCode, ProtocolError
+from protocol.frames import AUTH_SIG, RESP_DOMAIN, Frame, encode_frame, gateway_kid, public_raw, sign
+
+SIGN_IN_INFNO = "9001"
+OPTER_TYPES = frozenset({"1", "2", "3"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestEnvelope:
+    """A request envelope whose shape is valid; `input` is the raw map, not yet validated."""
+
+    infno: str
+    msgid: str
+    fixmedins_code: str
+    mdtrtarea_admvs: str
+    dev_no: str
+    opter: str
+    opter_type: str
+    sign_no: str | None
+    inf_time: int
+    input: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResponseEnvelope:
+    """A response envelope. `msgid` and `output` are None when absent on the wire."""
+
+    infcode: int
+    err_code: str
+    err_msg: str
+    msgid: str | None
+    inf_refmsgid: str
+    respond_time: int
+    output: dict[str, Any] | None
+    warnings: tuple[str, ...] = ()
+
+
+def _bad(field: str, why: str) -> ProtocolError:
+    return ProtocolError(ErrCode.MALFORMED_ENVELOPE, f"{field}: {why}")
+
+
+def _require(body: dict[str, Any], field: str) -> Any:
+    if field not in body:
+        raise _bad(field, "missing")
+    return body[field]
+
+
+def _id_field(body: dict[str, Any], field: str) -> str:
+    value = _require(body, field)
+    if not is_id(value):
+        raise _bad(field, f"not a string of 1..{limits.ID_CHARS_MAX} chars")
+    return value
+
+
+def _check_outer_ints(body: dict[str, Any]) -> None:
+    # Integers outside int64 are MALFORMED_ENVELOPE everywhere but inside `input`, where
+    # parse_input answers MALFORMED_INPUT for them (SPEC section 5).
+    for key, value in body.items():
+        if key != "input" and plain_violation(value, 1) is not None:
+            raise _bad(key, "integer outside int64")
+
+
+def _sign_no(body: dict[str, Any], infno: str) -> str | None:
+    if infno == SIGN_IN_INFNO and body.get("sign_no") is None:
+        return None
+    return _id_field(body, "sign_no")
+
+
+def decode_request_envelope(body: bytes) -> RequestEnvelope:
+    """Decode a request envelope and check its shape (types, lengths, msgid layout and date).
+
+    Whether infno is known, the institution registered and the session right is decided later.
+    Unknown extra keys are ignored.
+
+    Raises:
+        ProtocolError(MALFORMED_ENVELOPE): not a msgpack map, or a field missing or mistyped.
+    """
+    value = unpack_strict(body, ErrCode.MALFORMED_ENVELOPE, "envelope", int64_only=False)
+    if not isinstance(value, dict):
+        raise _bad("envelope", "not a map")
+    _check_outer_ints(value)
+    infno = _require(value, "infno")
+    if not isinstance(infno, str) or not 1 <= len(infno) <= limits.INFNO_CHARS_MAX:
+        raise _bad("infno", "not a short string")
+    fixmedins_code = _require(value, "fixmedins_code")
+    if not isinstance(fixmedins_code, str) or len(fixmedins_code) != limits.FIXMEDINS_CODE_CHARS:
+        raise _bad("fixmedins_code", "not a string of 12 chars")
+    msgid = _require(value, "msgid")
+    if not msgid_layout_ok(msgid) or msgid[: limits.FIXMEDINS_CODE_CHARS] != fixmedins_code:
+        raise _bad("msgid", "not fixmedins_code + a real yyyyMMddHHmmss + 4 digits")
+    admvs = _require(value, "mdtrtarea_admvs")
+    if not isinstance(admvs, str) or not is_digits(admvs, limits.ADMDVS_DIGITS):
+        raise _bad("mdtrtarea_admvs", "not 6 digits")
+    opter_type = _require(value, "opter_type")
+    if not isinstance(opter_type, str) or opter_type not in OPTER_TYPES:
+        raise _bad("opter_type", "not '1', '2' or '3'")
+    inf_time = _require(value, "inf_time")
+    if not is_int(inf_time):
+        raise _bad("inf_time", "not an integer")
+    raw_input = _require(value, "input")
+    if not isinstance(raw_input, dict):
+        raise _bad("input", "not a map")
+    return RequestEnvelope(
+        infno=infno,
+        msgid=msgid,
+        fixmedins_code=fixmedins_code,
+        mdtrtarea_admvs=admvs,
+        dev_no=_id_field(value, "dev_no"),
+        opter=_id_field(value, "opter"),
+        opter_type=opter_type,
+        sign_no=_sign_no(value, infno),
+        inf_time=inf_time,
+        input=raw_input,
+    )
+
+
+def encode_request_envelope(env: RequestEnvelope) -> bytes:
+    """Encode a request envelope as canonical msgpack; `sign_no` None is left out."""
+    fields = {
+        "infno": env.infno,
+        "msgid": env.msgid,
+        "fixmedins_code": env.fixmedins_code,
+        "mdtrtarea_admvs": env.mdtrtarea_admvs,
+        "dev_no": env.dev_no,
+        "opter": env.opter,
+        "opter_type": env.opter_type,
+        "inf_time": env.inf_time,
+        "input": env.input,
+    }
+    if env.sign_no is not None:
+        fields["sign_no"] = env.sign_no
+    return canonical_packb(fields)
+
+
+def encode_response_envelope(env: ResponseEnvelope) -> bytes:
+    """Encode a response envelope as canonical msgpack.
+
+    infcode, err_code, err_msg, inf_refmsgid, respond_time and warnings are always present;
+    msgid and output only when not None.
+    """
+    fields: dict[str, Any] = {
+        "infcode": env.infcode,
+        "err_code": env.err_code,
+        "err_msg": env.err_msg,
+        "inf_refmsgid": env.inf_refmsgid,
+        "respond_time": env.respond_time,
+        "warnings": list(env.warnings),
+    }
+    if env.msgid is not None:
+        fields["msgid"] = env.msgid
+    if env.output is not None:
+        fields["output"] = env.output
+    return canonical_packb(fields)
+
+
+def _typed(value: dict[str, Any], field: str, kind: type, optional: bool = False) -> Any:
+    item = value.get(field)
+    if item is None and optional:
+        return None
+    if field not in value or not isinstance(item, kind) or (kind is int and not is_int(item)):
+        raise _bad(field, f"missing or not {kind.__name__}")
+    return item
+
+
+def decode_response_envelope(body: bytes) -> ResponseEnvelope:
+    """Decode a response envelope (the terminal side) and check its shape.
+
+    Raises:
+        ProtocolError(MALFORMED_ENVELOPE): not a map, or a field missing or mistyped.
+    """
+    value = unpack_strict(body, ErrCode.MALFORMED_ENVELOPE, "response")
+    if not isinstance(value, dict):
+        raise _bad("response", "not a map")
+    warnings = _typed(value, "warnings", list)
+    if not all(isinstance(item, str) for item in warnings):
+        raise _bad("warnings", "not a list of strings")
+    return ResponseEnvelope(
+        infcode=_typed(value, "infcode", int),
+        err_code=_typed(value, "err_code", str),
+        err_msg=_typed(value, "err_msg", str),
+        msgid=_typed(value, "msgid", str, optional=True),
+        inf_refmsgid=_typed(value, "inf_refmsgid", str),
+        respond_time=_typed(value, "respond_time", int),
+        output=_typed(value, "output", dict, optional=True),
+        warnings=tuple(warnings),
+    )
+
+
+def check_fresh(inf_time_ms: int, now_ms: int) -> None:
+    """Refuse an inf_time outside [now - 24 h, now + 300 s] (both ends included).
+
+    Raises:
+        ProtocolError(STALE_REQUEST): inf_time_ms is too old or too far ahead.
+    """
+    if not now_ms - limits.FRESH_PAST_MS <= inf_time_ms <= now_ms + limits.FRESH_FUTURE_MS:
+        raise ProtocolError(ErrCode.STALE_REQUEST, f"inf_time {inf_time_ms} outside [now-24h, now+300s]")
+
+
+def seal_response(private_key: Ed25519PrivateKey, env: ResponseEnvelope) -> bytes:
+    """Encode `env` and sign it into a response Frame under the key's gateway kid."""
+    body = encode_response_envelope(env)
+    kid = gateway_kid(public_raw(private_key.public_key()))
+    return encode_frame(Frame(limits.FRAME_VERSION, AUTH_SIG, kid, body, sign(private_key, RESP_DOMAIN, body)))
