@@ -1,0 +1,222 @@
+"""Strict loader for `gateway.toml` (SPEC section 10 plus the project's limits and journal keys).
+
+Every key is known in advance: an unknown key or a value of the wrong type raises `ConfigError`
+whose message is one line naming the file and the key, so `serve` can print it and exit.
+Paths are resolved relative to the directory holding the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import tomllib
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "GatewayConfig",
+    "HostPort",
+    "JournalConfig",
+    "LimitsConfig",
+    "ListenConfig",
+    "PathsConfig",
+    "load_config",
+]
+
+
+class ConfigError(Exception):
+    """A configuration file cannot be used; `str(err)` is one line naming the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPort:
+    """A listen address; port 0 asks the kernel for a free port (tests)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ListenConfig:
+    data: HostPort = HostPort("127.0.0.1", 8600)
+    admin: HostPort = HostPort("127.0.0.1", 8601)
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    registry: pathlib.Path
+    secrets: pathlib.Path
+    signing_key: pathlib.Path
+    data_dir: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitsConfig:
+    """Caps and deadlines of the HTTP shell. Each one bounds what a hostile client can hold."""
+
+    body_bytes_max: int = 65536
+    session_ttl_s: int = 43200
+    connections_max: int = 1024
+    requests_in_flight_max: int = 256
+    header_bytes_max: int = 16384
+    read_timeout_s: float = 10.0
+    write_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    drain_timeout_s: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalConfig:
+    fsync: bool = True
+    group_commit_ms: int = 2
+    batch_records_max: int = 1024
+    queue_records_max: int = 65536
+    snapshot_every_records: int = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    """The whole of `gateway.toml`, validated."""
+
+    path: pathlib.Path
+    admdvs: str
+    listen: ListenConfig
+    paths: PathsConfig
+    limits: LimitsConfig
+    journal: JournalConfig
+
+
+_PATH_DEFAULTS = {
+    "registry": "registry.toml",
+    "secrets": "secrets.toml",
+    "signing_key": "gateway_ed25519.pem",
+    "data_dir": "data",
+}
+# Lower bounds per numeric key: zero or negative timeouts and caps make no sense.
+_MINIMUM = {
+    "body_bytes_max": 1, "session_ttl_s": 1, "connections_max": 1, "requests_in_flight_max": 1,
+    "header_bytes_max": 256, "read_timeout_s": 0.001, "write_timeout_s": 0.001,
+    "idle_timeout_s": 0.001, "drain_timeout_s": 0.0, "group_commit_ms": 0,
+    "batch_records_max": 1, "queue_records_max": 1, "snapshot_every_records": 1,
+}
+_ADMDVS = re.compile(r"[0-9]{6}")
+
+
+def load_config(path: str | pathlib.Path) -> GatewayConfig:
+    """Read and validate a `gateway.toml`.
+
+    Args:
+        path: the file; relative paths inside it are resolved against its directory.
+    Returns:
+        the frozen GatewayConfig.
+    Raises:
+        ConfigError: unreadable file, invalid TOML, unknown key, wrong type or out-of-range value.
+    """
+    file = pathlib.Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: invalid TOML: {_one_line(str(exc))}") from None
+    return _Parser(file).parse(raw)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _Parser:
+    """Validates the parsed TOML tree section by section; errors name `file` and the dotted key."""
+
+    def __init__(self, file: pathlib.Path) -> None:
+        self.file = file
+        self.base = file.resolve().parent
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.file}: key '{key}' {problem}")
+
+    def parse(self, raw: dict[str, Any]) -> GatewayConfig:
+        sections = {"listen", "paths", "limits", "journal"}
+        self.reject_unknown(raw, {"admdvs"} | sections, prefix="")
+        for name in sections:
+            if name in raw and not isinstance(raw[name], dict):
+                raise self.fail(name, f"must be a table, got {_type_name(raw[name])}")
+        if "admdvs" not in raw:
+            raise self.fail("admdvs", "is required (the gateway's 6-digit region code)")
+        admdvs = raw["admdvs"]
+        if not isinstance(admdvs, str) or not _ADMDVS.fullmatch(admdvs):
+            raise self.fail("admdvs", "must be a string of 6 digits")
+        return GatewayConfig(
+            path=self.file,
+            admdvs=admdvs,
+            listen=self.listen(raw.get("listen", {})),
+            paths=self.paths(raw.get("paths", {})),
+            limits=self.fields(LimitsConfig, raw.get("limits", {}), "limits"),
+            journal=self.fields(JournalConfig, raw.get("journal", {}), "journal"),
+        )
+
+    def reject_unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{self.file}: unknown key '{prefix}{key}'")
+
+    def listen(self, table: dict[str, Any]) -> ListenConfig:
+        self.reject_unknown(table, {"data", "admin"}, "listen.")
+        defaults = ListenConfig()
+        return ListenConfig(
+            data=self.host_port(table, "data", defaults.data),
+            admin=self.host_port(table, "admin", defaults.admin),
+        )
+
+    def host_port(self, table: dict[str, Any], key: str, default: HostPort) -> HostPort:
+        if key not in table:
+            return default
+        value = table[key]
+        host, sep, port_text = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+        if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+            raise self.fail(f"listen.{key}", 'must be a string "host:port" with port 0..65535')
+        return HostPort(host.strip("[]"), int(port_text))
+
+    def paths(self, table: dict[str, Any]) -> PathsConfig:
+        self.reject_unknown(table, set(_PATH_DEFAULTS), "paths.")
+        resolved = {}
+        for key, default in _PATH_DEFAULTS.items():
+            value = table.get(key, default)
+            if not isinstance(value, str) or not value:
+                raise self.fail(f"paths.{key}", "must be a non-empty string")
+            resolved[key] = self.base / value
+        return PathsConfig(**resolved)
+
+    def fields(self, cls: type, table: dict[str, Any], section: str) -> Any:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        self.reject_unknown(table, set(known), f"{section}.")
+        values = {}
+        for key, value in table.items():
+            values[key] = self.typed(f"{section}.{key}", value, known[key].type, key)
+        return cls(**values)
+
+    def typed(self, dotted: str, value: Any, type_name: str, key: str) -> Any:
+        # bool is a subclass of int in Python; TOML keeps them apart, and so do we.
+        if type_name == "bool":
+            if not isinstance(value, bool):
+                raise self.fail(dotted, f"must be a boolean, got {_type_name(value)}")
+            return value
+        if type_name == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self.fail(dotted, f"must be an integer, got {_type_name(value)}")
+        if type_name == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.fail(dotted, f"must be a number, got {_type_name(value)}")
+            value = float(value)
+        if value < _MINIMUM[key]:
+            raise self.fail(dotted, f"must be at least {_MINIMUM[key]}, got {value}")
+        return value
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table",
+            list: "array"}.get(type(value), type(value).__name__)

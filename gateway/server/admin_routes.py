@@ -1,0 +1,128 @@
+"""Routes of the admin listener: health, readiness, metrics, the test clock, and the admin API seam.
+
+The admin API proper (gateway.admin) plugs in as an `AdminHandler`: every `/admin/v1/...` request
+other than the test clock goes to its `handle` method. Without one, those paths answer 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Iterable, Mapping, Protocol
+
+from gateway.server.clock import WallClock
+from gateway.server.data import common_route
+from gateway.server.http import Request, Response, plain_response
+from gateway.server.logs import log_event
+from gateway.server.runtime import Runtime
+
+__all__ = ["AdminApp", "AdminHandler", "AdminToken", "authenticate"]
+
+TEST_CLOCK_PATH = "/admin/v1/test/clock"
+ADMIN_PREFIX = "/admin/v1/"
+_CLOCK_ROLES = ("operator", "policy")
+# Any Unix ms from 2000-01-01 to 2100-01-01: a wider value is a mistake, not a test.
+_NOW_MS_MIN = 946_684_800_000
+_NOW_MS_MAX = 4_102_444_800_000
+
+
+class AdminToken(Protocol):
+    """An admin of secrets.toml (gateway.core.registry.Admin has these fields)."""
+
+    name: str
+    role: str
+    token_sha256: str
+
+
+class AdminHandler(Protocol):
+    """The seam for gateway.admin: answers one admin request.
+
+    Args:
+        method: "GET", "POST" ...
+        path: the request path without query string, starting with "/admin/v1/".
+        headers: lower-cased header names → values (Authorization included).
+        body: the whole request body (at most body_bytes_max).
+    Returns:
+        (status, headers as (name, value) pairs, body bytes).
+    """
+
+    async def handle(self, method: str, path: str, headers: Mapping[str, str],
+                     body: bytes) -> tuple[int, list[tuple[str, str]], bytes]: ...
+
+
+def authenticate(headers: Mapping[str, str], admins: Iterable[AdminToken]) -> AdminToken | None:
+    """Return the admin whose token_sha256 matches the bearer token, or None (constant-time compare)."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    found = None
+    for admin in admins:
+        if hmac.compare_digest(digest, admin.token_sha256):
+            found = admin
+    return found
+
+
+def _json(status: int, payload: object) -> Response:
+    return Response(status, (("content-type", "application/json"),),
+                    json.dumps(payload, separators=(",", ":")).encode())
+
+
+class AdminApp:
+    """The `HttpApp` of the admin listener."""
+
+    def __init__(self, runtime: Runtime, admins: Iterable[AdminToken],
+                 handler: AdminHandler | None = None) -> None:
+        self.runtime = runtime
+        self.admins = tuple(admins)
+        self.handler = handler
+
+    async def handle(self, request: Request) -> Response:
+        """Route one admin request."""
+        common = common_route(self.runtime, request)
+        if common is not None:
+            return common
+        if request.path == TEST_CLOCK_PATH and self.runtime.clock.settable:
+            return self._test_clock(request)
+        if request.path.startswith(ADMIN_PREFIX) and self.handler is not None:
+            status, headers, body = await self.handler.handle(
+                request.method, request.path, request.headers, request.body)
+            return Response(status, tuple(headers), body)
+        return plain_response(404, "not found")
+
+    def body_too_large(self, request: Request) -> Response:
+        """Admin bodies are small JSON documents: plain 413."""
+        return plain_response(413, "body too large")
+
+    def overflow_refusal(self) -> Response:
+        """The answer to a connection over the cap."""
+        self.runtime.metrics.observe_shed("connections")
+        return plain_response(503, "too many connections", ("retry-after", "1"), close=True)
+
+    def _test_clock(self, request: Request) -> Response:
+        if request.method != "POST":
+            return plain_response(405, "method not allowed", ("allow", "POST"))
+        admin = authenticate(request.headers, self.admins)
+        if admin is None:
+            return _json(401, {"error": "unauthorized"})
+        if admin.role not in _CLOCK_ROLES:
+            return _json(403, {"error": "forbidden", "role": admin.role})
+        now_ms = _parse_now_ms(request.body)
+        if now_ms is None:
+            return _json(400, {"error": "bad request", "field": "now_ms"})
+        clock: WallClock = self.runtime.clock
+        clock.set(now_ms)  # type: ignore[attr-defined]
+        log_event("test_clock_set", admin=admin.name, now_ms=now_ms)
+        return _json(200, {"now_ms": now_ms})
+
+
+def _parse_now_ms(body: bytes) -> int | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = payload.get("now_ms") if isinstance(payload, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if _NOW_MS_MIN <= value <= _NOW_MS_MAX else None

@@ -1,0 +1,306 @@
+"""The composition of a running gateway: files → core → journal recovery → listeners → drain.
+
+Start-up order (each step logged as one JSON line):
+
+1. read registry.toml, secrets.toml and the signing key (a bad file stops here with one line);
+2. bind the admin listener, so /healthz, /readyz (503) and /metrics answer while recovering;
+3. recover: newest valid snapshot + journal records after it, replayed into a fresh core in a
+   worker thread (a torn tail is truncated and counted; corruption before the tail stops start);
+4. start the journal's writer, the snapshot task and the data listener; /readyz turns 200.
+
+The data listener opens only after recovery: every answer on it is signed with a fresh
+inf_refmsgid serial, and serials are only safe once the journal says where the last run stopped.
+
+A journal write or fsync failure makes the gateway not ready and rebuilds the core from disk
+(snapshot + durable records), so memory never runs ahead of what was acknowledged; sessions are
+carried over, since they are not journaled state. SIGTERM or SIGINT drains: stop accepting,
+refuse new transactions with DRAINING, let in-flight answers finish within drain_timeout_s, make
+the journal durable, write a snapshot (fast restart), exit 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.config import GatewayConfig
+from gateway.core import Core, CoreConfig, KeyRing, Registry, RegistryError, Secrets
+from gateway.core import load_registry, load_secrets
+from gateway.journal import Journal, JournalCorrupt, JournalFailed, Recovery
+from gateway.metrics import GatewayMetrics, JournalMetrics
+from gateway.server.admin_routes import AdminApp
+from gateway.server.clock import SettableClock, WallClock
+from gateway.server.data import DataApp
+from gateway.server.listener import Listener
+from gateway.server.logs import LOGGER, log_event
+from gateway.server.runtime import Runtime, SnapshotScheduler, http_limits
+
+__all__ = ["Gateway", "StartupError", "load_signing_key", "serve"]
+
+# Admin requests are small JSON documents; a handful of ops staff at once.
+ADMIN_CONNECTIONS_MAX = 64
+# After a journal failure, how long to wait between attempts to rebuild from disk.
+REBUILD_RETRY_S = 1.0
+# The snapshot written while draining must not hold the exit for long.
+DRAIN_SNAPSHOT_TIMEOUT_S = 30.0
+
+
+class StartupError(Exception):
+    """The gateway cannot start; `str(err)` is one line for the operator (no traceback)."""
+
+
+def load_signing_key(path: pathlib.Path) -> Ed25519PrivateKey:
+    """Read the gateway's PKCS8 PEM Ed25519 key; raises StartupError naming the file."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise StartupError(f"{path}: cannot read the signing key: {exc.strerror or exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise StartupError(f"{path}: not a PKCS8 PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise StartupError(f"{path}: the signing key must be Ed25519")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class Files:
+    """What the gateway reads from the region directory at start."""
+
+    registry: Registry
+    secrets: Secrets
+
+
+def load_files(config: GatewayConfig) -> Files:
+    """Read registry.toml and secrets.toml; raises StartupError with the loader's one line."""
+    try:
+        return Files(load_registry(str(config.paths.registry)), load_secrets(str(config.paths.secrets)))
+    except RegistryError as exc:
+        raise StartupError(str(exc)) from None
+
+
+class Gateway:
+    """One gateway process: owns the runtime, the listeners and the background tasks."""
+
+    def __init__(self, config: GatewayConfig, *, test_clock: bool = False) -> None:
+        self.config = config
+        self.files = load_files(config)
+        load_signing_key(config.paths.signing_key)  # fail early on a bad key file
+        self.metrics = GatewayMetrics()
+        self.journal = Journal(
+            config.paths.data_dir, fsync=config.journal.fsync,
+            group_commit_ms=config.journal.group_commit_ms,
+            batch_records_max=config.journal.batch_records_max,
+            queue_records_max=config.journal.queue_records_max,
+            observer=JournalMetrics(self.metrics), logger=LOGGER)
+        clock = SettableClock() if test_clock else WallClock()
+        self.runtime = Runtime(core=self._fresh_core(), journal=self.journal, clock=clock,
+                               metrics=self.metrics, limits=config.limits,
+                               on_journal_failure=self._on_journal_failure)
+        self.runtime.snapshots = SnapshotScheduler(self.runtime, config.journal.snapshot_every_records)
+        self.data_listener: Listener | None = None
+        self.admin_listener: Listener | None = None
+        self._rebuild_wanted = trio.Event()
+        self._listeners_done: list[trio.Event] = []
+        self._stop = trio.Event()
+
+    def _fresh_core(self) -> Core:
+        core_config = CoreConfig(admdvs=self.config.admdvs,
+                                 session_ttl_s=self.config.limits.session_ttl_s)
+        keyring = KeyRing(load_signing_key(self.config.paths.signing_key))
+        return Core(core_config, self.files.registry, self.files.secrets, keyring, os.urandom)
+
+    def _rebuilt_core(self, recovery: Recovery) -> Core:
+        """Worker thread: a fresh core with the snapshot and the durable records applied."""
+        core = self._fresh_core()
+        if recovery.snapshot is not None:
+            core.restore(recovery.snapshot)
+        for record in recovery.records:
+            core.replay(record)
+        if core.last_op != recovery.last_op:
+            raise StartupError(f"{self.journal.journal_dir}: replay ended at op {core.last_op}, "
+                               f"the journal at op {recovery.last_op}")
+        return core
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve until SIGTERM/SIGINT (or cancellation); reports {"data": port, "admin": port}."""
+        config, runtime = self.config, self.runtime
+        log_event("start", config=str(config.path), data=str(config.listen.data),
+                  admin=str(config.listen.admin), fsync=config.journal.fsync,
+                  test_clock=runtime.clock.settable)
+        try:
+            await self._serve(task_status)
+        except BaseExceptionGroup as group:
+            # A start-up failure inside the nursery: give the caller the one-line error itself.
+            failure = _find(group, StartupError)
+            if failure is None:
+                raise
+            raise failure from None
+        self.journal.close()
+        log_event("stop", last_op=runtime.core.last_op, durable_op=self.journal.durable_op)
+
+    async def _serve(self, task_status: trio.TaskStatus[dict[str, int]]) -> None:
+        runtime = self.runtime
+        async with trio.open_nursery() as nursery:
+            admin_port = await self._start_listener(nursery, "admin")
+            await self._recover()
+            await nursery.start(self.journal.run)
+            assert runtime.snapshots is not None
+            nursery.start_soon(runtime.snapshots.run)
+            nursery.start_soon(self._rebuild_loop)
+            data_port = await self._start_listener(nursery, "data")
+            log_event("ready", data_port=data_port, admin_port=admin_port,
+                      last_op=runtime.core.last_op)
+            task_status.started({"data": data_port, "admin": admin_port})
+            await self._wait_for_stop()
+            await self._drain()
+            nursery.cancel_scope.cancel()
+
+    async def _start_listener(self, nursery: trio.Nursery, name: str) -> int:
+        runtime, limits = self.runtime, self.config.limits
+        if name == "data":
+            data_app = DataApp(runtime)
+            app: Any = data_app
+            address, cap, refusal = self.config.listen.data, limits.connections_max, data_app.overflow_refusal
+        else:
+            admin_app = AdminApp(runtime, self.files.secrets.admins, None)
+            app = admin_app
+            address, cap, refusal = self.config.listen.admin, ADMIN_CONNECTIONS_MAX, admin_app.overflow_refusal
+        listener = Listener(name, address, app, http_limits(limits), runtime.drain, cap, refusal,
+                            self.metrics.connections_open.inc)
+        try:
+            port: int = await nursery.start(self._run_listener, listener)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {address} ({name}): "
+                               f"{exc.strerror or exc}") from None
+        setattr(self, f"{name}_listener", listener)
+        return port
+
+    async def _run_listener(self, listener: Listener, *,
+                            task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run `listener`; once it has stopped accepting and its connections ended, say so."""
+        done = trio.Event()
+        self._listeners_done.append(done)
+        try:
+            await listener.run(task_status=task_status)
+        finally:
+            done.set()
+
+    async def _recover(self) -> None:
+        """Rebuild the core from disk before anything is answered on the data listener."""
+        started_s = time.perf_counter()
+        try:
+            recovery = await trio.to_thread.run_sync(self.journal.recover)
+        except JournalCorrupt as exc:
+            raise StartupError(f"journal corrupt before its tail, refusing to start: {exc}") from None
+        core = await trio.to_thread.run_sync(self._rebuilt_core, recovery)
+        self.runtime.core = core
+        self.runtime.recovered = True
+        log_event("recovered", snapshot_op=recovery.snapshot_op, records=recovery.records_replayed,
+                  last_op=recovery.last_op, torn_tail_bytes=recovery.torn_tail_bytes,
+                  duration_s=round(time.perf_counter() - started_s, 6))
+
+    # -- journal failure -------------------------------------------------------------------
+
+    def _on_journal_failure(self) -> None:
+        """Called by the routes when the journal refused a change the core had applied."""
+        self.runtime.rebuilding = True
+        self._rebuild_wanted.set()
+
+    async def _rebuild_loop(self) -> None:
+        """Roll memory back to what is durable, retrying while the disk keeps failing."""
+        while True:
+            await self._rebuild_wanted.wait()
+            self._rebuild_wanted = trio.Event()
+            while True:
+                try:
+                    await self._rebuild()
+                    break
+                except (JournalFailed, OSError) as exc:
+                    log_event("rebuild_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                    await trio.sleep(REBUILD_RETRY_S)
+
+    async def _rebuild(self) -> None:
+        runtime = self.runtime
+        runtime.rebuilding = True
+        old = runtime.core
+        recovery = await self.journal.reopen()
+        core = await trio.to_thread.run_sync(self._rebuilt_core, recovery)
+        # Sessions are not journaled state: keep them so terminals need not sign in again.
+        core.sessions = old.sessions  # type: ignore[attr-defined]
+        # Error answers of the old core may have used serials of a reservation that never became
+        # durable: continue after them so no inf_refmsgid is ever handed out twice.
+        core.refids.restart_from(old.refids.next)  # type: ignore[attr-defined]
+        runtime.core = core
+        runtime.rebuilding = False
+        log_event("rebuilt", last_op=core.last_op, records=recovery.records_replayed)
+
+    # -- drain -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start the graceful drain, as SIGTERM does (for embedding and tests)."""
+        self._stop.set()
+
+    async def _wait_for_stop(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals)
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log_event("drain", signal=signal.Signals(signum).name)
+                self._stop.set()
+                return
+
+    async def _drain(self) -> None:
+        """Stop accepting, finish in-flight answers, make everything durable, snapshot."""
+        runtime = self.runtime
+        runtime.drain.start()
+        listeners = [x for x in (self.data_listener, self.admin_listener) if x is not None]
+        for listener in listeners:
+            listener.stop_accepting()
+        with trio.move_on_after(self.config.limits.drain_timeout_s):
+            for done in self._listeners_done:
+                await done.wait()
+        for listener in listeners:
+            listener.cancel_connections()
+        try:
+            await self.journal.drain()
+        except JournalFailed as exc:
+            log_event("drain_journal_failed", detail=str(exc)[:200])
+            return
+        if runtime.writable():
+            with trio.move_on_after(DRAIN_SNAPSHOT_TIMEOUT_S):
+                assert runtime.snapshots is not None
+                await runtime.snapshots.take()
+
+
+def _find(group: BaseExceptionGroup, kind: type[Exception]) -> Exception | None:
+    """The first `kind` exception inside a (nested) exception group."""
+    for inner in group.exceptions:
+        if isinstance(inner, kind):
+            return inner
+        if isinstance(inner, BaseExceptionGroup):
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+async def serve(config: GatewayConfig, *, test_clock: bool = False,
+                task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Build a Gateway from `config` and run it (see Gateway.run)."""
+    await Gateway(config, test_clock=test_clock).run(task_status=task_status)
+

@@ -1,0 +1,156 @@
+"""Routes of the data listener (SPEC section 3): transactions, keys, metrics, health, readiness.
+
+A transaction goes: content type → load shedding → `core.handle_tx` (synchronous, between awaits,
+so the core needs no locks) → `journal.append` → `journal.wait_durable` → the signed answer. Every
+answer to POST /fsi/v1/tx is a signed Frame, including the server's own refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from gateway.journal.errors import JournalFailed, JournalFull
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.server.http import Request, Response, plain_response
+from gateway.server.logs import log_event
+from gateway.server.runtime import Runtime
+from protocol import ErrCode
+
+__all__ = ["DataApp", "common_route", "frame_response"]
+
+TX_PATH = "/fsi/v1/tx"
+MSGPACK = "application/msgpack"
+RETRY_AFTER_OVERLOADED_S = 1
+RETRY_AFTER_DRAINING_S = 5
+RETRY_AFTER_INTERNAL_S = 2
+_ROUTES = {TX_PATH: "POST", "/fsi/v1/keys": "GET", "/metrics": "GET", "/healthz": "GET",
+           "/readyz": "GET"}
+
+
+def frame_response(status: int, frame: bytes, retry_after_s: int | None = None,
+                   close: bool = False) -> Response:
+    """An answer carrying a signed Frame."""
+    headers = [("content-type", MSGPACK)]
+    if retry_after_s is not None:
+        headers.append(("retry-after", str(retry_after_s)))
+    return Response(status, tuple(headers), frame, close)
+
+
+def _is_msgpack(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == MSGPACK
+
+
+def common_route(runtime: Runtime, request: Request) -> Response | None:
+    """Answer GET /healthz, /readyz and /metrics (both listeners serve them); None otherwise."""
+    if request.method != "GET":
+        return None
+    if request.path == "/healthz":
+        return plain_response(200, "ok")
+    if request.path == "/readyz":
+        return plain_response(200, "ready") if runtime.ready() else plain_response(503, "not ready")
+    if request.path == "/metrics":
+        runtime.metrics.sessions_active.set(runtime.core.sessions_active)
+        runtime.metrics.ready.set(1 if runtime.ready() else 0)
+        return Response(200, (("content-type", METRICS_CONTENT_TYPE),), runtime.metrics.render())
+    return None
+
+
+class DataApp:
+    """The `HttpApp` of the data listener."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def handle(self, request: Request) -> Response:
+        """Route one request (see SPEC section 3)."""
+        expected = _ROUTES.get(request.path)
+        if expected is None:
+            return plain_response(404, "not found")
+        if request.method != expected:
+            return plain_response(405, "method not allowed", ("allow", expected))
+        if request.path == TX_PATH:
+            return await self._tx(request)
+        if request.path == "/fsi/v1/keys":
+            keys = {"keys": self.runtime.core.public_keys()}
+            return Response(200, (("content-type", "application/json"),),
+                            json.dumps(keys, separators=(",", ":")).encode())
+        response = common_route(self.runtime, request)
+        assert response is not None, request.path
+        return response
+
+    def body_too_large(self, request: Request) -> Response:
+        """413 BODY_TOO_LARGE as a Frame on the transaction path; plain elsewhere."""
+        if request.path == TX_PATH and request.method == "POST":
+            return self._refusal(ErrCode.BODY_TOO_LARGE, time.perf_counter())
+        return plain_response(413, "body too large")
+
+    def overflow_refusal(self) -> Response:
+        """The answer to a connection over connections_max: 503 with a signed OVERLOADED Frame."""
+        self.runtime.metrics.observe_shed("connections")
+        frame = self.runtime.core.error_response(ErrCode.OVERLOADED, self.runtime.clock.now_ms())
+        return frame_response(503, frame, RETRY_AFTER_OVERLOADED_S, close=True)
+
+    async def _tx(self, request: Request) -> Response:
+        started_s = time.perf_counter()
+        runtime = self.runtime
+        if runtime.drain.started:
+            runtime.metrics.observe_shed("draining")
+            return self._refusal(ErrCode.DRAINING, started_s, RETRY_AFTER_DRAINING_S)
+        if not _is_msgpack(request.headers.get("content-type")):
+            return self._refusal(ErrCode.UNSUPPORTED_MEDIA_TYPE, started_s)
+        if runtime.in_flight >= runtime.limits.requests_in_flight_max:
+            runtime.metrics.observe_shed("in_flight")
+            return self._refusal(ErrCode.OVERLOADED, started_s, RETRY_AFTER_OVERLOADED_S)
+        if not runtime.writable():
+            return self._refusal(ErrCode.INTERNAL, started_s, RETRY_AFTER_INTERNAL_S)
+        runtime.in_flight += 1
+        try:
+            return await self._apply(request.body, started_s)
+        finally:
+            runtime.in_flight -= 1
+
+    async def _apply(self, body: bytes, started_s: float) -> Response:
+        runtime = self.runtime
+        core, journal = runtime.core, runtime.journal
+        try:
+            # Before the core decides: a full queue refuses here, with nothing applied.
+            journal.check_room()
+        except JournalFull:
+            runtime.metrics.observe_shed("journal_full")
+            return self._refusal(ErrCode.OVERLOADED, started_s, RETRY_AFTER_OVERLOADED_S)
+        except JournalFailed:
+            return self._refusal(ErrCode.INTERNAL, started_s, RETRY_AFTER_INTERNAL_S)
+        result = core.handle_tx(body, runtime.clock.now_ms())
+        try:
+            if result.record is not None:
+                journal.append(result.record)
+                if runtime.snapshots is not None:
+                    runtime.snapshots.note_record()
+                await journal.wait_durable(result.record["op"])
+            elif result.wait_op:
+                await journal.wait_durable(result.wait_op)
+        except (JournalFull, JournalFailed) as exc:
+            return self._journal_refusal(exc, started_s)
+        runtime.metrics.observe_tx(result.facts, time.perf_counter() - started_s)
+        return frame_response(result.http_status, result.response)
+
+    def _journal_refusal(self, exc: Exception, started_s: float) -> Response:
+        """The core applied a change the journal did not take: memory is ahead of the disk.
+
+        The answer is -1 (outcome unknown, retry); the gateway stops taking transactions and
+        rebuilds its state from disk, which rolls the change back.
+        """
+        log_event("journal_refused", error=type(exc).__name__, detail=str(exc)[:200])
+        self.runtime.on_journal_failure()
+        if isinstance(exc, JournalFull):
+            self.runtime.metrics.observe_shed("journal_full")
+            return self._refusal(ErrCode.OVERLOADED, started_s, RETRY_AFTER_OVERLOADED_S)
+        return self._refusal(ErrCode.INTERNAL, started_s, RETRY_AFTER_INTERNAL_S)
+
+    def _refusal(self, code: ErrCode, started_s: float, retry_after_s: int | None = None) -> Response:
+        frame = self.runtime.core.error_response(code, self.runtime.clock.now_ms())
+        self.runtime.metrics.observe_server_answer("other", code, time.perf_counter() - started_s)
+        return frame_response(code.http_status, frame, retry_after_s)

@@ -1,0 +1,119 @@
+"""The composed gateway in-process: a fresh `init` region, real listeners, real journal on disk."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import socket
+import time
+
+import pytest
+import trio
+
+from gateway.config import load_config
+from gateway.server.app import Gateway, StartupError
+from protocol import ErrCode
+from server_region import RegionClient, make_region
+
+
+async def start(nursery: trio.Nursery, region: pathlib.Path, **kwargs: object) -> tuple[Gateway, RegionClient]:
+    gateway = Gateway(load_config(region / "gateway.toml"), **kwargs)  # type: ignore[arg-type]
+    ports = await nursery.start(gateway.run)
+    return gateway, RegionClient(region, ports["data"], ports["admin"])
+
+
+async def test_settlement_verifies_with_published_key_and_replays_byte_for_byte(
+        tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
+    region = make_region(tmp_path)
+    gateway, client = await start(nursery, region)
+    assert (await client.get("/readyz"))[0] == 200
+    term = await client.sign_in()
+    frame = client.settle_frame(term, client.new_msgid(term))
+    status, answer = await client.post_tx(frame)
+    env = await client.verify(answer)
+    assert (status, env.infcode, env.err_code) == (200, 0, "")
+    assert env.output["setlinfo"]["fund_pay_sumamt"] > 0
+    assert (await client.post_tx(frame))[1] == answer
+    metrics = (await client.get("/metrics"))[1].decode()
+    assert "yb_idempotent_replays_total 1.0" in metrics
+    assert any(line.startswith("yb_settlements_total{") and line.endswith(" 1.0")
+               for line in metrics.splitlines())
+    gateway.stop()
+
+
+async def test_restart_keeps_acknowledged_answers_and_ends_sessions(tmp_path: pathlib.Path) -> None:
+    region = make_region(tmp_path)
+    async with trio.open_nursery() as nursery:
+        gateway, client = await start(nursery, region)
+        term = await client.sign_in()
+        mid = client.new_msgid(term)
+        status, answer = await client.post_tx(client.settle_frame(term, mid))
+        assert (await client.verify(answer)).infcode == 0
+        gateway.stop()
+    async with trio.open_nursery() as nursery:
+        gateway, client2 = await start(nursery, region)
+        _, stale = await client2.post_tx(client.settle_frame(term, client.new_msgid(term)))
+        assert (await client2.verify(stale)).err_code == ErrCode.SESSION_UNKNOWN.wire
+        fresh = await client2.sign_in()
+        _, again = await client2.post_tx(client.settle_frame(fresh, mid))
+        assert again == answer
+        gateway.stop()
+
+
+async def test_drain_writes_a_snapshot_and_restart_starts_from_it(tmp_path: pathlib.Path) -> None:
+    region = make_region(tmp_path)
+    async with trio.open_nursery() as nursery:
+        gateway, client = await start(nursery, region)
+        term = await client.sign_in()
+        for _ in range(3):
+            _, answer = await client.post_tx(client.settle_frame(term, client.new_msgid(term)))
+            assert (await client.verify(answer)).infcode == 0
+        gateway.stop()
+    snapshots = list((region / "data" / "snapshots").iterdir())
+    assert snapshots, "draining writes a snapshot"
+    async with trio.open_nursery() as nursery:
+        gateway, client = await start(nursery, region)
+        assert gateway.runtime.core.last_op >= 3
+        gateway.stop()
+
+
+async def test_test_clock_exists_only_with_the_flag(tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
+    region = make_region(tmp_path)
+    gateway, client = await start(nursery, region)
+    body = json.dumps({"now_ms": 1_900_000_000_000}).encode()
+    status, _ = await client.admin_post("/admin/v1/test/clock", body, role="operator")
+    assert status == 404
+    gateway.stop()
+
+
+async def test_test_clock_moves_the_gateway_clock(tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
+    region = make_region(tmp_path)
+    gateway, client = await start(nursery, region, test_clock=True)
+    target_ms = int(time.time() * 1000) + 40 * 86_400_000
+    body = json.dumps({"now_ms": target_ms}).encode()
+    assert (await client.admin_post("/admin/v1/test/clock", body, role="viewer"))[0] == 403
+    assert (await client.admin_post("/admin/v1/test/clock", body, role="operator"))[0] == 200
+    assert abs(gateway.runtime.clock.now_ms() - target_ms) < 5_000
+    gateway.stop()
+
+
+async def test_port_in_use_is_one_clear_line(tmp_path: pathlib.Path) -> None:
+    region = make_region(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = (region / "gateway.toml").read_text().replace('data = "127.0.0.1:0"',
+                                                              f'data = "127.0.0.1:{port}"')
+        (region / "gateway.toml").write_text(text)
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await Gateway(load_config(region / "gateway.toml")).run()
+
+
+def test_bad_registry_is_one_line_naming_the_file(tmp_path: pathlib.Path) -> None:
+    region = make_region(tmp_path)
+    registry = region / "registry.toml"
+    registry.write_text(registry.read_text().replace('kind = "pharmacy"', 'kind = "shop"', 1))
+    with pytest.raises(StartupError) as caught:
+        Gateway(load_config(region / "gateway.toml"))
+    assert "registry.toml" in str(caught.value) and "\n" not in str(caught.value)
