@@ -13,6 +13,8 @@ import re
 import tomllib
 from typing import Any
 
+from protocol.limits import MSGPACK_LEN_MAX
+
 __all__ = [
     "ConfigError",
     "GatewayConfig",
@@ -103,6 +105,9 @@ _MINIMUM = {
     "idle_timeout_s": 0.001, "drain_timeout_s": 0.0, "group_commit_ms": 0,
     "batch_records_max": 1, "queue_records_max": 1, "snapshot_every_records": 1,
 }
+# Upper bounds: the frame decoder refuses msgpack strings/bins longer than the protocol's bound,
+# so a larger body limit would only turn big requests into MALFORMED_FRAME instead of 413.
+_MAXIMUM = {"body_bytes_max": MSGPACK_LEN_MAX}
 _ADMDVS = re.compile(r"[0-9]{6}")
 
 
@@ -214,6 +219,8 @@ class _Parser:
             value = float(value)
         if value < _MINIMUM[key]:
             raise self.fail(dotted, f"must be at least {_MINIMUM[key]}, got {value}")
+        if key in _MAXIMUM and value > _MAXIMUM[key]:
+            raise self.fail(dotted, f"must be at most {_MAXIMUM[key]}, got {value}")
         return value
 
 

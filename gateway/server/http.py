@@ -246,10 +246,13 @@ class HttpConnection:
         raise _PeerGone("write timeout")
 
     async def _close(self) -> None:
-        if self._linger:
-            with trio.move_on_after(LINGER_S):
-                await self._discard_input()
-        await trio.aclose_forcefully(self.stream)
+        try:
+            if self._linger:
+                with trio.move_on_after(LINGER_S):
+                    await self._discard_input()
+        finally:
+            # Also when the whole server is being cancelled mid-linger.
+            await trio.aclose_forcefully(self.stream)
 
     async def _discard_input(self) -> None:
         try:

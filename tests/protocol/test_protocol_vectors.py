@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -148,3 +149,28 @@ def test_vector_frames_verify(name: str) -> None:
         assert protocol.verify_sig(TERMINAL.public_key(), protocol.REQ_DOMAIN, frame.body, frame.tag)
     else:
         assert protocol.verify_mac(session_key(), protocol.REQ_DOMAIN, frame.body, frame.tag)
+
+
+def vector_strings(value: Any) -> list[str]:
+    """Every string in a vector file, nested ones included."""
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in vector_strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in vector_strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_hex_quoted_in_docs_matches_the_vectors() -> None:
+    """docs/protocol.md quotes vector values (whole, or as `head…tail`); each must be real."""
+    docs = (VECTORS.parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    names = ["keys.json", "signin_9001.json", "settle_2102_card.json", "settle_2102_voucher.json"]
+    known = [text for name in names for text in vector_strings(load(name))]
+    # The docs also spell out the frame domains in hex; they sit in no vector on their own.
+    known += [protocol.REQ_DOMAIN.hex(), protocol.RESP_DOMAIN.hex()]
+    quoted = re.findall(r"`([0-9a-f]{8,})(?:…([0-9a-f]{4,}))?`", docs)
+    assert len(quoted) >= 15
+    for head, tail in quoted:
+        if tail:
+            assert any(text.startswith(head) and text.endswith(tail) for text in known), f"{head}…{tail}"
+        else:
+            assert any(head in text for text in known), head

@@ -4,6 +4,9 @@ Run from the repository root: `python tests/protocol/vectors/make_vectors.py`. T
 is the reference; test_protocol_vectors.py recomputes every value with the library and compares,
 so a change to the wire format shows up as a diff here before it reaches a terminal.
 Binary values are written as lowercase hex; inside envelopes, a bin is {"$bin": "<hex>"}.
+Each file carries every key (private and public), the fixed time and the intermediate values
+(shared secret, HKDF parameters, card_key, MAC inputs, token parts) an implementation written
+from docs/protocol.md alone needs; test_protocol_vectors_independent.py proves it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def to_json(value: Any) -> Any:
 
 
 def from_json(value: Any) -> Any:
+    """{"$bin": hex} -> bytes, recursively; the inverse of to_json."""
     if isinstance(value, dict):
         if set(value) == {"$bin"}:
             return bytes.fromhex(value["$bin"])
@@ -115,11 +119,40 @@ def signin() -> dict[str, Any]:
         {"infcode": 0, "err_code": "", "err_msg": "", "msgid": msgid, "inf_refmsgid": answer.inf_refmsgid,
          "respond_time": answer.respond_time, "output": output, "warnings": []}
     )
+    terminal_x = X25519PrivateKey.from_private_bytes(seed("terminal-x25519"))
+    shared = terminal_x.exchange(gateway_x.public_key())
     return {
         "now_ms": NOW_MS,
+        "msgid": msgid,
+        "keys": signin_keys(),
         "request": frame_vector(request),
         "response": response,
+        "key_agreement": {
+            "x25519_shared_secret_hex": shared.hex(),
+            "hkdf_hash": "SHA-256",
+            "hkdf_salt_hex": SIGN_NO.encode("utf-8").hex(),
+            "hkdf_info_hex": b"yb/session/v1".hex(),
+            "hkdf_length": 32,
+        },
         "session_key_hex": session.session_key.hex(),
+    }
+
+
+def signin_keys() -> dict[str, str]:
+    """Every key the 9001 exchange uses, private and public, so the file stands alone."""
+    terminal_key = Ed25519PrivateKey.from_private_bytes(seed("terminal"))
+    gateway_key = Ed25519PrivateKey.from_private_bytes(seed("gateway"))
+    gateway_raw = protocol.public_raw(gateway_key.public_key())
+    return {
+        "terminal_ed25519_seed_hex": seed("terminal").hex(),
+        "terminal_ed25519_public_hex": protocol.public_raw(terminal_key.public_key()).hex(),
+        "terminal_x25519_private_hex": seed("terminal-x25519").hex(),
+        "terminal_x25519_public_hex": protocol.x25519_public_raw(X25519PrivateKey.from_private_bytes(seed("terminal-x25519"))).hex(),
+        "gateway_ed25519_seed_hex": seed("gateway").hex(),
+        "gateway_ed25519_public_hex": gateway_raw.hex(),
+        "gateway_kid": protocol.gateway_kid(gateway_raw),
+        "gateway_x25519_private_hex": seed("gateway-x25519").hex(),
+        "gateway_x25519_public_hex": protocol.x25519_public_raw(X25519PrivateKey.from_private_bytes(seed("gateway-x25519"))).hex(),
     }
 
 
@@ -136,24 +169,62 @@ def settle(kind: str) -> dict[str, Any]:
          "rxno": "RX20250615001", "cnt": 1, "pric": 3680, "det_item_fee_sumamt": 3680, "bilg_dr_codg": "DR0001"},
     ]
     medfee_sumamt = 6180
-    vector: dict[str, Any] = {"now_ms": NOW_MS, "msgid": msgid}
+    vector: dict[str, Any] = {
+        "now_ms": NOW_MS,
+        "msgid": msgid,
+        "session": {"sign_no": SIGN_NO, "session_key_hex": session.session_key.hex()},
+    }
     if kind == "card":
-        card = {"card_no": "510182199001010011", "card_sn": "SN00000011", "psn_no": "51018200000000000011",
-                "insutype": "310", "insuplc_admdvs": "510182"}
-        key = protocol.card_key(seed("card-master-51"), card["card_no"], card["card_sn"])
-        cert = session.card_input(key, msgid, "2102", medfee_sumamt, card)
-        vector.update(card=card, card_key_hex=key.hex(), card_mac_hex=cert["card_mac"].hex())
+        cert = card_credential(session, msgid, medfee_sumamt, vector)
     else:
-        claims = protocol.VoucherClaims("EC20250615000031", "51018200000000000031", "390", "510182",
-                                        FIXMEDINS_CODE, NOW_MS // 1000 - 30, NOW_MS // 1000 + 270)
-        token = protocol.mint_voucher("ec-issuer-01", Ed25519PrivateKey.from_private_bytes(seed("voucher-issuer")), claims)
-        cert = {"mdtrt_cert_type": "01", "mdtrt_cert_no": token}
-        vector.update(voucher_claims={name: getattr(claims, name) for name in protocol.VoucherClaims.__slots__},
-                      voucher_token=token)
+        cert = voucher_credential(vector)
     input_ = {**cert, "medfee_sumamt": medfee_sumamt, "items": items}
     vector["request"] = frame_vector(session.request_frame("2102", msgid, input_, NOW_MS))
+    vector["fingerprint_input_hex"] = protocol.canonical_packb(["2102", input_]).hex()
     vector["fingerprint_hex"] = protocol.fingerprint("2102", input_).hex()
     return vector
+
+
+def card_credential(session: protocol.TerminalSession, msgid: str, medfee_sumamt: int,
+                    vector: dict[str, Any]) -> dict[str, Any]:
+    """The card fields of the 2102 input; records the master key and each intermediate in `vector`."""
+    card = {"card_no": "510182199001010011", "card_sn": "SN00000011", "psn_no": "51018200000000000011",
+            "insutype": "310", "insuplc_admdvs": "510182"}
+    master_key = seed("card-master-51")
+    key = protocol.card_key(master_key, card["card_no"], card["card_sn"])
+    cert = session.card_input(key, msgid, "2102", medfee_sumamt, card)
+    mac_fields = [msgid, "2102", FIXMEDINS_CODE, medfee_sumamt, card["psn_no"], card["insutype"], card["insuplc_admdvs"]]
+    vector.update(
+        card=card,
+        card_master_key={"province": card["insuplc_admdvs"][:2], "key_hex": master_key.hex()},
+        card_key_input_hex=(b"yb/card/v1\n" + card["card_no"].encode() + b"\n" + card["card_sn"].encode()).hex(),
+        card_key_hex=key.hex(),
+        card_mac_input_hex=(b"yb/arqc/v1\n" + protocol.canonical_packb(mac_fields)).hex(),
+        card_mac_hex=cert["card_mac"].hex(),
+    )
+    return cert
+
+
+def voucher_credential(vector: dict[str, Any]) -> dict[str, Any]:
+    """The e-voucher fields of the 2102 input; records the issuer key and the token's parts in `vector`."""
+    issuer = Ed25519PrivateKey.from_private_bytes(seed("voucher-issuer"))
+    claims = protocol.VoucherClaims("EC20250615000031", "51018200000000000031", "390", "510182",
+                                    FIXMEDINS_CODE, NOW_MS // 1000 - 30, NOW_MS // 1000 + 270)
+    token = protocol.mint_voucher("ec-issuer-01", issuer, claims)
+    token_bytes = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    body = protocol.canonical_packb({name: getattr(claims, name) for name in protocol.VoucherClaims.__slots__})
+    issuer_raw = protocol.public_raw(issuer.public_key())
+    vector.update(
+        voucher_issuer={"kid": "ec-issuer-01", "ed25519_seed_hex": seed("voucher-issuer").hex(),
+                        "ed25519_public_hex": issuer_raw.hex(),
+                        "ed25519_public_b64": base64.b64encode(issuer_raw).decode()},
+        voucher_claims={name: getattr(claims, name) for name in protocol.VoucherClaims.__slots__},
+        voucher_body_hex=body.hex(),
+        voucher_sig_hex=issuer.sign(b"yb/ectoken/v1\n" + body).hex(),
+        voucher_token_msgpack_hex=token_bytes.hex(),
+        voucher_token=token,
+    )
+    return {"mdtrt_cert_type": "01", "mdtrt_cert_no": token}
 
 
 def build() -> dict[str, dict[str, Any]]:
