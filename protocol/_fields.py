@@ -6,12 +6,11 @@ import datetime
 
 from protocol import limits
 
-_DIGITS = frozenset("0123456789")
-
-
 def is_digits(text: str, count: int) -> bool:
-    """True when `text` is exactly `count` ASCII digits (str.isdigit would accept other scripts)."""
-    return len(text) == count and all(ch in _DIGITS for ch in text)
+    """True when `text` is exactly `count` ASCII digits (str.isdigit alone would accept other scripts)."""
+    # Among ASCII characters only 0-9 are digits, so isascii() and isdigit() (both in C) say
+    # "ASCII digits only"; an empty text has no non-digit, hence the `not text` case.
+    return len(text) == count and (not text or (text.isascii() and text.isdigit()))
 
 
 def is_int(value: object) -> bool:

@@ -62,6 +62,66 @@ def unpack_strict(data: Any, code: ErrCode, what: str, int64_only: bool = True) 
 def plain_violation(value: Any, depth: int, int64_only: bool = True) -> str | None:
     """Return why `value` is not a plain contract value, or None when it is.
 
+    Args:
+        value: the tree to check.
+        depth: the nesting depth of `value` itself (0 for a whole decoded document).
+        int64_only: also refuse integers outside int64.
+    Returns:
+        None for a plain tree, else the reason for the first violation in iteration order.
+    """
+    # Almost every tree is plain, so a cheap yes/no pass answers first; only a refused tree pays
+    # for the ordered walk that names its first violation (the reason ends up in err_msg).
+    if _is_plain(value, depth, int64_only):
+        return None
+    return _first_violation(value, depth, int64_only)
+
+
+# The scalar types msgpack-python produces that are plain whatever their value.
+_PLAIN_LEAF_TYPES = frozenset({type(None), bool, str, bytes, float})
+
+
+def _is_plain(value: Any, depth: int, int64_only: bool) -> bool:
+    """True only when `_first_violation` would answer None; may answer False for a plain tree.
+
+    It compares exact types (what msgpack produces) and inlines the scalar checks of a
+    container's children, so a bill of a few hundred values costs one call per map or array
+    instead of one per value. A subclass of a builtin answers False: the ordered walk decides.
+    """
+    if depth > limits.NESTING_DEPTH_MAX:
+        return False
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        children: Any = value.values()
+    elif kind is list:
+        children = value
+    elif kind is int:
+        return not int64_only or limits.INT64_MIN <= value <= limits.INT64_MAX
+    else:
+        return kind in _PLAIN_LEAF_TYPES
+    if not children:
+        return True
+    if depth >= limits.NESTING_DEPTH_MAX:
+        return False  # its children would be nested too deeply
+    child_depth = depth + 1
+    for item in children:
+        kind = type(item)
+        if kind in _PLAIN_LEAF_TYPES:
+            continue
+        if kind is int:
+            if int64_only and not limits.INT64_MIN <= item <= limits.INT64_MAX:
+                return False
+            continue
+        if not _is_plain(item, child_depth, int64_only):
+            return False
+    return True
+
+
+def _first_violation(value: Any, depth: int, int64_only: bool) -> str | None:
+    """The reason for the first violation in iteration order, or None (the reference walk).
+
     Iterative over siblings, recursive over depth, which NESTING_DEPTH_MAX bounds.
     """
     if depth > limits.NESTING_DEPTH_MAX:
@@ -74,7 +134,7 @@ def plain_violation(value: Any, depth: int, int64_only: bool = True) -> str | No
         return None
     if isinstance(value, list):
         for item in value:
-            reason = plain_violation(item, depth + 1, int64_only)
+            reason = _first_violation(item, depth + 1, int64_only)
             if reason is not None:
                 return reason
         return None
@@ -82,7 +142,7 @@ def plain_violation(value: Any, depth: int, int64_only: bool = True) -> str | No
         for key, item in value.items():
             if not isinstance(key, str):
                 return "map key is not a string"
-            reason = plain_violation(item, depth + 1, int64_only)
+            reason = _first_violation(item, depth + 1, int64_only)
             if reason is not None:
                 return reason
         return None

@@ -8,15 +8,37 @@ from typing import Any
 import msgpack
 
 
+# Scalars msgpack encodes as they are: no copy, no recursion.
+_SCALAR_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+
+
 def _sorted_tree(obj: Any) -> Any:
     """Return `obj` with every map rebuilt in key order (UTF-8 bytes), recursively."""
-    if isinstance(obj, dict):
-        ordered = sorted(obj.items(), key=lambda kv: kv[0].encode("utf-8"))
-        return {key: _sorted_tree(value) for key, value in ordered}
+    kind = type(obj)
+    if kind is dict:
+        for key in obj:
+            if type(key) is not str:
+                return _sorted_tree_general(obj)
+        # Python orders str by code point and UTF-8 preserves code-point order, so plain
+        # sorted() gives the UTF-8 byte order without encoding every key. (A lone surrogate
+        # cannot be encoded at all; msgpack then raises the same UnicodeEncodeError.)
+        ordered = {}
+        for key in sorted(obj):
+            value = obj[key]
+            ordered[key] = value if type(value) in _SCALAR_TYPES else _sorted_tree(value)
+        return ordered
     # Exact types: msgpack.ExtType is a tuple subclass and must stay an ext, not become an array.
-    if type(obj) in (list, tuple):
-        return [_sorted_tree(value) for value in obj]
+    if kind is list or kind is tuple:
+        return [value if type(value) in _SCALAR_TYPES else _sorted_tree(value) for value in obj]
+    if isinstance(obj, dict):
+        return _sorted_tree_general(obj)
     return obj
+
+
+def _sorted_tree_general(obj: dict[Any, Any]) -> dict[Any, Any]:
+    """The reference form for unusual maps (a dict subclass, a non-str key): same result, same errors."""
+    ordered = sorted(obj.items(), key=lambda kv: kv[0].encode("utf-8"))
+    return {key: _sorted_tree(value) for key, value in ordered}
 
 
 def canonical_packb(obj: Any) -> bytes:

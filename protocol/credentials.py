@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
@@ -134,7 +133,8 @@ def verify_voucher(
 def card_key(master_key: bytes, card_no: str, card_sn: str) -> bytes:
     """Return the card's 32-byte key: HMAC-SHA256(master, b"yb/card/v1\\n" + card_no + b"\\n" + card_sn)."""
     message = CARD_KEY_DOMAIN + card_no.encode("utf-8") + b"\n" + card_sn.encode("utf-8")
-    return hmac.new(master_key, message, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: the same bytes as hmac.new(...).digest(), several times faster.
+    return hmac.digest(master_key, message, "sha256")
 
 
 def card_mac(
@@ -153,7 +153,7 @@ def card_mac(
     medfee_sumamt, psn_no, insutype, insuplc_admdvs])[:16]; medfee_sumamt is 0 for 1101.
     """
     fields = [msgid, infno, fixmedins_code, medfee_sumamt, psn_no, insutype, insuplc_admdvs]
-    digest = hmac.new(card_key, CARD_MAC_DOMAIN + canonical_packb(fields), hashlib.sha256).digest()
+    digest = hmac.digest(card_key, CARD_MAC_DOMAIN + canonical_packb(fields), "sha256")
     return digest[: limits.CARD_MAC_BYTES]
 
 

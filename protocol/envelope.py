@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -68,8 +69,9 @@ def _id_field(body: dict[str, Any], field: str) -> str:
 def _check_outer_ints(body: dict[str, Any]) -> None:
     # Integers outside int64 are MALFORMED_ENVELOPE everywhere but inside `input`, where
     # parse_input answers MALFORMED_INPUT for them (SPEC section 5).
+    # A str is always plain, and most fields are one: only the others are walked.
     for key, value in body.items():
-        if key != "input" and plain_violation(value, 1) is not None:
+        if key != "input" and type(value) is not str and plain_violation(value, 1) is not None:
             raise _bad(key, "integer outside int64")
 
 
@@ -212,5 +214,12 @@ def check_fresh(inf_time_ms: int, now_ms: int) -> None:
 def seal_response(private_key: Ed25519PrivateKey, env: ResponseEnvelope) -> bytes:
     """Encode `env` and sign it into a response Frame under the key's gateway kid."""
     body = encode_response_envelope(env)
-    kid = gateway_kid(public_raw(private_key.public_key()))
+    kid = _kid_of(private_key)
     return encode_frame(Frame(limits.FRAME_VERSION, AUTH_SIG, kid, body, sign(private_key, RESP_DOMAIN, body)))
+
+
+# A signer seals many answers with one key: derive its kid once, not per answer. The cache holds
+# the few key objects in use (they cannot be weakly referenced), so an id is never reused under it.
+@functools.lru_cache(maxsize=8)
+def _kid_of(private_key: Ed25519PrivateKey) -> str:
+    return gateway_kid(public_raw(private_key.public_key()))

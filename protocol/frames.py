@@ -90,7 +90,8 @@ def verify_sig(public_key: Ed25519PublicKey, domain: bytes, body: bytes, tag: by
 
 def mac(key: bytes, domain: bytes, body: bytes) -> bytes:
     """Return HMAC-SHA256(key, domain + body): 32 bytes."""
-    return hmac.new(key, domain + body, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: the same bytes as hmac.new(...).digest(), several times faster.
+    return hmac.digest(key, domain + body, "sha256")
 
 
 def verify_mac(key: bytes, domain: bytes, body: bytes, tag: bytes) -> bool:

@@ -6,6 +6,7 @@ The core never reads a clock: every function here takes the instant as an argume
 from __future__ import annotations
 
 import datetime
+import functools
 
 MS_PER_DAY = 86_400_000
 SHANGHAI_OFFSET_MS = 8 * 3_600_000
@@ -17,6 +18,10 @@ def business_day(now_ms: int) -> int:
     return (now_ms + SHANGHAI_OFFSET_MS) // MS_PER_DAY
 
 
+# The calendar helpers below are pure functions of one integer, called several times per request
+# with the same few values (today, this month, this second); a small cache turns each repeated
+# date construction into a dict look-up. Dates and strings are immutable, so sharing is safe.
+@functools.lru_cache(maxsize=64)
 def day_date(day: int) -> datetime.date:
     """Return the calendar date of a Shanghai day number."""
     return _EPOCH + datetime.timedelta(days=day)
@@ -27,6 +32,7 @@ def date_day(date: datetime.date) -> int:
     return (date - _EPOCH).days
 
 
+@functools.lru_cache(maxsize=64)
 def month_of_day(day: int) -> int:
     """Return the business month of a day as the integer yyyymm (e.g. 202403)."""
     date = day_date(day)
@@ -45,7 +51,11 @@ def first_day_of_month(month: int) -> int:
 
 def local_stamp(now_ms: int) -> str:
     """Return the Shanghai local time of `now_ms` as yyyyMMddHHmmss."""
-    local_s = (now_ms + SHANGHAI_OFFSET_MS) // 1000
+    return _local_stamp_of_second((now_ms + SHANGHAI_OFFSET_MS) // 1000)
+
+
+@functools.lru_cache(maxsize=16)
+def _local_stamp_of_second(local_s: int) -> str:
     stamp = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=local_s)
     return stamp.strftime("%Y%m%d%H%M%S")
 

@@ -101,14 +101,13 @@ def person_info(core: Core, req: Request) -> Answer:
                   facts={"cert_type": patient.cert_type})
 
 
-def _compute(core: Core, req: Request, patient: Patient) -> tuple[Bill, Usage]:
+def _compute(core: Core, req: Request, patient: Patient, day: int, month: int) -> tuple[Bill, Usage]:
     state, institution = core.state, req.institution
     usage = Usage(
         otc_allowance_fen=_allowance_fen(core, institution),
-        person_day_used_fen=state.ledger.person_day_used(patient.psn_no, business_day(req.now_ms)),
+        person_day_used_fen=state.ledger.person_day_used(patient.psn_no, day),
         monthly_cap_fen=institution.monthly_cap_fen,
-        institution_month_used_fen=state.ledger.institution_month_used(institution.code,
-                                                                       business_month(req.now_ms)))
+        institution_month_used_fen=state.ledger.institution_month_used(institution.code, month))
     bill = compute_bill(req.typed.items, req.typed.medfee_sumamt, patient.insutype, state.overlay.policy,
                         institution.kind == "pharmacy", usage, state.overlay.operator_suspended)
     return bill, usage
@@ -132,7 +131,8 @@ def settle(core: Core, req: Request) -> Answer:
     if applying:
         _require_room(core, settlement=True)
     patient = _patient(core, req, req.typed.medfee_sumamt)
-    bill, usage = _compute(core, req, patient)
+    day, month = business_day(req.now_ms), business_month(req.now_ms)
+    bill, usage = _compute(core, req, patient, day, month)
     setlinfo = _setlinfo(req, patient, bill)
     output = {"setlinfo": setlinfo, "detlcutinfo": [
         {"feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt, "preselfpay_amt": c.preselfpay_amt,
@@ -144,11 +144,10 @@ def settle(core: Core, req: Request) -> Answer:
     setl_n = state.setl_counter + 1
     setlinfo["setl_id"] = core.setl_id(setl_n)
     setlinfo["mdtrt_id"] = core.mdtrt_id(setl_n)
-    day = business_day(req.now_ms)
     settlement = Settlement(
         setl_id=setlinfo["setl_id"], msgid=req.env.msgid, infno=req.env.infno, institution=req.institution.code,
         psn_no=patient.psn_no, insutype=patient.insutype, insuplc_admdvs=patient.insuplc_admdvs,
-        setl_time=req.now_ms, day=day, month=business_month(req.now_ms), medfee_sumamt=bill.medfee_sumamt,
+        setl_time=req.now_ms, day=day, month=month, medfee_sumamt=bill.medfee_sumamt,
         fund_pay_sumamt=bill.fund_pay_sumamt, psn_cash_pay=bill.psn_cash_pay, otc_pay=bill.otc_pay,
         rx_pay=bill.rx_pay, status=STATUS_SETTLED, cancel_msgid=None)
     voucher = None if patient.voucher_key is None else [patient.voucher_key, patient.voucher_exp_ms]

@@ -9,8 +9,7 @@ closed ones through a time-ordered index, so its size is bounded by one day's an
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sortedcontainers import SortedDict
 
@@ -20,8 +19,8 @@ PERSON_DAYS_KEPT = 2
 INSTITUTION_MONTHS_KEPT = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class Grant:
+# A NamedTuple: immutable like a frozen dataclass, but cheap to build (two per settlement).
+class Grant(NamedTuple):
     """What a debit actually took: the person-day part and the institution-month total."""
 
     person_fen: int
@@ -74,6 +73,7 @@ class InMemoryLedger:
         self._months: SortedDict = SortedDict()  # yyyymm -> {institution: used_fen}
         self.floor_day = 0
         self.floor_month = 0
+        self._expired_as_of: tuple[int, int] | None = None   # the last (today, this_month) expired
 
     def person_day_used(self, psn_no: str, day: int) -> int:
         """OTC fund paid for `psn_no` on Shanghai `day` by standing settlements."""
@@ -122,6 +122,11 @@ class InMemoryLedger:
 
     def expire(self, today: int, this_month: int) -> None:
         """Close the periods that fell out of retention as of `today` / `this_month`."""
+        # Every commit calls this, nearly always for the same day as the previous one; the floors
+        # only move when the day or month does, so the repeat call has nothing to do.
+        if self._expired_as_of == (today, this_month):
+            return
+        self._expired_as_of = (today, this_month)
         self.floor_day = max(self.floor_day, today - PERSON_DAYS_KEPT + 1)
         self.floor_month = max(self.floor_month, _month_minus(this_month, INSTITUTION_MONTHS_KEPT - 1))
         while self._days and self._days.peekitem(0)[0] < self.floor_day:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.core.ledger import clamp
 from gateway.core.registry import Policy
@@ -30,8 +29,10 @@ class Line(Protocol):
     bilg_dr_codg: str
 
 
-@dataclasses.dataclass(frozen=True)
-class LineCut:
+# The value types below are NamedTuples rather than frozen dataclasses: just as immutable, but
+# built by one tuple allocation, where a frozen dataclass sets every field through
+# object.__setattr__ (they are created several times per settlement on the hot path).
+class LineCut(NamedTuple):
     """One line of 明细分割: own-pay, self-pay-first and in-scope amounts, and why it was cut."""
 
     feedetl_sn: str
@@ -43,8 +44,7 @@ class LineCut:
     has_rx: bool
 
 
-@dataclasses.dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """The limits and what is already used before this bill."""
 
     otc_allowance_fen: int
@@ -53,8 +53,7 @@ class Usage:
     institution_month_used_fen: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Bill:
+class Bill(NamedTuple):
     """The computed split of one bill, as the settlement output reports it."""
 
     lines: tuple[LineCut, ...]
@@ -112,6 +111,25 @@ def _level_warnings(used_fen: int, limit_fen: int, warn_permille: int, near: str
     return []
 
 
+class _CutTotals:
+    """The sums over a bill's line cuts that the split needs, gathered in one pass."""
+
+    __slots__ = ("fulamt_ownpay_fen", "preselfpay_fen", "inscp_fen", "otc_inscp_fen", "rx_inscp_fen")
+
+    def __init__(self, cuts: Sequence[LineCut]) -> None:
+        self.fulamt_ownpay_fen = self.preselfpay_fen = self.inscp_fen = 0
+        self.otc_inscp_fen = 0   # in-scope amount of OTC lines (paid from the person's daily allowance)
+        self.rx_inscp_fen = 0    # in-scope amount of prescription lines that carry an rxno
+        for cut in cuts:
+            self.fulamt_ownpay_fen += cut.fulamt_ownpay_amt
+            self.preselfpay_fen += cut.preselfpay_amt
+            self.inscp_fen += cut.inscp_scp_amt
+            if cut.otc:
+                self.otc_inscp_fen += cut.inscp_scp_amt
+            elif cut.has_rx:
+                self.rx_inscp_fen += cut.inscp_scp_amt
+
+
 def compute_bill(lines: Sequence[Line], medfee_sumamt: int, insutype: str, policy: Policy, pharmacy: bool,
                  usage: Usage, doctor_suspended: Callable[[str], bool]) -> Bill:
     """Split a bill into fund and cash for a pharmacy (2101/2102) or a clinic/hospital (2206/2207).
@@ -120,21 +138,20 @@ def compute_bill(lines: Sequence[Line], medfee_sumamt: int, insutype: str, polic
     are computed from the usage after it.
     """
     cuts = tuple(cut_line(line, policy.selfpay_prop_permille, pharmacy, doctor_suspended) for line in lines)
+    totals = _CutTotals(cuts)
     coverage_permille = policy.coverage(insutype)
     room_fen = max(0, usage.monthly_cap_fen - usage.institution_month_used_fen)
     bound_by: list[str] = []
     if pharmacy:
-        otc_inscp = sum(c.inscp_scp_amt for c in cuts if c.otc)
-        rx_inscp = sum(c.inscp_scp_amt for c in cuts if not c.otc and c.has_rx)
         crt_fen = max(0, usage.otc_allowance_fen - usage.person_day_used_fen)
-        want_otc_fen = min(otc_inscp, crt_fen)
-        want_rx_fen = rx_inscp * coverage_permille // 1000
-        if otc_inscp > crt_fen:
+        want_otc_fen = min(totals.otc_inscp_fen, crt_fen)
+        want_rx_fen = totals.rx_inscp_fen * coverage_permille // 1000
+        if totals.otc_inscp_fen > crt_fen:
             bound_by.append(BOUND_PERSON_DAY)
     else:
         crt_fen = 0
         want_otc_fen = 0
-        want_rx_fen = sum(c.inscp_scp_amt for c in cuts) * coverage_permille // 1000
+        want_rx_fen = totals.inscp_fen * coverage_permille // 1000
     if want_otc_fen + want_rx_fen > room_fen:
         bound_by.append(BOUND_INSTITUTION_MONTH)
     grant = clamp(want_otc_fen, None, want_otc_fen + want_rx_fen, room_fen)
@@ -151,9 +168,8 @@ def compute_bill(lines: Sequence[Line], medfee_sumamt: int, insutype: str, polic
                                 INSTITUTION_MONTH_NEAR_CAP, INSTITUTION_MONTH_CAP_REACHED)
     return Bill(
         lines=cuts, medfee_sumamt=medfee_sumamt,
-        fulamt_ownpay_amt=sum(c.fulamt_ownpay_amt for c in cuts),
-        preselfpay_amt=sum(c.preselfpay_amt for c in cuts),
-        inscp_scp_amt=sum(c.inscp_scp_amt for c in cuts),
+        fulamt_ownpay_amt=totals.fulamt_ownpay_fen, preselfpay_amt=totals.preselfpay_fen,
+        inscp_scp_amt=totals.inscp_fen,
         otc_pay=otc_fen, rx_pay=fund_fen - otc_fen, fund_pay_sumamt=fund_fen,
         psn_cash_pay=medfee_sumamt - fund_fen, crt_payb_lmt_amt=crt_fen,
         person_day_remaining=person_remaining_fen,

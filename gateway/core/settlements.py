@@ -8,6 +8,7 @@ retention are dropped through a time-ordered index.
 from __future__ import annotations
 
 import bisect
+import operator
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -20,18 +21,41 @@ _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "in
            "rx_pay", "status", "cancel_msgid")
 
 
+_ALL_FIELDS = operator.attrgetter(*_FIELDS)   # one C call reads every field, in _FIELDS order
+
+
 class Settlement:
     """One settlement (2102/2207) and its current status."""
 
     __slots__ = _FIELDS
 
-    def __init__(self, **fields: Any) -> None:
-        for name in _FIELDS:
-            setattr(self, name, fields[name])
+    # Explicit parameters (keyword-only) rather than a loop of setattr: this runs twice per
+    # settlement (the handler builds one, the commit rebuilds it from the record).
+    def __init__(self, *, setl_id: str, msgid: str, infno: str, institution: str, psn_no: str, insutype: str,
+                 insuplc_admdvs: str, setl_time: int, day: int, month: int, medfee_sumamt: int,
+                 fund_pay_sumamt: int, psn_cash_pay: int, otc_pay: int, rx_pay: int, status: str,
+                 cancel_msgid: str | None) -> None:
+        self.setl_id = setl_id
+        self.msgid = msgid
+        self.infno = infno
+        self.institution = institution
+        self.psn_no = psn_no
+        self.insutype = insutype
+        self.insuplc_admdvs = insuplc_admdvs
+        self.setl_time = setl_time
+        self.day = day
+        self.month = month
+        self.medfee_sumamt = medfee_sumamt
+        self.fund_pay_sumamt = fund_pay_sumamt
+        self.psn_cash_pay = psn_cash_pay
+        self.otc_pay = otc_pay
+        self.rx_pay = rx_pay
+        self.status = status
+        self.cancel_msgid = cancel_msgid
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-able form."""
-        return {name: getattr(self, name) for name in _FIELDS}
+        return dict(zip(_FIELDS, _ALL_FIELDS(self)))
 
 
 class SettlementStore:
