@@ -1,0 +1,70 @@
+"""A short sweep against the baseline subprocess, its JSON report and its PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import matplotlib.image
+from hdrh.histogram import HdrHistogram
+
+from load_tests.report import SCHEMA, build_report, summary_table, write_report
+from load_tests.sweep import Sweep, SweepConfig, choose_pinning, start_baseline, sweep
+from load_tests.targets import FixedTarget
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STEP_KEYS = {"target_rate_per_s", "achieved_rate_per_s", "seconds", "scheduled", "ok", "errors", "error_count",
+             "unfinished", "error_ratio", "latency_ms", "server_cpu_us_per_request", "generator_cpu_share",
+             "passed", "histogram_us"}
+
+
+async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
+    pinning = choose_pinning()
+    config = SweepConfig(start_rate_per_s=100, step_factor=2, steps_max=2, refine_steps=0, seconds_per_step=1.0,
+                         connections=4, warmup_s=0.3, pause_s=0.1, p99_ms_max=1000.0, seed=11)
+    server = await start_baseline(pinning)
+    try:
+        if pinning.server_cpu is not None:
+            assert os.sched_getaffinity(server.pid) == {pinning.server_cpu}
+        floor = await sweep(server, FixedTarget(), config, log=lambda line: None)
+    finally:
+        server.stop()
+    # A second series, so ratios have something to compare: the same steps under another name.
+    other = Sweep("gateway-2102", floor.steps[:1], floor.steps[0].result.config.rate_per_s)
+    report = build_report([floor, other], "baseline", config.seed, config, pinning)
+    json_path, png_path = write_report(report, tmp_path / "results")
+
+    loaded = json.loads(json_path.read_text())
+    assert loaded["schema"] == SCHEMA and loaded["seed"] == 11 and loaded["floor"] == "baseline"
+    assert loaded["machine"]["nproc"] == os.cpu_count() and loaded["machine"]["python"].count(".") == 2
+    assert loaded["method"]["p99_ms_max"] == 1000.0 and loaded["method"]["latency_from"] == "intended send time"
+    base = loaded["servers"]["baseline"]
+    assert [row["target_rate_per_s"] for row in base["steps"]] == [100, 200]
+    assert base["capacity_rate_per_s"] == 200
+    for row in base["steps"]:
+        assert set(row) == STEP_KEYS
+        assert row["ok"] == row["scheduled"] and row["passed"]
+        assert set(row["latency_ms"]) == {"p50", "p90", "p99", "p99_9", "max", "mean"}
+        assert HdrHistogram.decode(row["histogram_us"]).get_total_count() == row["ok"]
+        assert row["server_cpu_us_per_request"] > 0
+    assert base["cpu_us_per_request"] > 0
+    ratios = loaded["ratios"]["gateway-2102"]
+    assert ratios["capacity"] == 0.5
+    assert set(loaded["ratios"]) == {"gateway-2102"}
+    # Half the floor's capacity (200/s) is 100/s, a step both series ran.
+    assert loaded["method"]["half_floor_capacity_rate_per_s"] == 100
+    first_row = base["steps"][0]
+    assert base["at_half_floor_capacity"]["latency_ms"] == first_row["latency_ms"]
+    assert ratios["p99_ms_at_half_floor_capacity"] == first_row["latency_ms"]["p99"]
+    assert ratios["cpu_us_per_request"] > 0
+    met = loaded["targets"]["met"]["gateway-2102"]
+    assert loaded["targets"]["goals"]["capacity_ratio_min"] == 0.8
+    assert met["capacity"] is False and met["p99_at_half_floor_capacity"] is True and met["all"] is False
+    table = summary_table(loaded)
+    assert "gateway-2102" in table and "p99 ms @100/s" in table
+
+    png = png_path.read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    height, width, _ = matplotlib.image.imread(png_path).shape
+    assert width > height > 300
