@@ -29,9 +29,14 @@ class CoreConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TxFacts:
-    """What metrics may know about one transaction: never per-person, per-card or per-msgid values."""
+    """What metrics and logs may know about one transaction.
+
+    Metrics never label by `msgid` (it is there for log correlation only); nothing here names a
+    person or a card.
+    """
 
     infno: str = ""
+    msgid: str = ""                              # "" when the envelope did not decode
     outcome: str = "error"                       # "ok" | "rejected" | "error"
     err_code: str = ""
     kind: str = ""                               # institution kind, when known

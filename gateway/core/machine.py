@@ -229,8 +229,8 @@ class Core(AdminMixin):
     def _place_facts(self, trace: _Trace) -> dict[str, str]:
         institution = trace.institution
         if institution is None:
-            return {}
-        return {"kind": institution.kind, "grade": institution.grade or ""}
+            return {"msgid": trace.msgid or ""}
+        return {"kind": institution.kind, "grade": institution.grade or "", "msgid": trace.msgid or ""}
 
     def _seal(self, code: ErrCode | None, msg: str, msgid: str | None, output: dict[str, Any] | None,
               warnings: tuple[str, ...], now_ms: int, serial: int) -> bytes:

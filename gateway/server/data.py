@@ -134,7 +134,13 @@ class DataApp:
                 await journal.wait_durable(result.wait_op)
         except (JournalFull, JournalFailed) as exc:
             return self._journal_refusal(exc, started_s)
-        runtime.metrics.observe_tx(result.facts, time.perf_counter() - started_s)
+        facts = result.facts
+        runtime.metrics.observe_tx(facts, time.perf_counter() - started_s)
+        if facts.err_code:
+            # Successes are counted, not logged (the hot path); every refusal gets a line that
+            # ops can correlate with the terminal's msgid.
+            log_event("tx_refused", msgid=facts.msgid or None, infno=facts.infno,
+                      err_code=facts.err_code, outcome=facts.outcome)
         return frame_response(result.http_status, result.response)
 
     def _journal_refusal(self, exc: Exception, started_s: float) -> Response:

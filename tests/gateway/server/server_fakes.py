@@ -23,6 +23,7 @@ from gateway.server.runtime import Runtime
 @dataclasses.dataclass(frozen=True)
 class FakeFacts:
     infno: str = "2102"
+    msgid: str = ""
     outcome: str = "ok"
     err_code: str = ""
     kind: str = "pharmacy"

@@ -117,3 +117,18 @@ def test_bad_registry_is_one_line_naming_the_file(tmp_path: pathlib.Path) -> Non
     with pytest.raises(StartupError) as caught:
         Gateway(load_config(region / "gateway.toml"))
     assert "registry.toml" in str(caught.value) and "\n" not in str(caught.value)
+
+
+async def test_a_refusal_is_logged_with_its_msgid(tmp_path: pathlib.Path, nursery: trio.Nursery,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    region = make_region(tmp_path)
+    gateway, client = await start(nursery, region)
+    term = await client.sign_in()
+    mid = client.new_msgid(term)
+    assert (await client.verify((await client.post_tx(client.settle_frame(term, mid)))[1])).infcode == 0
+    other = term.request_frame("1101", mid, {"mdtrt_cert_type": "99"}, int(time.time() * 1000))
+    assert (await client.verify((await client.post_tx(other))[1])).err_code
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    refused = [line for line in lines if line["event"] == "tx_refused"]
+    assert refused and refused[-1]["msgid"] == mid and refused[-1]["fields"]["err_code"]
+    gateway.stop()
