@@ -1,0 +1,148 @@
+"""Read a region directory (sim.toml, registry.toml, gateway.toml) into what simulators need.
+
+The simulator never imports gateway/: it reads the same TOML files the gateway reads, keeping only
+the public registry facts (institutions, grades, caps, policy, doctors) and its own secrets
+(terminal and voucher-issuer private keys, card master keys, sample persons).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import pathlib
+import tomllib
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+class RegionReadError(Exception):
+    """A region directory is missing a file or a key the simulator needs; one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Institution:
+    """One registered institution: `kind` is pharmacy/clinic/hospital, `grade` A..E or None."""
+
+    code: str
+    kind: str
+    admdvs: str
+    grade: str | None
+    monthly_cap_fen: int
+    doctors: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TerminalSpec:
+    """One enrolled POS terminal and its private key."""
+
+    dev_no: str
+    institution: str
+    opter: str
+    private_key: Ed25519PrivateKey
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """One insured person with a card (the card fields are what a card credential carries)."""
+
+    psn_no: str
+    insutype: str
+    insuplc_admdvs: str
+    card_no: str
+    card_sn: str
+
+    def card(self) -> dict[str, str]:
+        """The mapping TerminalSession.card_input expects."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The registry's [policy]: OTC allowance per pharmacy grade (fen per person per day)."""
+
+    otc_allowance_fen: dict[str, int]
+    coverage_permille: dict[str, int]
+    selfpay_prop_permille: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """Everything a simulator run needs from one region directory."""
+
+    path: pathlib.Path
+    gateway_url: str
+    institutions: dict[str, Institution]
+    terminals: tuple[TerminalSpec, ...]
+    persons: tuple[Person, ...]
+    issuers: dict[str, Ed25519PrivateKey]
+    card_master_keys: dict[str, bytes]
+    policy: Policy
+
+    def allowance_fen(self, institution_code: str) -> int:
+        """The daily OTC allowance at this institution (0 at clinics and hospitals)."""
+        grade = self.institutions[institution_code].grade
+        return self.policy.otc_allowance_fen.get(grade, 0) if grade else 0
+
+
+def _load(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise RegionReadError(f"{path}: {error}") from None
+
+
+def _key(text: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(base64.b64decode(text))
+
+
+def _gateway_url(region_dir: pathlib.Path, sim: dict[str, Any]) -> str:
+    """Prefer gateway.toml's listen.data: tests and operators rewrite ports there, not in sim.toml."""
+    config_path = region_dir / "gateway.toml"
+    if config_path.exists():
+        listen = _load(config_path).get("listen", {}).get("data")
+        if isinstance(listen, str):
+            return f"http://{listen}"
+    return str(sim.get("gateway_url", "http://127.0.0.1:8600"))
+
+
+def _institutions(registry: dict[str, Any]) -> dict[str, Institution]:
+    doctors: dict[str, list[str]] = {}
+    for operator in registry.get("operators", []):
+        if "-DR" in operator["code"] and operator.get("status", "active") == "active":
+            doctors.setdefault(operator["institution"], []).append(operator["code"])
+    return {
+        row["code"]: Institution(row["code"], row["kind"], row["admdvs"], row.get("grade"),
+                                 int(row["monthly_cap_fen"]), tuple(doctors.get(row["code"], ())))
+        for row in registry.get("institutions", [])
+        if row.get("status", "active") == "active"
+    }
+
+
+def load_region(region_dir: str | pathlib.Path) -> Region:
+    """Read a region directory written by `yibao-gateway init`.
+
+    Raises:
+        RegionReadError: a file is missing or unreadable, or a required key is absent.
+    """
+    path = pathlib.Path(region_dir)
+    sim, registry = _load(path / "sim.toml"), _load(path / "registry.toml")
+    try:
+        institutions = _institutions(registry)
+        terminals = tuple(
+            TerminalSpec(t["dev_no"], t["institution"], t["opter"], _key(t["private_key"]))
+            for t in sim["terminals"] if t["institution"] in institutions
+        )
+        persons = tuple(Person(p["psn_no"], p["insutype"], p["insuplc_admdvs"], p["card_no"], p["card_sn"])
+                        for p in sim["persons"])
+        issuers = {i["kid"]: _key(i["private_key"]) for i in sim.get("voucher_issuers", [])}
+        masters = {k: base64.b64decode(v) for k, v in sim["card_master_keys"].items()}
+        raw_policy = registry["policy"]
+        policy = Policy({k: int(v) for k, v in raw_policy["otc_allowance_fen"].items()},
+                        {k: int(v) for k, v in raw_policy["coverage_permille"].items()},
+                        int(raw_policy["selfpay_prop_permille"]))
+    except KeyError as error:
+        raise RegionReadError(f"{path}: missing key {error}") from None
+    if not terminals or not persons:
+        raise RegionReadError(f"{path}: no terminals or no persons in sim.toml")
+    return Region(path, _gateway_url(path, sim), institutions, terminals, persons, issuers, masters, policy)

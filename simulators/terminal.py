@@ -1,0 +1,190 @@
+"""One simulated POS terminal: sign-in, the settlement flows, cancellations and 3201.
+
+Every answer is verified against the gateway's published keys before it is believed; a bad
+signature is an oracle violation. SESSION_UNKNOWN/SESSION_EXPIRED make the terminal sign in again
+and resend; an answer with infcode -1 (outcome unknown) is resent with the same msgid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from protocol import ProtocolError, TerminalSession, VoucherClaims, card_key, mint_voucher, msgid
+from simulators.client import GatewayClient
+from simulators.oracle import Oracle, Totals
+from simulators.region import Institution, Person, Region, TerminalSpec
+from simulators.report import Stats
+
+SESSION_ERRORS = ("SESSION_UNKNOWN", "SESSION_EXPIRED")
+ATTEMPTS_MAX = 5
+# Back-off between resends of an unknown outcome (-1, 429/503): short, the gateway sheds briefly.
+RETRY_PAUSE_S = 0.2
+VOUCHER_TTL_S = 600
+
+Answer = tuple[dict[str, Any] | None, bytes]
+
+
+class MsgidSource:
+    """Per-institution msgid serials: terminals of one institution share its msgid space."""
+
+    def __init__(self) -> None:
+        self._serials: dict[str, int] = {}
+
+    def next(self, fixmedins_code: str, now_ms: int) -> str:
+        """A fresh msgid for `fixmedins_code` at `now_ms`."""
+        serial = self._serials.get(fixmedins_code, 0) + 1
+        self._serials[fixmedins_code] = serial
+        return msgid(fixmedins_code, now_ms, serial)
+
+
+class SimTerminal:
+    """One POS: a TerminalSession, a keep-alive connection, and the flows of SPEC section 7."""
+
+    def __init__(self, spec: TerminalSpec, region: Region, client: GatewayClient,
+                 keys: Mapping[str, Ed25519PublicKey], oracle: Oracle, stats: Stats, msgids: MsgidSource) -> None:
+        self.spec, self.region, self.client = spec, region, client
+        self.institution: Institution = region.institutions[spec.institution]
+        self.session = TerminalSession(spec.dev_no, self.institution.code, self.institution.admdvs,
+                                       spec.opter, "1", spec.private_key, keys)
+        self.oracle, self.stats, self.msgids = oracle, stats, msgids
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def _post(self, infno: str, frame: bytes) -> Answer:
+        """POST, verify, count; (None, raw) when the answer is not believable (a violation)."""
+        status, raw, latency_s = self.client.post_frame(frame)
+        try:
+            envelope = self.session.verify_answer(raw)
+        except ProtocolError as error:
+            self.oracle.violation(f"{infno} at {self.spec.dev_no}: HTTP {status}: unverifiable answer: {error}")
+            self.stats.count(infno, "UNVERIFIABLE", latency_s)
+            return None, raw
+        self.stats.count(infno, envelope.err_code or "ok", latency_s)
+        answer = {"infcode": envelope.infcode, "err_code": envelope.err_code, "output": envelope.output or {}}
+        return answer, raw
+
+    def sign_in(self) -> bool:
+        """9001: open a session; False when refused."""
+        now_ms = self._now_ms()
+        frame = self.session.signin_frame(self.msgids.next(self.institution.code, now_ms), now_ms)
+        status, raw, latency_s = self.client.post_frame(frame)
+        try:
+            envelope = self.session.on_signin_answer(raw)
+        except ProtocolError as error:
+            self.oracle.violation(f"9001 at {self.spec.dev_no}: HTTP {status}: unverifiable answer: {error}")
+            self.stats.count("9001", "UNVERIFIABLE", latency_s)
+            return False
+        self.stats.count("9001", envelope.err_code or "ok", latency_s)
+        return envelope.infcode == 0
+
+    def exchange(self, infno: str, mid: str, input_: Callable[[], dict[str, Any]]) -> Answer:
+        """Send one message until it has a definitive answer: re-sign-in on a lost session,
+        resend the same msgid on -1. Returns the last (answer, raw bytes)."""
+        answer: Answer = (None, b"")
+        for _ in range(ATTEMPTS_MAX):
+            if self.session.sign_no is None and not self.sign_in():
+                return None, b""
+            answer = self._post(infno, self.session.request_frame(infno, mid, input_(), self._now_ms()))
+            decoded = answer[0]
+            if decoded is None:
+                return answer
+            if decoded["err_code"] in SESSION_ERRORS:
+                self.session.end_session()
+                continue
+            if decoded["infcode"] != -1:
+                return answer
+            time.sleep(RETRY_PAUSE_S)
+        return answer
+
+    def _credential(self, person: Person, kind: str, token: str | None) -> Callable[[str, str, int], dict[str, Any]]:
+        def build(mid: str, infno: str, medfee_fen: int) -> dict[str, Any]:
+            if kind == "voucher" and token is not None:
+                return {"mdtrt_cert_type": "01", "mdtrt_cert_no": token}
+            master = self.region.card_master_keys[person.insuplc_admdvs[:2]]
+            key = card_key(master, person.card_no, person.card_sn)
+            return self.session.card_input(key, mid, infno, medfee_fen, person.card())
+        return build
+
+    def _voucher(self, person: Person, tid: str) -> str | None:
+        if not self.region.issuers:
+            return None
+        kid = sorted(self.region.issuers)[int(tid[-4:]) % len(self.region.issuers)]
+        iat_s = int(time.time())
+        claims = VoucherClaims(tid, person.psn_no, person.insutype, person.insuplc_admdvs,
+                               self.institution.code, iat_s, iat_s + VOUCHER_TTL_S)
+        return mint_voucher(kid, self.region.issuers[kid], claims)
+
+    def settle(self, intent: Mapping[str, Any], person: Person) -> dict[str, Any] | None:
+        """Run one settle intent; return the committed setlinfo (with `msgid`) or None."""
+        pharmacy = self.institution.kind == "pharmacy"
+        items = intent["items"]
+        bill_fen = sum(item["det_item_fee_sumamt"] for item in items)
+        mid_first = self.msgids.next(self.institution.code, self._now_ms())
+        token = self._voucher(person, mid_first) if intent["credential"] == "voucher" else None
+        credential = self._credential(person, intent["credential"], token)
+        pre_infno, infno = ("2101", "2102") if pharmacy else ("2206", "2207")
+        where = f"{self.spec.dev_no} seq {intent['seq']}"
+        if pharmacy:
+            answer, _ = self.exchange("1101", mid_first, lambda: credential(mid_first, "1101", 0))
+            if answer is None or answer["infcode"] != 0:
+                return None
+        mid_pre = self.msgids.next(self.institution.code, self._now_ms())
+        answer, _ = self.exchange(pre_infno, mid_pre, lambda: {
+            **credential(mid_pre, pre_infno, bill_fen), "medfee_sumamt": bill_fen, "items": items})
+        if answer is None or answer["infcode"] != 0:
+            return None
+        self.oracle.on_presettle(f"{pre_infno} {where}", self.institution.code, answer["output"]["setlinfo"],
+                                 bill_fen, self._now_ms())
+        mid = self.msgids.next(self.institution.code, self._now_ms())
+
+        def build() -> dict[str, Any]:
+            return {**credential(mid, infno, bill_fen), "medfee_sumamt": bill_fen, "items": items}
+
+        answer, raw = self.exchange(infno, mid, build)
+        if answer is not None and answer["infcode"] == -1:
+            self.reverse(mid, infno)
+        if answer is None or answer["infcode"] != 0:
+            return None
+        setlinfo = answer["output"]["setlinfo"]
+        self.oracle.on_settle(f"{infno} {where}", self.institution.code, mid, setlinfo, bill_fen, raw)
+        for _ in range(intent.get("retries", 0)):
+            again, again_raw = self.exchange(infno, mid, build)
+            if again is not None:
+                self.oracle.on_retry(f"{infno} retry {where}", self.institution.code, mid, again_raw)
+        return {**setlinfo, "msgid": mid}
+
+    def reverse(self, omsgid: str, oinfno: str) -> bool:
+        """2601: undo a message whose outcome stayed unknown, so that nothing uncounted stands."""
+        mid = self.msgids.next(self.institution.code, self._now_ms())
+        answer, _ = self.exchange("2601", mid, lambda: {"omsgid": omsgid, "oinfno": oinfno})
+        if answer is None or answer["infcode"] != 0:
+            self.oracle.violation(f"2601 of {omsgid} at {self.spec.dev_no}: outcome still unknown")
+            return False
+        return True
+
+    def cancel(self, setl_id: str, psn_no: str) -> bool:
+        """2103 (pharmacy) or 2208 (clinic, hospital) of a settlement made here; True when done."""
+        infno = "2103" if self.institution.kind == "pharmacy" else "2208"
+        mid = self.msgids.next(self.institution.code, self._now_ms())
+        answer, _ = self.exchange(infno, mid, lambda: {"setl_id": setl_id, "psn_no": psn_no})
+        if answer is not None and answer["infcode"] == -1:
+            self.reverse(mid, infno)
+        if answer is None or answer["infcode"] != 0:
+            return False
+        self.oracle.on_cancel(f"{infno} {self.spec.dev_no}", self.institution.code, setl_id, answer["output"])
+        return True
+
+    def totals(self, stmt_date: str, claimed: Totals) -> tuple[str, dict[str, Any]] | None:
+        """3201 with `claimed` totals; (stmt_rslt, gateway totals) or None when refused."""
+        mid = self.msgids.next(self.institution.code, self._now_ms())
+        answer, _ = self.exchange("3201", mid, lambda: {
+            "stmt_date": stmt_date, "setl_cnt": claimed.setl_cnt, "medfee_sumamt": claimed.medfee_sumamt,
+            "fund_pay_sumamt": claimed.fund_pay_sumamt, "psn_cash_pay": claimed.psn_cash_pay})
+        if answer is None or answer["infcode"] != 0:
+            return None
+        return answer["output"]["stmt_rslt"], answer["output"]["gateway"]

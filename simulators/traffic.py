@@ -1,0 +1,100 @@
+"""The seeded traffic model: what happens at the counters, independent of the gateway's answers.
+
+An intent is a plain dict (JSON-ready, so a trace is a list of them):
+- settle: `{"t_s", "seq", "kind": "settle", "dev_no", "psn_no", "credential": "card"|"voucher",
+  "items": [...], "retries": int}`; `retries` is how many extra copies of the final settlement
+  the terminal sends with the same msgid (a POS that timed out and resent);
+- cancel: `{"t_s", "seq", "kind": "cancel", "of_seq": int}`, the cancellation of an earlier
+  settle intent (skipped by the terminal when that settlement was not committed).
+
+`t_s` is the offset in seconds from the start of the run (Poisson arrivals at `rate_per_s`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from simulators.region import Region
+
+VOUCHER_SHARE = 0.20
+CANCEL_SHARE = 0.01
+RETRY_SHARE = 0.03
+LINES_MIN, LINES_MAX = 1, 8
+# Class mix of bill lines: 甲 "01", 乙 "02", 丙 "03".
+CLASS_WEIGHTS = {"01": 55, "02": 35, "03": 10}
+OTC_SHARE_AT_PHARMACY = 0.75
+RX_WITH_RXNO_SHARE = 0.70
+# Unit price: lognormal around 12 yuan (median), cut to a sane range of fen.
+PRICE_MEDIAN_FEN = 1200
+PRICE_SIGMA = 0.9
+PRICE_MAX_FEN = 200_000
+COUNT_MAX = 3
+DRUG_CODES = tuple(f"XA{n:02d}" for n in range(1, 30)) + tuple(f"ZB{n:02d}" for n in range(1, 15))
+
+
+def _price_fen(rng: random.Random) -> int:
+    price = int(rng.lognormvariate(math.log(PRICE_MEDIAN_FEN), PRICE_SIGMA))
+    return min(PRICE_MAX_FEN, max(1, price))
+
+
+def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str) -> list[dict[str, Any]]:
+    """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints)."""
+    classes, weights = zip(*CLASS_WEIGHTS.items(), strict=True)
+    items = []
+    for serial in range(1, rng.randint(LINES_MIN, LINES_MAX) + 1):
+        count, price = rng.randint(1, COUNT_MAX), _price_fen(rng)
+        otc = pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY
+        item: dict[str, Any] = {
+            "feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES),
+            "chrgitm_lv": rng.choices(classes, weights)[0], "otc": otc, "cnt": count, "pric": price,
+            "det_item_fee_sumamt": count * price,
+            "bilg_dr_codg": rng.choice(doctors) if doctors else opter,
+        }
+        if not otc and rng.random() < RX_WITH_RXNO_SHARE:
+            item["rxno"] = f"RX{rng.randrange(10**10):010d}"
+        items.append(item)
+    return items
+
+
+class TrafficModel:
+    """A deterministic stream of intents for one region: the same seed gives the same stream."""
+
+    def __init__(self, region: Region, seed: int, rate_per_s: float) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self.region = region
+        self.rate_per_s = rate_per_s
+        self._rng = random.Random(seed)
+        self._seq = 0
+        self._settles: list[int] = []
+
+    def intents(self, seconds: float) -> Iterator[dict[str, Any]]:
+        """Yield intents with Poisson arrival offsets in [0, seconds)."""
+        t_s = 0.0
+        while True:
+            t_s += self._rng.expovariate(self.rate_per_s)
+            if t_s >= seconds:
+                return
+            yield self.next_intent(round(t_s, 6))
+
+    def next_intent(self, t_s: float) -> dict[str, Any]:
+        """Draw one intent at offset `t_s` (a cancellation of an earlier settlement ~1 % of the time)."""
+        self._seq += 1
+        if self._settles and self._rng.random() < CANCEL_SHARE:
+            return {"t_s": t_s, "seq": self._seq, "kind": "cancel", "of_seq": self._rng.choice(self._settles)}
+        self._settles.append(self._seq)
+        return self._settle(t_s)
+
+    def _settle(self, t_s: float) -> dict[str, Any]:
+        rng = self._rng
+        terminal = rng.choice(self.region.terminals)
+        institution = self.region.institutions[terminal.institution]
+        person = rng.choice(self.region.persons)
+        credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
+        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter)
+        retries = 1 if rng.random() < RETRY_SHARE else 0
+        return {"t_s": t_s, "seq": self._seq, "kind": "settle", "dev_no": terminal.dev_no,
+                "psn_no": person.psn_no, "credential": credential, "items": items, "retries": retries}

@@ -1,0 +1,125 @@
+"""SimTerminal against a scripted gateway: signatures, session loss, unknown outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sim_helpers import small_region
+
+from protocol import (
+    RequestEnvelope,
+    ResponseEnvelope,
+    decode_frame,
+    decode_request_envelope,
+    gateway_kid,
+    public_raw,
+    seal_response,
+    x25519_public_raw,
+)
+from simulators.oracle import Oracle
+from simulators.region import Region
+from simulators.report import Stats
+from simulators.terminal import MsgidSource, SimTerminal
+
+Script = Callable[[RequestEnvelope, int], ResponseEnvelope]
+
+
+def answer(req: RequestEnvelope, infcode: int = 0, err_code: str = "", output: dict | None = None) -> ResponseEnvelope:
+    return ResponseEnvelope(infcode, err_code, err_code, req.msgid, "5101822025112312000000000001", 0,
+                            output if infcode == 0 else None)
+
+
+class ScriptedGateway:
+    """Answers each POST with `script(request, how many of this infno came before)`."""
+
+    def __init__(self, script: Script, signer: Ed25519PrivateKey) -> None:
+        self.script, self.signer = script, signer
+        self.sent: list[RequestEnvelope] = []
+
+    def post_frame(self, frame: bytes) -> tuple[int, bytes, float]:
+        req = decode_request_envelope(decode_frame(frame).body)
+        seen = sum(r.infno == req.infno for r in self.sent)
+        self.sent.append(req)
+        if req.infno == "9001":
+            output = {"sign_no": f"SIGN{len(self.sent)}", "sign_time": 0, "session_expires": 0,
+                      "x25519_pub": x25519_public_raw(X25519PrivateKey.generate())}
+            return 200, seal_response(self.signer, answer(req, output=output)), 0.001
+        return 200, seal_response(self.signer, self.script(req, seen)), 0.001
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Region:
+    return small_region(tmp_path_factory.mktemp("terminal"))
+
+
+def clinic_terminal(region: Region, gateway: ScriptedGateway, published: Ed25519PrivateKey) -> SimTerminal:
+    spec = next(t for t in region.terminals if region.institutions[t.institution].kind == "clinic")
+    keys = {gateway_kid(public_raw(published.public_key())): published.public_key()}
+    oracle = Oracle({}, {c: i.monthly_cap_fen for c, i in region.institutions.items()})
+    return SimTerminal(spec, region, gateway, keys, oracle, Stats(), MsgidSource())  # type: ignore[arg-type]
+
+
+def bill(fee_fen: int) -> dict:
+    return {"seq": 1, "credential": "card", "retries": 0, "items": [
+        {"feedetl_sn": "1", "med_list_codg": "XA01", "chrgitm_lv": "01", "otc": False, "cnt": 1,
+         "pric": fee_fen, "det_item_fee_sumamt": fee_fen, "bilg_dr_codg": "C51018200001-DR01"}]}
+
+
+def settled(req: RequestEnvelope, fee_fen: int) -> ResponseEnvelope:
+    info = {"setl_id": "S1", "psn_no": req.input["psn_no"], "setl_time": req.inf_time, "medfee_sumamt": fee_fen,
+            "fund_pay_sumamt": fee_fen // 2, "psn_cash_pay": fee_fen - fee_fen // 2, "otc_pay": 0,
+            "rx_pay": fee_fen // 2, "crt_payb_lmt_amt": 0}
+    return answer(req, output={"setlinfo": info})
+
+
+def test_answer_signed_by_an_unpublished_key_is_a_violation(region: Region) -> None:
+    gateway = ScriptedGateway(lambda req, _: settled(req, 1000), Ed25519PrivateKey.generate())
+    terminal = clinic_terminal(region, gateway, Ed25519PrivateKey.generate())
+    assert terminal.settle(bill(1000), region.persons[0]) is None
+    assert len(terminal.oracle.violations) == 1 and "unverifiable" in terminal.oracle.violations[0]
+
+
+def test_lost_session_and_unknown_outcome_resend_the_same_msgid(region: Region) -> None:
+    def script(req: RequestEnvelope, seen: int) -> ResponseEnvelope:
+        if req.infno == "2207" and seen == 0:
+            return answer(req, -2, "SESSION_UNKNOWN")
+        if req.infno == "2207" and seen == 1:
+            return answer(req, -1, "INTERNAL")
+        return settled(req, 1000)
+
+    key = Ed25519PrivateKey.generate()
+    gateway = ScriptedGateway(script, key)
+    terminal = clinic_terminal(region, gateway, key)
+    result = terminal.settle(bill(1000), region.persons[0])
+    assert result is not None and terminal.oracle.violations == []
+    settles = [r for r in gateway.sent if r.infno == "2207"]
+    assert len(settles) == 3 and len({r.msgid for r in settles}) == 1
+    assert [r.infno for r in gateway.sent].count("9001") == 2
+    assert settles[0].sign_no != settles[2].sign_no
+
+
+def test_outcome_unknown_after_all_attempts_is_reversed(region: Region,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("simulators.terminal.RETRY_PAUSE_S", 0.0)
+
+    def script(req: RequestEnvelope, _: int) -> ResponseEnvelope:
+        if req.infno == "2207":
+            return answer(req, -1, "INTERNAL")
+        if req.infno == "2601":
+            return answer(req, output={"reversed": True, "original_found": True})
+        return settled(req, 1000)
+
+    key = Ed25519PrivateKey.generate()
+    gateway = ScriptedGateway(script, key)
+    terminal = clinic_terminal(region, gateway, key)
+    assert terminal.settle(bill(1000), region.persons[0]) is None
+    reversal = next(r for r in gateway.sent if r.infno == "2601")
+    first_settle = next(r for r in gateway.sent if r.infno == "2207")
+    assert reversal.input == {"omsgid": first_settle.msgid, "oinfno": "2207"}
+    assert terminal.oracle.violations == []

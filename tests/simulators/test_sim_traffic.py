@@ -1,0 +1,79 @@
+"""The traffic model: shares, bill shape, determinism by seed."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from sim_helpers import small_region
+
+from simulators.region import Region
+from simulators.traffic import LINES_MAX, LINES_MIN, TrafficModel
+
+BILLS = 2000
+VOUCHER_SHARE_TOLERANCE = 0.03  # about 3.4 standard deviations at n=2000, p=0.2
+RATE_PER_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Region:
+    return small_region(tmp_path_factory.mktemp("traffic"))
+
+
+def settles(region: Region, seed: int, count: int) -> list[dict]:
+    model = TrafficModel(region, seed, RATE_PER_S)
+    stream = (model.next_intent(float(n)) for n in itertools.count())
+    return list(itertools.islice((i for i in stream if i["kind"] == "settle"), count))
+
+
+def test_voucher_share_is_about_a_fifth(region: Region) -> None:
+    bills = settles(region, 7, BILLS)
+    share = sum(b["credential"] == "voucher" for b in bills) / BILLS
+    assert abs(share - 0.20) < VOUCHER_SHARE_TOLERANCE, share
+
+
+def test_bills_have_one_to_eight_consistent_positive_lines(region: Region) -> None:
+    bills = settles(region, 8, BILLS)
+    lengths = {len(b["items"]) for b in bills}
+    assert lengths == set(range(LINES_MIN, LINES_MAX + 1))
+    for line in (item for b in bills for item in b["items"]):
+        assert all(isinstance(line[k], int) and line[k] > 0 for k in ("cnt", "pric", "det_item_fee_sumamt"))
+        assert line["det_item_fee_sumamt"] == line["cnt"] * line["pric"]
+        assert line["chrgitm_lv"] in {"01", "02", "03"}
+    classes = {item["chrgitm_lv"] for b in bills for item in b["items"]}
+    assert classes == {"01", "02", "03"}
+
+
+def test_pharmacy_lines_mix_otc_rx_with_and_without_rxno(region: Region) -> None:
+    pharmacy_lines = [item for b in settles(region, 9, BILLS) for item in b["items"]
+                      if region.institutions[b["dev_no"][:12]].kind == "pharmacy"]
+    kinds = {(item["otc"], "rxno" in item) for item in pharmacy_lines}
+    assert kinds == {(True, False), (False, True), (False, False)}
+
+
+def test_clinic_lines_are_never_otc_and_name_a_doctor(region: Region) -> None:
+    for bill in settles(region, 10, 500):
+        institution = region.institutions[bill["dev_no"][:12]]
+        if institution.kind != "pharmacy":
+            assert all(not i["otc"] and i["bilg_dr_codg"] in institution.doctors for i in bill["items"])
+
+
+def test_same_seed_same_stream_other_seed_other_stream(region: Region) -> None:
+    first = list(TrafficModel(region, 5, RATE_PER_S).intents(60.0))
+    assert first == list(TrafficModel(region, 5, RATE_PER_S).intents(60.0))
+    assert first != list(TrafficModel(region, 6, RATE_PER_S).intents(60.0))
+
+
+def test_poisson_arrivals_match_the_rate_and_cancels_refer_back(region: Region) -> None:
+    intents = list(TrafficModel(region, 11, RATE_PER_S).intents(300.0))
+    assert 0.9 * 3000 < len(intents) < 1.1 * 3000
+    assert all(a["t_s"] < b["t_s"] for a, b in itertools.pairwise(intents))
+    seqs = {i["seq"]: i["kind"] for i in intents}
+    cancels = [i for i in intents if i["kind"] == "cancel"]
+    assert cancels and all(seqs[c["of_seq"]] == "settle" and c["of_seq"] < c["seq"] for c in cancels)
+    assert any(i.get("retries") for i in intents)
+
+
+def test_rate_must_be_positive(region: Region) -> None:
+    with pytest.raises(ValueError, match="rate_per_s"):
+        TrafficModel(region, 1, 0.0)
