@@ -36,6 +36,11 @@ _FIELDS = {
     "filing.add": ("psn_no", "admdvs", "valid_from", "valid_to"),
 }
 CHANGE_KINDS = tuple(_FIELDS)
+# Immediate, protective actions (role operator); the other kinds are policy changes that go
+# through maker-checker proposals (role policy, two different admins).
+PROTECTIVE_KINDS = CHANGE_KINDS[:9]
+POLICY_KINDS = CHANGE_KINDS[9:]
+assert all(k.endswith(("suspend", "resume", "revoke", "block")) for k in PROTECTIVE_KINDS)
 
 
 def _text(change: dict[str, Any], field: str, pattern: str) -> str:
@@ -201,6 +206,36 @@ class Overlay:
         if filing.valid_to < filing.valid_from:
             raise ValueError("valid_to: is before valid_from")
         return lambda: self.filings.setdefault(filing.psn_no, []).append(filing)
+
+    def value_of(self, change: dict[str, Any]) -> dict[str, Any]:
+        """What the change's target looks like now, for the audit trail's before/after.
+
+        `change` must have passed `check`; the answer is JSON-able and names only the fields the
+        change kind can alter.
+        """
+        kind = change["kind"]
+        if kind.startswith("institution."):
+            field = {"institution.grade": "grade", "institution.monthly_cap": "monthly_cap_fen"}.get(kind, "status")
+            return {field: getattr(self.institutions[change["institution"]], field)}
+        if kind in ("operator.suspend", "operator.resume"):
+            return {"status": self.operators[change["operator"]].status}
+        if kind in ("terminal.revoke", "terminal.enrol"):
+            terminal = self.terminals.get(change["dev_no"])
+            return {"status": None if terminal is None else terminal.status}
+        if kind == "operator.enrol":
+            operator = self.operators.get(change["code"])
+            return {"status": None if operator is None else operator.status}
+        if kind.startswith("card."):
+            return {"blocked": change["card_no"] in self.blocked_cards}
+        if kind.startswith("person."):
+            return {"blocked": change["psn_no"] in self.blocked_persons}
+        if kind == "policy.otc_allowance":
+            return {"otc_allowance_fen": self.policy.otc_allowance_fen.get(change["grade"])}
+        if kind == "policy.coverage":
+            return {"coverage_permille": self.policy.coverage(change["insutype"])}
+        assert kind == "filing.add", kind
+        return {"filings": [[f.admdvs, f.valid_from.isoformat(), f.valid_to.isoformat()]
+                            for f in self.filings.get(change["psn_no"], ())]}
 
     def filed(self, psn_no: str, institution_admdvs: str, date: datetime.date) -> bool:
         """True when a filing lets `psn_no` be treated in `institution_admdvs` on `date`."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.core.clock import business_day, business_month
 from gateway.core.config import CoreConfig
+from gateway.core.governance import STATUS_APPLIED, STATUS_REJECTED, Governance, Proposal
 from gateway.core.idempotency import IdempotencyStore, IdemEntry, Tombstones, UsedVouchers
 from gateway.core.keyring import KeyRing
 from gateway.core.ledger import InMemoryLedger
@@ -31,6 +32,7 @@ class State:
         self.config = config
         self.keyring = keyring
         self.overlay = Overlay(registry)
+        self.governance = Governance()
         self.ledger = InMemoryLedger()
         self.settlements = SettlementStore(config.settlements_max, config.settlement_days_kept)
         self.idempotency = IdempotencyStore(config.idempotency_records_max)
@@ -72,6 +74,7 @@ class State:
             "settlements": self.settlements.snapshot(), "idempotency": self.idempotency.snapshot(),
             "tombstones": self.tombstones.snapshot(), "vouchers": self.vouchers.snapshot(),
             "admin_changes": self.overlay.snapshot(), "retired_keys": self.keyring.snapshot(),
+            "governance": self.governance.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -87,6 +90,7 @@ class State:
         self.vouchers.restore(snap["vouchers"])
         self.overlay = Overlay.restore(self.overlay.registry, snap["admin_changes"])
         self.keyring.restore(snap["retired_keys"])
+        self.governance = Governance.restore(snap.get("governance"))
 
 
 def _debit(state: State, settlement: Settlement, person_limit_fen: int | None, cap_fen: int | None) -> None:
@@ -149,16 +153,67 @@ def _commit_refid(state: State, record: dict[str, Any]) -> None:
     assert "refid_to" in record
 
 
+def _target(change: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a change that name what it acts on (or sets), for the audit trail."""
+    return {k: v for k, v in change.items() if k not in ("kind", "actor", "reason", "change_id")}
+
+
+def _apply_audited(state: State, record: dict[str, Any], change: dict[str, Any], action: str,
+                   change_id: str | None, reason: str) -> None:
+    before = state.overlay.value_of(change)
+    state.overlay.apply(change)
+    state.governance.record_audit(record["op"], record["now_ms"], record.get("actor", ""), record.get("role", ""),
+                                  action, _target(change), before, state.overlay.value_of(change), reason,
+                                  change_id)
+
+
 def _commit_admin(state: State, record: dict[str, Any]) -> None:
-    state.overlay.apply(record["change"])
+    change = record["change"]
+    _apply_audited(state, record, change, change["kind"], record.get("change_id"),
+                   record.get("reason", change.get("reason", "")))
+
+
+def _commit_change_propose(state: State, record: dict[str, Any]) -> None:
+    change = record["change"]
+    state.governance.add(Proposal(id=record["id"], change=dict(change), proposer=record["actor"],
+                                  reason=record["reason"], proposed_ms=record["now_ms"],
+                                  expires_ms=record["expires_ms"]))
+    state.governance.record_audit(record["op"], record["now_ms"], record["actor"], record["role"], "change.propose",
+                                  {"kind": change["kind"], **_target(change)},
+                                  state.overlay.value_of(change), None, record["reason"], record["id"])
+
+
+def _commit_change_approve(state: State, record: dict[str, Any]) -> None:
+    proposal = state.governance.decide(record["id"], STATUS_APPLIED, record["actor"], record["now_ms"], "")
+    _apply_audited(state, record, proposal.change, "change.approve", proposal.id, proposal.reason)
+
+
+def _commit_change_reject(state: State, record: dict[str, Any]) -> None:
+    proposal = state.governance.decide(record["id"], STATUS_REJECTED, record["actor"], record["now_ms"],
+                                       record["reason"])
+    state.governance.record_audit(record["op"], record["now_ms"], record["actor"], record["role"], "change.reject",
+                                  {"kind": proposal.change["kind"], **_target(proposal.change)}, None, None,
+                                  record["reason"], proposal.id)
 
 
 def _commit_key_rotate(state: State, record: dict[str, Any]) -> None:
     state.keyring.apply_rotation(record)
+    state.governance.rotated_kid = record["kid"]
+    if "now_ms" in record:
+        state.governance.record_audit(record["op"], record["now_ms"], record.get("actor", ""), record.get("role", ""),
+                                      "key.rotate", {}, {"active_kid": record["retired_kid"]},
+                                      {"active_kid": record["kid"]}, record.get("reason", ""))
+
+
+def _commit_admin_note(state: State, record: dict[str, Any]) -> None:
+    state.governance.record_audit(record["op"], record["now_ms"], record["actor"], record["role"], record["action"],
+                                  dict(record["detail"]), reason=record["reason"])
 
 
 _COMMITS = {
     "settle": _commit_settle, "cancel": _commit_cancel, "reverse": _commit_reverse,
     "refid": _commit_refid, "admin": _commit_admin, "key_rotate": _commit_key_rotate,
+    "change_propose": _commit_change_propose, "change_approve": _commit_change_approve,
+    "change_reject": _commit_change_reject, "admin_note": _commit_admin_note,
 }
 RECORD_KINDS = tuple(_COMMITS)

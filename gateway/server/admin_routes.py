@@ -40,7 +40,8 @@ class AdminHandler(Protocol):
 
     Args:
         method: "GET", "POST" ...
-        path: the request path without query string, starting with "/admin/v1/".
+        path: the request path starting with "/admin/v1/", with "?query" appended when the
+            request had a query string (paging: GET /admin/v1/audit?after=N&limit=M).
         headers: lower-cased header names → values (Authorization included).
         body: the whole request body (at most body_bytes_max).
     Returns:
@@ -86,8 +87,9 @@ class AdminApp:
         if request.path == TEST_CLOCK_PATH and self.runtime.clock.settable:
             return self._test_clock(request)
         if request.path.startswith(ADMIN_PREFIX) and self.handler is not None:
+            target = f"{request.path}?{request.query}" if request.query else request.path
             status, headers, body = await self.handler.handle(
-                request.method, request.path, request.headers, request.body)
+                request.method, target, request.headers, request.body)
             return Response(status, tuple(headers), body)
         return plain_response(404, "not found")
 

@@ -31,10 +31,12 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.admin import AdminApi, finish_pending_rotation
+from gateway.admin.keyfiles import KeyFileError
 from gateway.config import GatewayConfig
 from gateway.core import Core, CoreConfig, KeyRing, Registry, RegistryError, Secrets
 from gateway.core import load_registry, load_secrets
-from gateway.journal import Journal, JournalCorrupt, JournalFailed, Recovery
+from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps, Recovery
 from gateway.metrics import GatewayMetrics, JournalMetrics
 from gateway.server.admin_routes import AdminApp
 from gateway.server.clock import SettableClock, WallClock
@@ -89,7 +91,9 @@ def load_files(config: GatewayConfig) -> Files:
 class Gateway:
     """One gateway process: owns the runtime, the listeners and the background tasks."""
 
-    def __init__(self, config: GatewayConfig, *, test_clock: bool = False) -> None:
+    def __init__(self, config: GatewayConfig, *, test_clock: bool = False,
+                 file_ops: RealFileOps | None = None) -> None:
+        """`file_ops` is the journal's file seam (tests pass a FaultyFileOps to inject ENOSPC/EIO)."""
         self.config = config
         self.files = load_files(config)
         load_signing_key(config.paths.signing_key)  # fail early on a bad key file
@@ -99,7 +103,7 @@ class Gateway:
             group_commit_ms=config.journal.group_commit_ms,
             batch_records_max=config.journal.batch_records_max,
             queue_records_max=config.journal.queue_records_max,
-            observer=JournalMetrics(self.metrics), logger=LOGGER)
+            file_ops=file_ops, observer=JournalMetrics(self.metrics), logger=LOGGER)
         clock = SettableClock() if test_clock else WallClock()
         self.runtime = Runtime(core=self._fresh_core(), journal=self.journal, clock=clock,
                                metrics=self.metrics, limits=config.limits,
@@ -119,6 +123,11 @@ class Gateway:
 
     def _rebuilt_core(self, recovery: Recovery) -> Core:
         """Worker thread: a fresh core with the snapshot and the durable records applied."""
+        try:
+            # A rotation a crash interrupted: install its staged key if the journal has its record.
+            finish_pending_rotation(self.config.paths.signing_key, recovery.snapshot, recovery.records)
+        except KeyFileError as exc:
+            raise StartupError(str(exc)) from None
         core = self._fresh_core()
         if recovery.snapshot is not None:
             core.restore(recovery.snapshot)
@@ -173,7 +182,8 @@ class Gateway:
             app: Any = data_app
             address, cap, refusal = self.config.listen.data, limits.connections_max, data_app.overflow_refusal
         else:
-            admin_app = AdminApp(runtime, self.files.secrets.admins, None)
+            admin_app = AdminApp(runtime, self.files.secrets.admins,
+                                 AdminApi(runtime, self.files.secrets.admins, self.config.paths.signing_key))
             app = admin_app
             address, cap, refusal = self.config.listen.admin, ADMIN_CONNECTIONS_MAX, admin_app.overflow_refusal
         listener = Listener(name, address, app, http_limits(limits), runtime.drain, cap, refusal,

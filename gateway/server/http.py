@@ -46,6 +46,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""   # the raw query string after "?" ("" when none); only the admin API reads it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +166,7 @@ class HttpConnection:
             path=event.target.decode("ascii", "replace").split("?", 1)[0],
             headers={k.decode("ascii", "replace"): v.decode("latin-1") for k, v in event.headers},
             body=b"",
+            query=event.target.decode("ascii", "replace").partition("?")[2],
         )
         body = await self._receive_body(head, deadline)
         if body is None:
