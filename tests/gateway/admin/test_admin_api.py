@@ -6,15 +6,17 @@ import errno
 import json
 import pathlib
 import stat
+from typing import Any
 
 import trio
 
 from admin_gateway_region import AdminRegionClient, make_region, start_gateway
 from gateway.journal.fileops import FaultyFileOps
-from protocol import ErrCode, decode_frame
+from protocol import ErrCode, TerminalSession, decode_frame
 
 
-async def _settle_output(client: AdminRegionClient, term) -> dict:  # type: ignore[no-untyped-def]
+async def _settle_output(client: AdminRegionClient, term: TerminalSession) -> dict[str, Any]:
+    """Settle once; the answer must verify and succeed; returns its setlinfo."""
     _, answer = await client.settle(term)
     env = await client.verify(answer)
     assert env.infcode == 0, env
@@ -227,3 +229,32 @@ async def test_a_disk_failure_answers_500_and_leaves_nothing_applied(
     status, answer = await client.admin("POST", f"/admin/v1/institutions/{code}/suspend", "olivia", {})
     assert (status, answer["after"]) == (200, {"status": "suspended"})
     gateway.stop()
+
+
+async def test_start_finishes_or_discards_an_interrupted_rotation(tmp_path: pathlib.Path) -> None:
+    region = make_region(tmp_path)
+    key_path = region / "gateway_ed25519.pem"
+    staged = key_path.with_name(key_path.name + ".staged")
+    async with trio.open_nursery() as nursery:
+        gateway, client = await start_gateway(nursery, region)
+        _, rotated = await client.admin("POST", "/admin/v1/keys/rotate", "olivia", {})
+        gateway.stop()
+    # Put the files back as a crash after the durable record, before the install, leaves them.
+    retired = key_path.with_name(f"{key_path.name}.{rotated['retired_kid']}.retired")
+    staged.write_bytes(key_path.read_bytes())
+    key_path.write_bytes(retired.read_bytes())
+    retired.unlink()
+    async with trio.open_nursery() as nursery:
+        gateway, client = await start_gateway(nursery, region)
+        assert gateway.runtime.core.keyring.active_kid == rotated["kid"]
+        assert not staged.exists() and retired.exists()
+        gateway.stop()
+    # A staged key the journal never heard of (a crash before the record) is dropped.
+    staged.write_bytes(retired.read_bytes())
+    async with trio.open_nursery() as nursery:
+        gateway, client = await start_gateway(nursery, region)
+        assert gateway.runtime.core.keyring.active_kid == rotated["kid"]
+        assert not staged.exists()
+        keys = {k["kid"]: k["status"] for k in json.loads((await client.get("/fsi/v1/keys"))[1])["keys"]}
+        assert keys == {rotated["kid"]: "active", rotated["retired_kid"]: "retired"}
+        gateway.stop()

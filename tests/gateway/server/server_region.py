@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import pathlib
 import time
@@ -18,6 +19,9 @@ from protocol import ResponseEnvelope, TerminalSession, card_key, msgid
 from protocol.terminal import verify_answer
 
 MSGPACK = "application/msgpack"
+# One counter for the whole test process: a client built after a restart must not repeat a msgid
+# (code + second + serial) that an earlier client used within the same second.
+_SERIALS = itertools.count(1)
 
 
 def make_region(tmp_path: pathlib.Path, profile: str = "small", seed: int = 1) -> pathlib.Path:
@@ -41,7 +45,6 @@ class RegionClient:
         self.admdvs = {i["code"]: i["admdvs"] for i in registry["institutions"]}
         self.data_port = data_port
         self.admin_port = admin_port
-        self.serial = 0
 
     async def _exchange(self, port: int, raw: bytes) -> tuple[int, bytes]:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -79,8 +82,7 @@ class RegionClient:
                                opter_type="1", private_key=key)
 
     def new_msgid(self, term: TerminalSession) -> str:
-        self.serial += 1
-        return msgid(term.fixmedins_code, int(time.time() * 1000), self.serial)
+        return msgid(term.fixmedins_code, int(time.time() * 1000), next(_SERIALS))
 
     async def sign_in(self) -> TerminalSession:
         term = self.pharmacy_terminal()
