@@ -1,7 +1,8 @@
 """`yibao-load`: the benchmark sweep (`bench`) and single open-loop runs (`run`).
 
-`bench` builds a throw-away region with `yibao-gateway init`, sweeps the bare baseline server and
-the gateway in the same run (same machine state, same pinning), and writes latest.json/latest.png.
+`bench` builds a throw-away region with `yibao-gateway init`, starts the bare baseline server and
+the gateway side by side (same pinning), sweeps them interleaved rung by rung (same machine
+state), and writes latest.json/latest.png.
 """
 
 from __future__ import annotations
@@ -22,18 +23,15 @@ from load_tests.gateway_target import INFNOS, GatewayTarget
 from load_tests.http import parse_url
 from load_tests.openloop import OpenLoopConfig, RunResult, Target, run_open_loop
 from load_tests.report import build_report, half_floor_rate_per_s, summary_table, write_report
-from load_tests.sweep import (
+from load_tests.servers import (
     Pinning,
     ServerProcess,
-    Sweep,
-    SweepConfig,
     choose_pinning,
-    ensure_step,
     gateway_command,
     start_baseline,
     start_gateway,
-    sweep,
 )
+from load_tests.sweep import Series, Sweep, SweepConfig, ensure_step, sweep
 from load_tests.targets import FixedTarget
 
 INIT_TIMEOUT_S = 120.0
@@ -54,30 +52,26 @@ def pin_generator(pinning: Pinning) -> None:
         os.sched_setaffinity(0, {pinning.generator_cpu})
 
 
-async def _sweep_server(server: ServerProcess, targets: list[Target], config: SweepConfig,
-                        probe_rate_per_s: float | None) -> list[Sweep]:
-    """Sweep each target on `server`, then probe half the floor's capacity; always stop the server.
+async def _sweep_all(servers: list[ServerProcess], series: list[Series], config: SweepConfig) -> list[Sweep]:
+    """Sweep every series (the floor first), then probe half the floor's capacity on each.
 
-    `probe_rate_per_s` None means this server is the floor: half its own capacity is the probe.
+    Every server is stopped at the end, also on failure, and its stderr tail shown.
     """
     try:
-        sweeps = []
-        for target in targets:
-            result = await sweep(server, target, config)
-            rate_per_s = probe_rate_per_s
-            if rate_per_s is None:
-                rate_per_s = half_floor_rate_per_s(result.capacity_rate_per_s)
-            await ensure_step(server, target, result, rate_per_s, config)
-            sweeps.append(result)
-        return sweeps
+        sweeps = await sweep(series, config)
+        probe_rate_per_s = half_floor_rate_per_s(sweeps[0].capacity_rate_per_s)
+        for one in series:
+            await ensure_step(one, probe_rate_per_s, config)
+        return [one.result() for one in series]
     finally:
-        stderr = server.stop()
-        if stderr.strip():
-            print(f"[{server.name} stderr tail]\n{stderr.strip()[-800:]}", file=sys.stderr)
+        for server in servers:
+            stderr = server.stop()
+            if stderr.strip():
+                print(f"[{server.name} stderr tail]\n{stderr.strip()[-800:]}", file=sys.stderr)
 
 
 async def bench(out_dir: pathlib.Path, config: SweepConfig, infnos: list[str], profile: str) -> dict:
-    """Sweep the baseline and the gateway (one sweep per infno); write and return the report."""
+    """Sweep the baseline and the gateway (one series per infno), interleaved; write the report."""
     pinning = choose_pinning()
     pin_generator(pinning)
     print(f"seed {config.seed}; pinning server cpu {pinning.server_cpu}, generator cpu {pinning.generator_cpu}")
@@ -86,16 +80,21 @@ async def bench(out_dir: pathlib.Path, config: SweepConfig, infnos: list[str], p
         region_dir = pathlib.Path(tmp) / "region"
         init_region(region_dir, config.seed, profile)
         gateway_targets = [GatewayTarget(region_dir, infno, config.seed) for infno in infnos]
-        # Every server gets the same number of connections; a small region's terminals may hold
+        # Every series gets the same number of connections; a small region's terminals may hold
         # fewer sessions than asked for (8 per terminal), so the smallest bound wins.
         connections = min([config.connections, *(t.slots_max() for t in gateway_targets)])
         if connections != config.connections:
             print(f"connections lowered to {connections}: the region's terminals hold no more sessions")
             config = dataclasses.replace(config, connections=connections)
-        sweeps = await _sweep_server(await start_baseline(pinning), [FixedTarget(FLOOR_NAME)], config, None)
-        probe_rate_per_s = half_floor_rate_per_s(sweeps[0].capacity_rate_per_s)
-        sweeps += await _sweep_server(await start_gateway(region_dir, pinning), list(gateway_targets), config,
-                                      probe_rate_per_s)
+        servers = [await start_baseline(pinning)]
+        try:
+            servers.append(await start_gateway(region_dir, pinning))
+        except BaseException:
+            servers[0].stop()
+            raise
+        series = [Series(servers[0], FixedTarget(FLOOR_NAME))]
+        series += [Series(servers[1], target) for target in gateway_targets]
+        sweeps = await _sweep_all(servers, series, config)
     report = build_report(sweeps, FLOOR_NAME, config.seed, config, pinning)
     report["method"]["wall_s"] = round(time.monotonic() - started_s, 1)
     json_path, png_path = write_report(report, out_dir)

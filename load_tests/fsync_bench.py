@@ -24,7 +24,7 @@ import trio
 from load_tests.cli import init_region
 from load_tests.gateway_target import GatewayTarget
 from load_tests.http import HttpConnection
-from load_tests.sweep import ServerProcess, choose_pinning, start_gateway
+from load_tests.servers import ServerProcess, choose_pinning, start_gateway
 
 CONNECTIONS = 64
 WARMUP_S = 1.0

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 from typing import Any
 
 import matplotlib
@@ -22,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import matplotlib.ticker  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
-from load_tests.sweep import Pinning, Step, Sweep, SweepConfig  # noqa: E402
+from load_tests.servers import Pinning  # noqa: E402
+from load_tests.sweep import Step, Sweep, SweepConfig  # noqa: E402
 
 SCHEMA = "yibao-load/bench/v1"
 # Spectrum x positions: percentiles 0 .. 99.999 as 1/(1-p), the classic HdrHistogram plot.
@@ -33,6 +35,8 @@ SPECTRUM_TICKS = {2: "50%", 10: "90%", 100: "99%", 1000: "99.9%", 10000: "99.99%
 # capacity, and spend at most this multiple of the floor's CPU per request.
 CAPACITY_RATIO_MIN = 0.8
 CPU_RATIO_MAX = 1.25
+# A step the server "kept up with" achieved at least this share of the offered rate.
+KEPT_UP_SHARE = 0.9
 SERIES_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
 
 
@@ -87,6 +91,43 @@ def _row_at(rows: list[dict[str, Any]], rate_per_s: float) -> dict[str, Any] | N
     return near[-1] if near else None
 
 
+def unsaturated(row: dict[str, Any], error_ratio_max: float) -> bool:
+    """The server kept up in this step: few errors and nearly the offered rate achieved."""
+    return row["error_ratio"] < error_ratio_max and row["achieved_rate_per_s"] >= KEPT_UP_SHARE * row["target_rate_per_s"]
+
+
+def cpu_us_per_request(rows: list[dict[str, Any]], error_ratio_max: float) -> float | None:
+    """The median server CPU µs per request over the steps the server kept up with (else all steps).
+
+    An overloaded step also burns CPU on requests that end unfinished: queueing waste, not the
+    cost of a request. The median keeps one step disturbed by another process from moving it.
+    """
+    kept_up = [row for row in rows if unsaturated(row, error_ratio_max)] or rows
+    costs = [row["server_cpu_us_per_request"] for row in kept_up if row["server_cpu_us_per_request"] is not None]
+    return statistics.median(costs) if costs else None
+
+
+def cpu_ratio_at_equal_rates(rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]],
+                             error_ratio_max: float) -> tuple[float | None, list[float]]:
+    """Median of (CPU µs per request / the floor's) over offered rates both servers kept up with.
+
+    Per-request CPU falls as the rate rises (fixed per-wakeup and idle costs spread over more
+    requests), so two servers are only compared at the same offered rate. Returns the ratio and
+    the rates used; with no common rate, the ratio of the two medians and no rates.
+    """
+    ratios, rates = [], []
+    for row in rows:
+        floor_row = _row_at(floor_rows, row["target_rate_per_s"])
+        if floor_row is None or not (unsaturated(row, error_ratio_max) and unsaturated(floor_row, error_ratio_max)):
+            continue
+        if row["server_cpu_us_per_request"] and floor_row["server_cpu_us_per_request"]:
+            ratios.append(row["server_cpu_us_per_request"] / floor_row["server_cpu_us_per_request"])
+            rates.append(row["target_rate_per_s"])
+    if ratios:
+        return round(statistics.median(ratios), 4), sorted(set(rates))
+    return _ratio(cpu_us_per_request(rows, error_ratio_max), cpu_us_per_request(floor_rows, error_ratio_max)), []
+
+
 def _targets(ratios: dict[str, Any], goals: dict[str, float]) -> dict[str, Any]:
     """Each non-floor series against the goals: capacity ratio, CPU ratio, p99 at half floor capacity."""
     verdicts = {}
@@ -113,14 +154,12 @@ def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: 
         sweep_config: the sweep parameters (recorded under "method").
         pinning: the CPU pinning used.
     """
-    servers = {
-        s.name: {
-            "capacity_rate_per_s": s.capacity_rate_per_s,
-            "cpu_us_per_request": _round(s.cpu_us_per_request),
-            "steps": [step_row(step) for step in s.steps],
-        }
-        for s in sweeps
-    }
+    error_ratio_max = sweep_config.error_ratio_max
+    servers = {}
+    for s in sweeps:
+        rows = [step_row(step) for step in s.steps]
+        servers[s.name] = {"capacity_rate_per_s": s.capacity_rate_per_s,
+                           "cpu_us_per_request": _round(cpu_us_per_request(rows, error_ratio_max)), "steps": rows}
     half_rate_per_s = half_floor_rate_per_s(servers[floor_name]["capacity_rate_per_s"])
     for server in servers.values():
         row = _row_at(server["steps"], half_rate_per_s)
@@ -128,15 +167,17 @@ def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: 
             "target_rate_per_s": row["target_rate_per_s"], "achieved_rate_per_s": row["achieved_rate_per_s"],
             "latency_ms": row["latency_ms"], "error_ratio": row["error_ratio"]}
     floor = servers[floor_name]
-    ratios = {
-        name: {
+    ratios = {}
+    for name, server in servers.items():
+        if name == floor_name:
+            continue
+        cpu_ratio, cpu_rates = cpu_ratio_at_equal_rates(server["steps"], floor["steps"], error_ratio_max)
+        ratios[name] = {
             "capacity": _ratio(server["capacity_rate_per_s"], floor["capacity_rate_per_s"]),
-            "cpu_us_per_request": _ratio(server["cpu_us_per_request"], floor["cpu_us_per_request"]),
+            "cpu_us_per_request": cpu_ratio,
+            "cpu_ratio_rates_per_s": cpu_rates,
             "p99_ms_at_half_floor_capacity": (server["at_half_floor_capacity"] or {}).get("latency_ms", {}).get("p99"),
         }
-        for name, server in servers.items()
-        if name != floor_name
-    }
     goals = {"capacity_ratio_min": CAPACITY_RATIO_MIN, "cpu_ratio_max": CPU_RATIO_MAX,
              "p99_ms_at_half_floor_capacity_max": sweep_config.p99_ms_max}
     return {

@@ -12,7 +12,7 @@ from fake_region import CLINIC, PHARMACY, FakeGateway, serve_fake_gateway, write
 from load_tests.gateway_target import GatewayTarget, Region, RegionError
 from load_tests.http import Endpoint, HttpConnection, HttpResponse
 from load_tests.openloop import OpenLoopConfig, run_open_loop
-from load_tests.sweep import choose_pinning, gateway_command, start_gateway
+from load_tests.servers import choose_pinning, gateway_command, start_gateway
 
 
 def test_region_picks_only_eligible_terminals_and_card_holders(tmp_path: pathlib.Path) -> None:

@@ -9,8 +9,16 @@ import pathlib
 import matplotlib.image
 from hdrh.histogram import HdrHistogram
 
-from load_tests.report import SCHEMA, build_report, summary_table, write_report
-from load_tests.sweep import Sweep, SweepConfig, choose_pinning, start_baseline, sweep
+from load_tests.report import (
+    SCHEMA,
+    build_report,
+    cpu_ratio_at_equal_rates,
+    cpu_us_per_request,
+    summary_table,
+    write_report,
+)
+from load_tests.servers import choose_pinning, start_baseline
+from load_tests.sweep import Series, Sweep, SweepConfig, sweep
 from load_tests.targets import FixedTarget
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -27,7 +35,7 @@ async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
     try:
         if pinning.server_cpu is not None:
             assert os.sched_getaffinity(server.pid) == {pinning.server_cpu}
-        floor = await sweep(server, FixedTarget(), config, log=lambda line: None)
+        [floor] = await sweep([Series(server, FixedTarget())], config, log=lambda line: None)
     finally:
         server.stop()
     # A second series, so ratios have something to compare: the same steps under another name.
@@ -57,7 +65,8 @@ async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
     first_row = base["steps"][0]
     assert base["at_half_floor_capacity"]["latency_ms"] == first_row["latency_ms"]
     assert ratios["p99_ms_at_half_floor_capacity"] == first_row["latency_ms"]["p99"]
-    assert ratios["cpu_us_per_request"] > 0
+    # The same step under two names: equal CPU at the one rate both ran.
+    assert ratios["cpu_us_per_request"] == 1.0 and ratios["cpu_ratio_rates_per_s"] == [100]
     met = loaded["targets"]["met"]["gateway-2102"]
     assert loaded["targets"]["goals"]["capacity_ratio_min"] == 0.8
     assert met["capacity"] is False and met["p99_at_half_floor_capacity"] is True and met["all"] is False
@@ -68,3 +77,22 @@ async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
     assert png.startswith(PNG_MAGIC)
     height, width, _ = matplotlib.image.imread(png_path).shape
     assert width > height > 300
+
+
+def _row(rate_per_s: float, cpu_us: float, achieved_share: float = 1.0, error_ratio: float = 0.0) -> dict:
+    return {"target_rate_per_s": rate_per_s, "achieved_rate_per_s": rate_per_s * achieved_share,
+            "error_ratio": error_ratio, "server_cpu_us_per_request": cpu_us}
+
+
+def test_cpu_is_compared_at_equal_rates_the_servers_kept_up_with() -> None:
+    floor = [_row(100, 1000), _row(150, 900), _row(225, 800), _row(340, 700, achieved_share=0.5)]
+    gateway = [_row(100, 3000), _row(150, 1800), _row(225, 4000, error_ratio=0.2), _row(340, 100),
+               _row(50, 5000)]
+    ratio, rates = cpu_ratio_at_equal_rates(gateway, floor, 0.01)
+    # 225/s: the gateway fell behind; 340/s: the floor did; 50/s: the floor never ran it.
+    assert rates == [100, 150] and ratio == 2.5
+    # The per-server figure is the median over the steps it kept up with.
+    assert cpu_us_per_request(gateway, 0.01) == (1800 + 3000) / 2  # 225/s left out
+    assert cpu_us_per_request([_row(100, 10, error_ratio=0.5)], 0.01) == 10
+    # No common rate: the ratio of the two medians.
+    assert cpu_ratio_at_equal_rates([_row(60, 2000)], floor, 0.01) == (round(2000 / 900, 4), [])

@@ -8,7 +8,8 @@ import trio
 from load_tests_support import start_baseline_in
 
 from load_tests.http import Endpoint
-from load_tests.sweep import SweepConfig, ensure_step, process_cpu_s, rates_below, rates_to_try, step_at, sweep
+from load_tests.servers import process_cpu_s
+from load_tests.sweep import Series, SweepConfig, ensure_step, rates_below, rates_to_try, step_at, sweep
 from load_tests.targets import FixedTarget
 
 SERVICE_S = 0.010  # one request at a time, 10 ms each: the server's capacity is 100/s
@@ -35,30 +36,35 @@ def test_ladders() -> None:
     assert rates_below(config) == [50, 25, 12]
 
 
-async def test_sweep_goes_down_when_the_first_step_fails_and_probes_on_request() -> None:
+async def test_series_are_interleaved_and_a_slow_one_goes_down_the_ladder() -> None:
     lock = trio.Lock()
 
     async def one_at_a_time() -> None:
         async with lock:
             await trio.sleep(SERVICE_S)
 
-    # 160/s and 107/s exceed the 100/s the server can do, so their queues grow through the step
-    # and p99 leaves the bound; 71/s is served without queueing.
-    config = SweepConfig(start_rate_per_s=160, step_factor=1.5, steps_max=3, refine_steps=0, rate_min_per_s=50,
-                         seconds_per_step=1.0, connections=8, p99_ms_max=30.0, warmup_s=0.2, pause_s=0.05)
+    # The slow server: 160/s and 107/s exceed the 100/s it can do, so its queue grows through the
+    # step and p99 leaves the bound; 71/s is served without queueing. The fast one passes both rungs.
+    config = SweepConfig(start_rate_per_s=160, step_factor=1.5, steps_max=2, refine_steps=0, rate_min_per_s=50,
+                         failure_retries=1, seconds_per_step=1.0, connections=8, p99_ms_max=30.0, warmup_s=0.2,
+                         pause_s=0.05)
     lines: list[str] = []
     async with trio.open_nursery() as nursery:
-        server = InProcessServer(await start_baseline_in(nursery, one_at_a_time))
-        result = await sweep(server, FixedTarget(), config, log=lines.append)
-        probe = await ensure_step(server, FixedTarget(), result, 35, config, log=lines.append)
-        again = await ensure_step(server, FixedTarget(), result, 71, config, log=lines.append)
+        fast = Series(InProcessServer(await start_baseline_in(nursery)), FixedTarget("fast"))
+        slow = Series(InProcessServer(await start_baseline_in(nursery, one_at_a_time)), FixedTarget("slow"))
+        fast_sweep, slow_sweep = await sweep([fast, slow], config, log=lines.append)
+        probe = await ensure_step(slow, 35, config, log=lines.append)
+        again = await ensure_step(slow, 71, config, log=lines.append)
         nursery.cancel_scope.cancel()
-    rates = [step.result.config.rate_per_s for step in result.steps]
-    assert rates == [160, 107, 71, 35]
-    assert [step.passed for step in result.steps] == [False, False, True, True]
-    assert result.capacity_rate_per_s == 71
-    assert probe is step_at(result, 35) and again is step_at(result, 71)
-    assert len(lines) == 4 and "FAIL" in lines[0] and "PASS" in lines[2]
-    # The probe does not move the capacity, and its requests were all served well inside the bound.
-    assert probe.result.ok == probe.result.scheduled == 35
-    assert result.cpu_us_per_request is not None and result.cpu_us_per_request > 0
+    order = [(line.split()[0], int(line.split()[2].removesuffix("/s"))) for line in lines]
+    # Each failing rung of the slow server is tried twice before it counts as failed.
+    assert order == [("fast", 160), ("slow", 160), ("slow", 160), ("fast", 240), ("slow", 107), ("slow", 107),
+                     ("slow", 71), ("slow", 35)]
+    assert [step.passed for step in fast_sweep.steps] == [True, True]
+    assert [step.passed for step in slow_sweep.steps] == [False, False, False, False, True]
+    assert (fast_sweep.capacity_rate_per_s, slow_sweep.capacity_rate_per_s) == (240, 71)
+    # The probe ran once, at the new rate only; it is kept with the series but is not a sweep step.
+    assert probe is step_at(slow.steps, 35) and again is step_at(slow.steps, 71) and len(slow.steps) == 6
+    assert slow.result().capacity_rate_per_s == 71 and len(slow.result().steps) == 6
+    assert probe.passed and probe.result.ok == probe.result.scheduled == 35
+    assert all(step.server_cpu_us_per_request > 0 for step in slow.steps if step.result.ok)
