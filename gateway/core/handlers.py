@@ -239,10 +239,17 @@ def totals(core: Core, req: Request) -> Answer:
     return Answer({"stmt_rslt": "0" if theirs == gateway else "1", "gateway": gateway})
 
 
+# A 3202 row encodes to at most ~250 bytes (psn_no of up to 64 chars); 200 rows keep the signed
+# answer under the 64 KiB msgpack bound every terminal decodes with. A larger `limit` gets a
+# shorter page whose `next` says where to continue, as SPEC's paging already allows.
+DETAIL_ROWS_PER_ANSWER_MAX = 200
+
+
 def detail(core: Core, req: Request) -> Answer:
     """3202: one page of the day's settlements in setl_id order."""
+    limit = min(req.typed.limit, DETAIL_ROWS_PER_ANSWER_MAX)
     page, more = core.state.settlements.page(req.institution.code, _stmt_day(req.typed.stmt_date),
-                                             req.typed.after, req.typed.limit)
+                                             req.typed.after, limit)
     rows = [{"setl_id": s.setl_id, "msgid": s.msgid, "psn_no": s.psn_no, "setl_time": s.setl_time,
              "medfee_sumamt": s.medfee_sumamt, "fund_pay_sumamt": s.fund_pay_sumamt,
              "psn_cash_pay": s.psn_cash_pay, "status": s.status} for s in page]

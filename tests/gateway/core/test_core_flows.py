@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from core_world import C1, P1, P2, T0_MS, World, card, line
+from gateway.core.handlers import DETAIL_ROWS_PER_ANSWER_MAX
 from protocol import ErrCode
 
 HOUR_MS = 3_600_000
@@ -254,3 +255,15 @@ def test_sign_out_ends_session(world: World) -> None:
     assert world.send(t, "9002", {})[1].err_code == "SESSION_UNKNOWN"
     assert world.core.sessions_active == 0
     assert P2
+
+
+def test_a_full_detail_page_fits_what_a_terminal_can_decode(world: World) -> None:
+    t = world.sign_in()
+    for n in range(DETAIL_ROWS_PER_ANSWER_MAX + 5):
+        _ok(world.settle(t, [line("1", 100)], who=card(f"D{n:04d}"))[1])
+    result, env = world.send(t, "3202", {"stmt_date": "20240315", "limit": 500})
+    page = _ok(env)
+    assert len(page["rows"]) == DETAIL_ROWS_PER_ANSWER_MAX and page["next"] == page["rows"][-1]["setl_id"]
+    assert len(result.response) < 65_536
+    rest = _ok(world.send(t, "3202", {"stmt_date": "20240315", "limit": 500, "after": page["next"]})[1])
+    assert len(rest["rows"]) == 5 and rest["next"] is None
