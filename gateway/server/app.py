@@ -28,11 +28,10 @@ import time
 from typing import Any
 
 import trio
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.admin import AdminApi, finish_pending_rotation
-from gateway.admin.keyfiles import KeyFileError
+from gateway.admin.keyfiles import KeyFileError, read_key
 from gateway.config import GatewayConfig
 from gateway.core import Core, CoreConfig, KeyRing, Registry, RegistryError, Secrets
 from gateway.core import load_registry, load_secrets
@@ -62,14 +61,9 @@ class StartupError(Exception):
 def load_signing_key(path: pathlib.Path) -> Ed25519PrivateKey:
     """Read the gateway's PKCS8 PEM Ed25519 key; raises StartupError naming the file."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise StartupError(f"{path}: cannot read the signing key: {exc.strerror or exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise StartupError(f"{path}: not a PKCS8 PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise StartupError(f"{path}: the signing key must be Ed25519")
-    return key
+        return read_key(path)
+    except KeyFileError as exc:
+        raise StartupError(str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)
