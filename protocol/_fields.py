@@ -52,7 +52,7 @@ def msgid_layout_ok(msgid: object) -> bool:
     """True when `msgid` is 12 chars + a real yyyyMMddHHmmss + 4 digits (30 chars in all)."""
     if not isinstance(msgid, str) or len(msgid) != limits.MSGID_CHARS:
         return False
-    time_end = limits.FIXMEDINS_CODE_CHARS + limits.MSGID_TIME_DIGITS
-    return is_real_datetime(msgid[limits.FIXMEDINS_CODE_CHARS:time_end]) and is_digits(
+    time_end = limits.INSTITUTION_CODE_CHARS + limits.MSGID_TIME_DIGITS
+    return is_real_datetime(msgid[limits.INSTITUTION_CODE_CHARS:time_end]) and is_digits(
         msgid[time_end:], limits.MSGID_SERIAL_DIGITS
     )

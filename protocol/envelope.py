@@ -98,10 +98,10 @@ def decode_request_envelope(body: bytes) -> RequestEnvelope:
     if not isinstance(infno, str) or not 1 <= len(infno) <= limits.INFNO_CHARS_MAX:
         raise _bad("infno", "not a short string")
     fixmedins_code = _require(value, "fixmedins_code")
-    if not isinstance(fixmedins_code, str) or len(fixmedins_code) != limits.FIXMEDINS_CODE_CHARS:
+    if not isinstance(fixmedins_code, str) or len(fixmedins_code) != limits.INSTITUTION_CODE_CHARS:
         raise _bad("fixmedins_code", "not a string of 12 chars")
     msgid = _require(value, "msgid")
-    if not msgid_layout_ok(msgid) or msgid[: limits.FIXMEDINS_CODE_CHARS] != fixmedins_code:
+    if not msgid_layout_ok(msgid) or msgid[: limits.INSTITUTION_CODE_CHARS] != fixmedins_code:
         raise _bad("msgid", "not fixmedins_code + a real yyyyMMddHHmmss + 4 digits")
     admvs = _require(value, "mdtrtarea_admvs")
     if not isinstance(admvs, str) or not is_digits(admvs, limits.ADMDVS_DIGITS):

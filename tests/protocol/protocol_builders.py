@@ -11,13 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import protocol
 
-FIXMEDINS_CODE = "P51018200001"
+INSTITUTION_CODE = "P51018200001"
 ADMDVS = "510182"
 DEV_NO = "T51018200001-01"
 OPTER = "OP0001"
 NOW_MS = 1_750_000_000_000  # 2025-06-15 23:06:40 Asia/Shanghai
 NOW_S = NOW_MS // 1000
-MSGID = protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1)
+MSGID = protocol.msgid(INSTITUTION_CODE, NOW_MS, 1)
 CARD = {
     "card_no": "510182000000000001",
     "card_sn": "SN0001",
@@ -54,7 +54,7 @@ def envelope_dict(infno: str = "2102", input_: dict[str, Any] | None = None, **o
     env = {
         "infno": infno,
         "msgid": MSGID,
-        "fixmedins_code": FIXMEDINS_CODE,
+        "fixmedins_code": INSTITUTION_CODE,
         "mdtrtarea_admvs": ADMDVS,
         "dev_no": DEV_NO,
         "opter": OPTER,
@@ -85,7 +85,7 @@ def bill_line(index: int = 0, **overrides: Any) -> dict[str, Any]:
 def card_fields(infno: str = "2102", medfee_sumamt: int = 2500, msgid: str = MSGID) -> dict[str, Any]:
     key = protocol.card_key(CARD_MASTER_KEY, CARD["card_no"], CARD["card_sn"])
     tag = protocol.card_mac(
-        key, msgid, infno, FIXMEDINS_CODE, medfee_sumamt, CARD["psn_no"], CARD["insutype"], CARD["insuplc_admdvs"]
+        key, msgid, infno, INSTITUTION_CODE, medfee_sumamt, CARD["psn_no"], CARD["insutype"], CARD["insuplc_admdvs"]
     )
     return {
         "mdtrt_cert_type": "03",
@@ -104,7 +104,7 @@ def voucher_claims(**overrides: Any) -> protocol.VoucherClaims:
         "psn_no": CARD["psn_no"],
         "insutype": "310",
         "insuplc_admdvs": "510182",
-        "org": FIXMEDINS_CODE,
+        "org": INSTITUTION_CODE,
         "iat": NOW_S - 10,
         "exp": NOW_S + 290,
     }

@@ -15,7 +15,7 @@ from protocol import ErrCode, ProtocolError
 from protocol_builders import (
     CARD,
     CARD_MASTER_KEY,
-    FIXMEDINS_CODE,
+    INSTITUTION_CODE,
     ISSUER_KEY,
     ISSUER_KID,
     MSGID,
@@ -40,7 +40,7 @@ def signed_body(body: bytes) -> bytes:
     return ISSUER_KEY.sign(b"yb/ectoken/v1\n" + body)
 
 
-def verify(token: str, now_s: int = NOW_S, org: str = FIXMEDINS_CODE) -> protocol.VoucherClaims:
+def verify(token: str, now_s: int = NOW_S, org: str = INSTITUTION_CODE) -> protocol.VoucherClaims:
     return protocol.verify_voucher(token, ISSUERS, org, now_s)
 
 
@@ -51,14 +51,14 @@ def test_voucher_round_trip_and_layout() -> None:
     assert (version, kid) == (1, ISSUER_KID)
     assert msgpack.unpackb(body, raw=False) == {
         "tid": "EC-0001", "psn_no": CARD["psn_no"], "insutype": "310", "insuplc_admdvs": "510182",
-        "org": FIXMEDINS_CODE, "iat": NOW_S - 10, "exp": NOW_S + 290,
+        "org": INSTITUTION_CODE, "iat": NOW_S - 10, "exp": NOW_S + 290,
     }
     ISSUER_KEY.public_key().verify(sig, b"yb/ectoken/v1\n" + body)
     assert verify(token) == voucher_claims()
 
 
 BODY = protocol.canonical_packb({
-    "tid": "T", "psn_no": "P", "insutype": "310", "insuplc_admdvs": "510182", "org": FIXMEDINS_CODE,
+    "tid": "T", "psn_no": "P", "insutype": "310", "insuplc_admdvs": "510182", "org": INSTITUTION_CODE,
     "iat": NOW_S, "exp": NOW_S + 60,
 })
 
@@ -132,12 +132,12 @@ def test_card_key_and_mac_match_the_spec_formula() -> None:
         CARD_MASTER_KEY, b"yb/card/v1\n" + CARD["card_no"].encode() + b"\n" + CARD["card_sn"].encode(), hashlib.sha256
     ).digest()
     assert key == expected_key
-    fields = [MSGID, "2102", FIXMEDINS_CODE, 2500, CARD["psn_no"], "310", "510182"]
+    fields = [MSGID, "2102", INSTITUTION_CODE, 2500, CARD["psn_no"], "310", "510182"]
     message = b"yb/arqc/v1\n" + msgpack.packb(fields, use_bin_type=True)
     expected_mac = hmac.new(key, message, hashlib.sha256).digest()[:16]
-    tag = protocol.card_mac(key, MSGID, "2102", FIXMEDINS_CODE, 2500, CARD["psn_no"], "310", "510182")
+    tag = protocol.card_mac(key, MSGID, "2102", INSTITUTION_CODE, 2500, CARD["psn_no"], "310", "510182")
     assert tag == expected_mac and len(tag) == 16
-    assert protocol.verify_card_mac(key, MSGID, "2102", FIXMEDINS_CODE, 2500, CARD["psn_no"], "310", "510182", tag)
+    assert protocol.verify_card_mac(key, MSGID, "2102", INSTITUTION_CODE, 2500, CARD["psn_no"], "310", "510182", tag)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_card_key_and_mac_match_the_spec_formula() -> None:
 def test_card_mac_binds_every_field(changed: dict[str, Any]) -> None:
     key = protocol.card_key(CARD_MASTER_KEY, CARD["card_no"], CARD["card_sn"])
     fields = {
-        "msgid": MSGID, "infno": "2102", "fixmedins_code": FIXMEDINS_CODE, "medfee_sumamt": 2500,
+        "msgid": MSGID, "infno": "2102", "fixmedins_code": INSTITUTION_CODE, "medfee_sumamt": 2500,
         "psn_no": CARD["psn_no"], "insutype": "310", "insuplc_admdvs": "510182",
     }
     tag = protocol.card_mac(key, **fields)
@@ -173,7 +173,7 @@ def test_card_key_depends_on_master_card_and_sn() -> None:
 
 def test_wrong_card_mac_rejected() -> None:
     key = protocol.card_key(CARD_MASTER_KEY, CARD["card_no"], CARD["card_sn"])
-    args = (key, MSGID, "1101", FIXMEDINS_CODE, 0, CARD["psn_no"], "310", "510182")
+    args = (key, MSGID, "1101", INSTITUTION_CODE, 0, CARD["psn_no"], "310", "510182")
     tag = protocol.card_mac(*args)
     assert not protocol.verify_card_mac(*args, bytes(16))
     assert not protocol.verify_card_mac(*args, tag[:15])

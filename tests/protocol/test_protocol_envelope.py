@@ -9,7 +9,7 @@ import pytest
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol_builders import FIXMEDINS_CODE, MSGID, NOW_MS, envelope_dict, packed, valid_input
+from protocol_builders import INSTITUTION_CODE, MSGID, NOW_MS, envelope_dict, packed, valid_input
 
 MISSING = object()
 
@@ -49,14 +49,14 @@ BAD_ENVELOPES = [
     ("msgid 29 chars", body_with(msgid=MSGID[:-1])),
     ("msgid 31 chars", body_with(msgid=MSGID + "1")),
     ("msgid other prefix", body_with(msgid="P51018200002" + MSGID[12:])),
-    ("msgid Feb 30", body_with(msgid=FIXMEDINS_CODE + "20250230120000" + "0001")),
-    ("msgid hour 24", body_with(msgid=FIXMEDINS_CODE + "20250615240000" + "0001")),
-    ("msgid second 60", body_with(msgid=FIXMEDINS_CODE + "20250615235960" + "0001")),
-    ("msgid year 0", body_with(msgid=FIXMEDINS_CODE + "00000615120000" + "0001")),
+    ("msgid Feb 30", body_with(msgid=INSTITUTION_CODE + "20250230120000" + "0001")),
+    ("msgid hour 24", body_with(msgid=INSTITUTION_CODE + "20250615240000" + "0001")),
+    ("msgid second 60", body_with(msgid=INSTITUTION_CODE + "20250615235960" + "0001")),
+    ("msgid year 0", body_with(msgid=INSTITUTION_CODE + "00000615120000" + "0001")),
     ("msgid letter serial", body_with(msgid=MSGID[:-1] + "x")),
     ("msgid full-width digit", body_with(msgid=MSGID[:-1] + "\uff11")),
     ("msgid bin", body_with(msgid=MSGID.encode())),
-    ("fixmedins_code 11", body_with(fixmedins_code=FIXMEDINS_CODE[:-1])),
+    ("fixmedins_code 11", body_with(fixmedins_code=INSTITUTION_CODE[:-1])),
     ("fixmedins_code int", body_with(fixmedins_code=510182000001)),
     ("mdtrtarea_admvs 5", body_with(mdtrtarea_admvs="51018")),
     ("mdtrtarea_admvs letters", body_with(mdtrtarea_admvs="5101a2")),
@@ -94,7 +94,7 @@ def test_malformed_envelopes(body: bytes) -> None:
 def test_valid_envelope_decodes_with_raw_input() -> None:
     env = protocol.decode_request_envelope(body_with(extra_key="ignored"))
     assert env == protocol.RequestEnvelope(
-        "2102", MSGID, FIXMEDINS_CODE, "510182", "T51018200001-01", "OP0001", "1", "S-0001", NOW_MS, valid_input("2102")
+        "2102", MSGID, INSTITUTION_CODE, "510182", "T51018200001-01", "OP0001", "1", "S-0001", NOW_MS, valid_input("2102")
     )
 
 

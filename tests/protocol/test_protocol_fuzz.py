@@ -19,7 +19,7 @@ from protocol import ProtocolError
 from protocol_builders import (
     ADMDVS,
     DEV_NO,
-    FIXMEDINS_CODE,
+    INSTITUTION_CODE,
     GATEWAY_KEY,
     GATEWAY_KEYS,
     ISSUER_KEY,
@@ -50,7 +50,7 @@ def fuzz(examples: int) -> settings:
 
 # Trees and mutations are built from one seeded Random: far cheaper to generate than recursive
 # strategies, and still replayable (hypothesis reports the seed of a failing example).
-LEAF_SAMPLES = ["01", "02", "03", "2102", "9001", "", "20250615", FIXMEDINS_CODE, "\n", "\u00e9"]
+LEAF_SAMPLES = ["01", "02", "03", "2102", "9001", "", "20250615", INSTITUTION_CODE, "\n", "\u00e9"]
 # Map keys: mostly the contract's own field names, so the parsers get past "missing".
 FIELD_NAMES = sorted({name for infno in protocol.INFNOS for name in valid_input(infno)} | set(envelope_dict()) | {
     "feedetl_sn", "med_list_codg", "chrgitm_lv", "otc", "rxno", "cnt", "pric", "det_item_fee_sumamt",
@@ -215,7 +215,7 @@ def test_vouchers(text: str, rng: random.Random) -> None:
     else:
         token = base64.urlsafe_b64encode(packb([1, ISSUER_KID, packb(random_map(rng)), rng.randbytes(64)])).rstrip(b"=").decode()
     try:
-        protocol.verify_voucher(token, {ISSUER_KID: ISSUER_KEY.public_key()}, FIXMEDINS_CODE, NOW_S)
+        protocol.verify_voucher(token, {ISSUER_KID: ISSUER_KEY.public_key()}, INSTITUTION_CODE, NOW_S)
     except ProtocolError:
         pass
 
@@ -248,7 +248,7 @@ def signin_answer(rng: random.Random) -> bytes:
 @given(RNGS)
 def test_terminal_reading_signin_answers(rng: random.Random) -> None:
     """The terminal side decodes the gateway's answers too: same rule, ProtocolError or success."""
-    session = protocol.TerminalSession(DEV_NO, FIXMEDINS_CODE, ADMDVS, OPTER, "1", TERMINAL_KEY, GATEWAY_KEYS)
+    session = protocol.TerminalSession(DEV_NO, INSTITUTION_CODE, ADMDVS, OPTER, "1", TERMINAL_KEY, GATEWAY_KEYS)
     session.signin_frame(MSGID, NOW_MS, x25519("terminal-ephemeral"))
     answer = signin_answer(rng)
     if rng.random() < 0.5:
@@ -270,6 +270,6 @@ def test_decoders_given_other_types(value: Any) -> None:
     decode_everything(value)
     parse_everything("2102", value)
     try:
-        protocol.verify_voucher(value, {ISSUER_KID: ISSUER_KEY.public_key()}, FIXMEDINS_CODE, NOW_S)
+        protocol.verify_voucher(value, {ISSUER_KID: ISSUER_KEY.public_key()}, INSTITUTION_CODE, NOW_S)
     except ProtocolError:
         pass

@@ -14,7 +14,7 @@ from protocol_builders import (
     CARD,
     CARD_MASTER_KEY,
     DEV_NO,
-    FIXMEDINS_CODE,
+    INSTITUTION_CODE,
     GATEWAY_KEY,
     GATEWAY_KEYS,
     NOW_MS,
@@ -44,13 +44,13 @@ def test_session_key_refuses_unusable_peer_keys(peer: bytes) -> None:
 
 def test_msgid_helper_uses_shanghai_time() -> None:
     # 2025-06-15 15:06:40 UTC is 23:06:40 in Asia/Shanghai.
-    assert protocol.msgid(FIXMEDINS_CODE, NOW_MS, 7) == FIXMEDINS_CODE + "20250615230640" + "0007"
+    assert protocol.msgid(INSTITUTION_CODE, NOW_MS, 7) == INSTITUTION_CODE + "20250615230640" + "0007"
     # 16:00 UTC on Dec 31 is already the new year in Shanghai.
-    assert protocol.msgid(FIXMEDINS_CODE, 1_735_660_800_000, 12345)[12:] == "20250101000000" + "2345"
+    assert protocol.msgid(INSTITUTION_CODE, 1_735_660_800_000, 12345)[12:] == "20250101000000" + "2345"
 
 
 def new_terminal(**changes: object) -> protocol.TerminalSession:
-    terminal = protocol.TerminalSession(DEV_NO, FIXMEDINS_CODE, ADMDVS, OPTER, "1", TERMINAL_KEY, GATEWAY_KEYS)
+    terminal = protocol.TerminalSession(DEV_NO, INSTITUTION_CODE, ADMDVS, OPTER, "1", TERMINAL_KEY, GATEWAY_KEYS)
     return dataclasses.replace(terminal, **changes)
 
 
@@ -72,13 +72,13 @@ def gateway_answers_signin(request: bytes, sign_no: str = "SN-42") -> tuple[byte
 
 def test_full_cycle() -> None:
     terminal = new_terminal()
-    request = terminal.signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS)
+    request = terminal.signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS)
     answer, gateway_key = gateway_answers_signin(request)
     env = terminal.on_signin_answer(answer)
     assert env.infcode == 0 and terminal.sign_no == "SN-42" and terminal.session_key == gateway_key
 
     key = protocol.card_key(CARD_MASTER_KEY, CARD["card_no"], CARD["card_sn"])
-    msgid = protocol.msgid(FIXMEDINS_CODE, NOW_MS, 2)
+    msgid = protocol.msgid(INSTITUTION_CODE, NOW_MS, 2)
     input_ = terminal.card_input(key, msgid, "1101", 0, CARD)
     frame = protocol.decode_frame(terminal.request_frame("1101", msgid, input_, NOW_MS))
     assert (frame.auth, frame.key_id) == ("mac", "SN-42")
@@ -86,30 +86,30 @@ def test_full_cycle() -> None:
     env = protocol.decode_request_envelope(frame.body)
     assert env.sign_no == "SN-42" and env.msgid == msgid
     cert = protocol.parse_input("1101", env.input).cert
-    assert protocol.verify_card_mac(key, msgid, "1101", FIXMEDINS_CODE, 0, cert.psn_no, cert.insutype,
+    assert protocol.verify_card_mac(key, msgid, "1101", INSTITUTION_CODE, 0, cert.psn_no, cert.insutype,
                                     cert.insuplc_admdvs, cert.card_mac)
 
 
 def test_signin_with_given_ephemeral_key_is_deterministic() -> None:
     ephemeral = x25519("fixed")
-    first = new_terminal().signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS, ephemeral)
-    second = new_terminal().signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS, ephemeral)
+    first = new_terminal().signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS, ephemeral)
+    second = new_terminal().signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS, ephemeral)
     assert first == second, "Ed25519 signatures are deterministic"
 
 
 def test_rejected_signin_leaves_no_session() -> None:
     terminal = new_terminal()
-    terminal.signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS)
+    terminal.signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS)
     refusal = protocol.ResponseEnvelope(-2, "UNKNOWN_TERMINAL", "no", None, "5" * 30, NOW_MS, None, ())
     env = terminal.on_signin_answer(protocol.seal_response(GATEWAY_KEY, refusal))
     assert env.err_code == "UNKNOWN_TERMINAL" and terminal.sign_no is None
     with pytest.raises(RuntimeError):
-        terminal.request_frame("9002", protocol.msgid(FIXMEDINS_CODE, NOW_MS, 2), {}, NOW_MS)
+        terminal.request_frame("9002", protocol.msgid(INSTITUTION_CODE, NOW_MS, 2), {}, NOW_MS)
 
 
 def test_answers_signed_by_unknown_or_wrong_keys_are_refused() -> None:
     terminal = new_terminal()
-    request = terminal.signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS)
+    request = terminal.signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS)
     answer, _ = gateway_answers_signin(request)
     impostor = ed25519("impostor")
     forged_frame = protocol.decode_frame(answer)
@@ -136,7 +136,7 @@ def test_verify_answer_needs_keys() -> None:
 
 def test_end_session() -> None:
     terminal = new_terminal()
-    answer, _ = gateway_answers_signin(terminal.signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS))
+    answer, _ = gateway_answers_signin(terminal.signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS))
     terminal.on_signin_answer(answer)
     terminal.end_session()
     assert terminal.sign_no is None and terminal.session_key is None
@@ -144,14 +144,14 @@ def test_end_session() -> None:
 
 def test_answer_without_pending_signin_is_malformed() -> None:
     terminal = new_terminal()
-    answer, _ = gateway_answers_signin(new_terminal().signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS))
+    answer, _ = gateway_answers_signin(new_terminal().signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS))
     with pytest.raises(ProtocolError) as caught:
         terminal.on_signin_answer(answer)
     assert caught.value.code is ErrCode.MALFORMED_ENVELOPE
 
 
 def test_random_ephemeral_keys_differ() -> None:
-    first = protocol.decode_frame(new_terminal().signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS))
-    second = protocol.decode_frame(new_terminal().signin_frame(protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1), NOW_MS))
+    first = protocol.decode_frame(new_terminal().signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS))
+    second = protocol.decode_frame(new_terminal().signin_frame(protocol.msgid(INSTITUTION_CODE, NOW_MS, 1), NOW_MS))
     assert first.body != second.body
     assert isinstance(X25519PrivateKey.generate(), X25519PrivateKey)

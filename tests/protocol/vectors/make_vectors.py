@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 import protocol
 
 HERE = pathlib.Path(__file__).resolve().parent
-FIXMEDINS_CODE = "P51018200001"
+INSTITUTION_CODE = "P51018200001"
 ADMDVS = "510182"
 DEV_NO = "T51018200001-01"
 OPTER = "OP0001"
@@ -79,7 +79,7 @@ def keys() -> dict[str, Any]:
 
 def terminal() -> protocol.TerminalSession:
     return protocol.TerminalSession(
-        DEV_NO, FIXMEDINS_CODE, ADMDVS, OPTER, "1", Ed25519PrivateKey.from_private_bytes(seed("terminal"))
+        DEV_NO, INSTITUTION_CODE, ADMDVS, OPTER, "1", Ed25519PrivateKey.from_private_bytes(seed("terminal"))
     )
 
 
@@ -101,7 +101,7 @@ def frame_vector(frame_bytes: bytes) -> dict[str, Any]:
 
 def signin() -> dict[str, Any]:
     session = terminal()
-    msgid = protocol.msgid(FIXMEDINS_CODE, NOW_MS, 1)
+    msgid = protocol.msgid(INSTITUTION_CODE, NOW_MS, 1)
     request = session.signin_frame(msgid, NOW_MS, X25519PrivateKey.from_private_bytes(seed("terminal-x25519")))
     gateway = Ed25519PrivateKey.from_private_bytes(seed("gateway"))
     gateway_x = X25519PrivateKey.from_private_bytes(seed("gateway-x25519"))
@@ -161,7 +161,7 @@ def settle(kind: str) -> dict[str, Any]:
     session.sign_no = SIGN_NO
     session.session_key = bytes.fromhex(signin()["session_key_hex"])
     serial = 2 if kind == "card" else 3
-    msgid = protocol.msgid(FIXMEDINS_CODE, NOW_MS, serial)
+    msgid = protocol.msgid(INSTITUTION_CODE, NOW_MS, serial)
     items = [
         {"feedetl_sn": "0001", "med_list_codg": "XR05CAA0001", "chrgitm_lv": "01", "otc": True,
          "cnt": 2, "pric": 1250, "det_item_fee_sumamt": 2500, "bilg_dr_codg": "DR0001"},
@@ -193,7 +193,7 @@ def card_credential(session: protocol.TerminalSession, msgid: str, medfee_sumamt
     master_key = seed("card-master-51")
     key = protocol.card_key(master_key, card["card_no"], card["card_sn"])
     cert = session.card_input(key, msgid, "2102", medfee_sumamt, card)
-    mac_fields = [msgid, "2102", FIXMEDINS_CODE, medfee_sumamt, card["psn_no"], card["insutype"], card["insuplc_admdvs"]]
+    mac_fields = [msgid, "2102", INSTITUTION_CODE, medfee_sumamt, card["psn_no"], card["insutype"], card["insuplc_admdvs"]]
     vector.update(
         card=card,
         card_master_key={"province": card["insuplc_admdvs"][:2], "key_hex": master_key.hex()},
@@ -209,7 +209,7 @@ def voucher_credential(vector: dict[str, Any]) -> dict[str, Any]:
     """The e-voucher fields of the 2102 input; records the issuer key and the token's parts in `vector`."""
     issuer = Ed25519PrivateKey.from_private_bytes(seed("voucher-issuer"))
     claims = protocol.VoucherClaims("EC20250615000031", "51018200000000000031", "390", "510182",
-                                    FIXMEDINS_CODE, NOW_MS // 1000 - 30, NOW_MS // 1000 + 270)
+                                    INSTITUTION_CODE, NOW_MS // 1000 - 30, NOW_MS // 1000 + 270)
     token = protocol.mint_voucher("ec-issuer-01", issuer, claims)
     token_bytes = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     body = protocol.canonical_packb({name: getattr(claims, name) for name in protocol.VoucherClaims.__slots__})
