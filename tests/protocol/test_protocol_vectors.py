@@ -22,14 +22,17 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((VECTORS / name).read_text(encoding="utf-8"))
 
 
-def from_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"$bin"}:
-            return bytes.fromhex(value["$bin"])
-        return {key: from_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [from_json(item) for item in value]
-    return value
+def _load_generator() -> Any:
+    """The vectors' own generator (tests/protocol/vectors/make_vectors.py), loaded by path."""
+    spec = importlib.util.spec_from_file_location("make_vectors", VECTORS / "make_vectors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _load_generator()
+from_json = GENERATOR.from_json
 
 
 KEYS = load("keys.json")
@@ -133,11 +136,7 @@ def test_settle_with_voucher() -> None:
 
 
 def test_generator_reproduces_the_committed_files() -> None:
-    spec = importlib.util.spec_from_file_location("make_vectors", VECTORS / "make_vectors.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name, content in module.build().items():
+    for name, content in GENERATOR.build().items():
         assert json.loads(json.dumps(content)) == load(name), name
 
 
