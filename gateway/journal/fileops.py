@@ -47,8 +47,12 @@ class RealFileOps:
             view = view[written:]
 
     def fsync(self, fd: int) -> None:
-        """Flush the file's data and metadata to stable storage."""
-        os.fsync(fd)
+        """Flush the file's data, and the metadata needed to read it back, to stable storage.
+
+        fdatasync: the size of an appended or truncated file is flushed, its timestamps are not
+        (they are never read back), which saves a journal write per batch on ext4/xfs.
+        """
+        os.fdatasync(fd)
 
     def close(self, fd: int) -> None:
         """Close a descriptor returned by ``open_append``/``open_new``."""
@@ -75,7 +79,7 @@ class RealFileOps:
         """Make creations, renames and deletions inside directory ``path`` durable."""
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            self.fsync(fd)
+            os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -160,7 +164,7 @@ class FaultyFileOps(RealFileOps):
         self._maybe_fail("fsync_dir")
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            RealFileOps.fsync(self, fd)
+            os.fsync(fd)
         finally:
             os.close(fd)
 

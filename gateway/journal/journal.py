@@ -15,11 +15,15 @@ Life cycle::
         ...
         await journal.drain()                # graceful shutdown: everything appended is durable
 
-Group commit: ``append`` only queues the encoded record. The writer task waits until the oldest
-queued record is ``group_commit_ms`` old or ``batch_records_max`` records are queued, then writes
-the whole batch with ONE write and ONE fsync in a worker thread (so the event loop keeps serving
-and the next batch gathers meanwhile), advances ``durable_op`` and wakes that batch's waiters in
-op order.
+Group commit: ``append`` only queues the encoded record. The writer task writes everything queued
+as ONE batch with ONE write and ONE fsync in a worker thread (so the event loop keeps serving and
+the next batch gathers meanwhile), advances ``durable_op`` and wakes that batch's waiters in op
+order. Batching is natural (LMAX's smart batching): a record that finds the writer idle is
+written at once, with no added wait; records that arrive while a batch is on its way to disk form
+the next one. ``group_commit_ms`` is the least time between the starts of two batches, which caps
+fsyncs at 1000 / group_commit_ms per second under load (a batch of ``batch_records_max`` records
+goes without waiting): at low load it adds nothing, at high load it trades at most that much
+latency for fewer, larger writes.
 
 Failure policy. Any ``OSError`` (ENOSPC, EIO ...) while writing or fsyncing a batch puts the
 journal in the failed state: every waiter of that batch and of later ones gets ``JournalFailed``
@@ -96,7 +100,6 @@ class _Segment:
 class _Pending:
     op: int
     payload: bytes
-    enqueued_s: float
 
 
 class Journal:
@@ -138,6 +141,7 @@ class Journal:
         self._wakeup = trio.Event()
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._waiter_seq = itertools.count()
+        self._batch_started_s = float("-inf")   # trio time the last batch was taken for writing
         self._segment: _Segment | None = None
         self._snapshot_lock = trio.Lock()
 
@@ -298,7 +302,7 @@ class Journal:
         except JournalFull as exc:
             self._fail(exc)
             raise
-        self._queue.append(_Pending(op, payload, trio.current_time()))
+        self._queue.append(_Pending(op, payload))
         self._queue_bytes += len(payload)
         self._next_op += 1
         if len(self._queue) == 1 or len(self._queue) >= self._batch_records_max:
@@ -409,16 +413,17 @@ class Journal:
             self._running = False
 
     async def _collect(self) -> None:
-        """Wait for the oldest queued record to be group_commit_ms old, or for a full batch."""
+        """Wait for a record, then until group_commit_ms after the last batch started (or a full batch)."""
         while not self._queue:
             self._wakeup = trio.Event()
             await self._wakeup.wait()
-        if self._group_commit_s <= 0:
-            return
-        with trio.move_on_at(self._queue[0].enqueued_s + self._group_commit_s):
-            while 0 < len(self._queue) < self._batch_records_max:
-                self._wakeup = trio.Event()
-                await self._wakeup.wait()
+        not_before_s = self._batch_started_s + self._group_commit_s
+        if self._group_commit_s > 0 and trio.current_time() < not_before_s:
+            with trio.move_on_at(not_before_s):
+                while 0 < len(self._queue) < self._batch_records_max:
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+        self._batch_started_s = trio.current_time()
 
     def _take_batch(self) -> list[_Pending]:
         count = min(len(self._queue), self._batch_records_max)

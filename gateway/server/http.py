@@ -161,17 +161,15 @@ class HttpConnection:
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request), event
-        head = Request(
-            method=event.method.decode("ascii", "replace"),
-            path=event.target.decode("ascii", "replace").split("?", 1)[0],
-            headers={k.decode("ascii", "replace"): v.decode("latin-1") for k, v in event.headers},
-            body=b"",
-            query=event.target.decode("ascii", "replace").partition("?")[2],
-        )
-        body = await self._receive_body(head, deadline)
+        target = event.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        method = event.method.decode("ascii", "replace")
+        # h11 has already lower-cased the names.
+        headers = {k.decode("ascii", "replace"): v.decode("latin-1") for k, v in event.headers}
+        body = await self._receive_body(headers.get("content-length"), deadline)
         if body is None:
-            return _TooLarge(head)
-        return dataclasses.replace(head, body=body)
+            return _TooLarge(Request(method, path, headers, b"", query))
+        return Request(method, path, headers, body, query)
 
     async def _wait_for_request_start(self) -> h11.Request | h11.ConnectionClosed | object | None:
         """Wait for the first bytes of a request within idle_timeout_s; None ends the connection."""
@@ -191,9 +189,8 @@ class HttpConnection:
         self.conn.receive_data(data)
         return self.conn.next_event()
 
-    async def _receive_body(self, head: Request, deadline: float) -> bytes | None:
+    async def _receive_body(self, declared: str | None, deadline: float) -> bytes | None:
         limit = self.limits.body_bytes_max
-        declared = head.headers.get("content-length")
         if declared is not None and int(declared) > limit:
             # Refused without reading it: the connection closes after the answer.
             self._linger = True
@@ -228,18 +225,18 @@ class HttpConnection:
         if close:
             headers.append((b"connection", b"close"))
             self._linger = True
-        await self._send(h11.Response(status_code=response.status, headers=headers))
-        await self._send(h11.Data(data=response.body))
-        await self._send(h11.EndOfMessage())
+        # Head, body and end in one write: one syscall and one deadline per answer.
+        conn = self.conn
+        data = conn.send(h11.Response(status_code=response.status, headers=headers))
+        data += conn.send(h11.Data(data=response.body)) if response.body else b""
+        data += conn.send(h11.EndOfMessage())
+        await self._send(data)
 
     async def _send_if_allowed(self, response: Response) -> None:
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             await self._send_response(response)
 
-    async def _send(self, event: object) -> None:
-        data = self.conn.send(event)
-        if not data:
-            return
+    async def _send(self, data: bytes) -> None:
         # A peer that never reads its answer must not hold this task: the write has a deadline.
         with trio.move_on_after(self.limits.write_timeout_s):
             await self.stream.send_all(data)

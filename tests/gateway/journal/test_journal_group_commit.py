@@ -145,3 +145,46 @@ async def test_appends_continue_after_restart(tmp_path) -> None:
     # One record per batch, about 60 bytes each: a 200-byte segment rolls every few batches,
     # and never inside a batch.
     assert len(list((tmp_path / "journal").iterdir())) >= 8, "segments should have rolled"
+
+
+class BatchStartObserver(JournalObserver):
+    """Notes the trio time at which each batch finished (it started at most one fsync earlier)."""
+
+    def __init__(self) -> None:
+        self.done_s: list[float] = []
+
+    def on_batch(self, records: int, bytes_written: int, fsync_s: float | None) -> None:
+        self.done_s.append(trio.current_time())
+
+
+async def test_a_record_finding_the_writer_idle_is_written_at_once(tmp_path) -> None:
+    # group_commit_ms spaces batches under load; it must not delay a record at low load.
+    journal = Journal(str(tmp_path), group_commit_ms=500, fsync=False)
+    journal.recover()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for op in (1, 2):
+            started_s = trio.current_time()
+            journal.append(make_record(op))
+            await journal.wait_durable(op)
+            assert trio.current_time() - started_s < 0.25, f"op {op} waited for company"
+            await trio.sleep(0.6)   # longer than group_commit_ms: the writer is idle again
+        nursery.cancel_scope.cancel()
+    journal.close()
+
+
+async def test_group_commit_ms_spaces_batches_under_load(tmp_path) -> None:
+    observer = BatchStartObserver()
+    journal = Journal(str(tmp_path), group_commit_ms=50, fsync=False, observer=observer)
+    journal.recover()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for op in range(1, 41):   # one record every 5 ms for 200 ms
+            journal.append(make_record(op))
+            await trio.sleep(0.005)
+        await journal.drain()
+        nursery.cancel_scope.cancel()
+    journal.close()
+    gaps_s = [b - a for a, b in zip(observer.done_s, observer.done_s[1:])]
+    assert 3 <= len(observer.done_s) <= 6, observer.done_s
+    assert min(gaps_s) >= 0.045, gaps_s
