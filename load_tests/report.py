@@ -286,7 +286,13 @@ def _style_spectrum_axes(axes: Any, p99_ms_max: float) -> None:
 
 
 def _plot_throughput(axes: Any, name: str, server: dict[str, Any], colour: str) -> None:
-    rows = sorted((row for row in server["steps"] if row["ok"]), key=lambda row: row["target_rate_per_s"])
+    # One point per offered rate: the attempt that decided it (a pass, if a retry passed), so a
+    # retried step does not draw a zigzag.
+    deciding: dict[float, dict[str, Any]] = {}
+    for row in server["steps"]:
+        if row["ok"] and not deciding.get(row["target_rate_per_s"], {}).get("passed"):
+            deciding[row["target_rate_per_s"]] = row
+    rows = [deciding[rate] for rate in sorted(deciding)]
     rates = [row["achieved_rate_per_s"] for row in rows]
     axes.plot(rates, [row["latency_ms"]["p99"] for row in rows], "o-", color=colour, label=f"{name} p99")
     axes.plot(rates, [row["latency_ms"]["p50"] for row in rows], "s--", color=colour, alpha=0.6)
