@@ -1,8 +1,10 @@
 """`yibao-sim`: drive simulated POS traffic against a gateway and check it with an oracle.
 
     yibao-sim run --region DIR [--url URL] --seconds N --rate R --seed S
+                  [--profile pharmacy|flat] [--start HH:MM] [--concurrency N]
     yibao-sim record --region DIR --out TRACE --seconds N --rate R --seed S
-    yibao-sim replay TRACE --region DIR [--url URL] [--speed X]
+                  [--profile pharmacy|flat] [--start HH:MM]
+    yibao-sim replay TRACE --region DIR [--url URL] [--speed X] [--concurrency N]
 
 Exit status: 0 clean run, 1 an oracle violation (the report lists each), 2 bad usage or an
 unreadable region/trace or an unreachable gateway.
@@ -11,12 +13,14 @@ unreadable region/trace or an unreachable gateway.
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from collections.abc import Sequence
 
-from simulators.region import RegionReadError, load_region
+from protocol import SHANGHAI
+from simulators.region import Region, RegionReadError, load_region
 from simulators.runner import RunResult, read_trace, run, write_trace
-from simulators.traffic import TrafficModel
+from simulators.traffic import PROFILES, TrafficModel
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 
@@ -30,8 +34,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--seconds", type=float, required=True)
         command.add_argument("--rate", type=float, required=True, help="settle/cancel intents per second")
         command.add_argument("--seed", type=int, required=True)
+        command.add_argument("--profile", choices=sorted(PROFILES), default="pharmacy",
+                             help="time-of-day shape of the arrival rate (flat: constant)")
+        command.add_argument("--start", type=_time_of_day,
+                             help="Shanghai time of day at offset 0, HH:MM (default: now)")
         if name == "run":
             command.add_argument("--url", help="gateway data URL (default: the region's gateway.toml)")
+            command.add_argument("--concurrency", type=_positive_int,
+                                 help="at most N terminals busy at once (default: every terminal)")
         else:
             command.add_argument("--out", required=True)
     replay = commands.add_parser("replay")
@@ -39,7 +49,31 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--region", required=True)
     replay.add_argument("--url")
     replay.add_argument("--speed", type=float, default=1.0)
+    replay.add_argument("--concurrency", type=_positive_int)
     return parser
+
+
+def _time_of_day(text: str) -> float:
+    """HH:MM as seconds after midnight."""
+    hours, _, minutes = text.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+        raise argparse.ArgumentTypeError(f"expected HH:MM, got {text!r}")
+    return float(int(hours) * 3600 + int(minutes) * 60)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _model(region: Region, args: argparse.Namespace) -> TrafficModel:
+    """The traffic model of `run`/`record`: profile-shaped from --start (default: Shanghai now)."""
+    start_s = args.start
+    if start_s is None:
+        now = datetime.datetime.now(tz=SHANGHAI)
+        start_s = float(now.hour * 3600 + now.minute * 60 + now.second)
+    return TrafficModel(region, args.seed, args.rate, PROFILES[args.profile], start_s)
 
 
 def _finish(result: RunResult) -> int:
@@ -56,17 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         region = load_region(args.region)
         if args.command == "record":
-            model = TrafficModel(region, args.seed, args.rate)
-            count = write_trace(args.out, model.intents(args.seconds))
+            count = write_trace(args.out, _model(region, args).intents(args.seconds))
             print(f"yibao-sim: seed {args.seed}: {count} intents written to {args.out}")
             return EXIT_OK
         if args.command == "run":
             print(f"yibao-sim: seed {args.seed}", flush=True)
-            intents = TrafficModel(region, args.seed, args.rate).intents(args.seconds)
-            return _finish(run(region, intents, args.url))
+            intents = _model(region, args).intents(args.seconds)
+            return _finish(run(region, intents, args.url, concurrency=args.concurrency, span_s=args.seconds))
         if args.speed <= 0:
             raise ValueError("--speed must be positive")
-        return _finish(run(region, list(read_trace(args.trace)), args.url, args.speed))
+        intents = list(read_trace(args.trace))
+        span_s = intents[-1]["t_s"] / args.speed if intents else 0.0
+        return _finish(run(region, intents, args.url, args.speed, concurrency=args.concurrency, span_s=span_s))
     except (RegionReadError, ValueError, KeyError, OSError) as error:
         print(f"yibao-sim: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,21 +1,26 @@
-"""A small synchronous HTTP/1.1 keep-alive client for the gateway's data listener.
+"""A small trio HTTP/1.1 keep-alive client (h11) for the gateway's data listener.
 
-One connection is reused for every request; a connection the server closed (idle timeout, drain)
-is reopened once and the request resent, which is safe for the gateway because every state change
-is idempotent by msgid (SPEC section 6).
+One client is one connection, reused for every request of one simulated terminal; a connection
+the server closed (idle timeout, drain) is reopened once and the request resent, which is safe for
+the gateway because every state change is idempotent by msgid (SPEC section 6).
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import time
 import urllib.parse
 
+import h11
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 DEFAULT_TIMEOUT_S = 10.0
+RECEIVE_CHUNK_BYTES = 64 * 1024
+# Errors after which the byte stream is in an unknown state: close, reopen, resend once.
+_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError,
+                     ConnectionError)
 
 
 class GatewayClient:
@@ -27,60 +32,84 @@ class GatewayClient:
             raise ValueError(f"gateway url must be http://host:port, got {url!r}")
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.timeout_s = timeout_s
-        self._connection: http.client.HTTPConnection | None = None
+        self._stream: trio.SocketStream | None = None
+        self._http: h11.Connection | None = None
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Close the kept-alive connection, if any."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        stream, self._stream, self._http = self._stream, None, None
+        if stream is not None:
+            await stream.aclose()
 
-    def _send(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, float]:
-        if self._connection is None:
-            self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        headers = {"content-type": "application/msgpack"} if body is not None else {}
+    async def _send(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, float]:
+        if self._stream is None or self._http is None:
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+            self._http = h11.Connection(h11.CLIENT)
+        stream, http = self._stream, self._http
+        payload = body or b""
+        headers = [("host", f"{self.host}:{self.port}"), ("content-length", str(len(payload)))]
+        if body is not None:
+            headers.append(("content-type", "application/msgpack"))
         started = time.perf_counter()
-        self._connection.request(method, path, body=body, headers=headers)
-        response = self._connection.getresponse()
-        data = response.read()
+        await stream.send_all(http.send(h11.Request(method=method, target=path, headers=headers))
+                              + http.send(h11.Data(data=payload)) + http.send(h11.EndOfMessage()))
+        status, chunks = 0, []
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(await stream.receive_some(RECEIVE_CHUNK_BYTES))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the gateway closed the connection mid-answer")
         latency_s = time.perf_counter() - started
-        if (response.getheader("connection") or "").lower() == "close":
-            self.close()
-        return response.status, data, latency_s
+        if http.our_state is h11.DONE and http.their_state is h11.DONE:
+            http.start_next_cycle()
+        else:
+            await self.aclose()
+        return status, b"".join(chunks), latency_s
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes, float]:
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes, float]:
         """Send one request; return (status, body, latency_s).
 
         A kept-alive connection the server has closed is reopened once and the request resent.
 
         Raises:
-            OSError: the gateway is unreachable (also on the second try).
+            ConnectionError: the gateway is unreachable or silent past the timeout (also on the second try).
         """
         try:
-            return self._send(method, path, body)
-        except (http.client.HTTPException, ConnectionError):
-            self.close()
+            return await self._attempt(method, path, body)
+        except (*_TRANSPORT_ERRORS, trio.TooSlowError):
+            await self.aclose()
         try:
-            return self._send(method, path, body)
-        except (http.client.HTTPException, ConnectionError) as error:
-            self.close()
-            raise ConnectionError(f"{self.host}:{self.port}: {error}") from None
+            return await self._attempt(method, path, body)
+        except (*_TRANSPORT_ERRORS, trio.TooSlowError) as error:
+            await self.aclose()
+            raise ConnectionError(f"{self.host}:{self.port}: {error or type(error).__name__}") from None
 
-    def post_frame(self, frame: bytes) -> tuple[int, bytes, float]:
+    async def _attempt(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, float]:
+        with trio.fail_after(self.timeout_s):
+            return await self._send(method, path, body)
+
+    async def post_frame(self, frame: bytes) -> tuple[int, bytes, float]:
         """POST a request Frame to /fsi/v1/tx."""
-        return self.request("POST", "/fsi/v1/tx", frame)
+        return await self.request("POST", "/fsi/v1/tx", frame)
 
-    def keys(self) -> dict[str, Ed25519PublicKey]:
+    async def keys(self) -> dict[str, Ed25519PublicKey]:
         """Fetch GET /fsi/v1/keys as kid -> public key (active and retired keys both verify)."""
-        status, body, _ = self.request("GET", "/fsi/v1/keys")
+        status, body, _ = await self.request("GET", "/fsi/v1/keys")
         if status != 200:
             raise ConnectionError(f"GET /fsi/v1/keys answered {status}")
         return {k["kid"]: Ed25519PublicKey.from_public_bytes(base64.b64decode(k["public_key"]))
                 for k in json.loads(body)["keys"]}
 
-    def ready(self) -> bool:
+    async def ready(self) -> bool:
         """True when GET /readyz answers 200."""
         try:
-            return self.request("GET", "/readyz")[0] == 200
+            return (await self.request("GET", "/readyz"))[0] == 200
         except OSError:
             return False

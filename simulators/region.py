@@ -3,12 +3,23 @@
 The simulator never imports gateway/: it reads the same TOML files the gateway reads, keeping only
 the public registry facts (institutions, grades, caps, policy, doctors) and its own secrets
 (terminal and voucher-issuer private keys, card master keys, sample persons).
+
+Persons: sim.toml lists a fixed sample (serials 1..N, including the blocked ones and the
+cross-province ones with and without filings in registry.toml) and a `[population]` section
+(size, seed, employee and cross-province shares). `Population` derives persons N + 1..size from
+that section alone: the same region gives the same persons, whatever the run's seed. The gateway
+keeps no list of persons: it believes a card whose cryptogram verifies under the province's master
+key (SPEC section 7, Credentials), so a derived person's card is as good as a sample person's. No
+derived person is blocked or filed: a derived cross-province person is refused with
+CROSS_PROVINCE_NOT_FILED, as an unfiled patient from another province is.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
+import hashlib
 import pathlib
 import tomllib
 from typing import Any
@@ -57,6 +68,69 @@ class Person:
         return dataclasses.asdict(self)
 
 
+PERMILLE = 1000
+PSN_SERIAL_DIGITS = 10
+CARD_SERIAL_DIGITS = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """The region's insured: the sample from sim.toml (serials 1..N) and derived persons N + 1..size.
+
+    A derived person is drawn from sha256(seed, serial): cross-province (at one of the sample's
+    cross-province places) with `cross_province_share_permille`, else local (the institutions'
+    admdvs); employee insurance "310" with `employee_share_permille`, else resident "390".
+    """
+
+    sample: tuple[Person, ...]
+    size: int
+    seed: int
+    employee_share_permille: int
+    cross_province_share_permille: int
+    home_admdvs: str
+    cross_places: tuple[str, ...]
+
+    @functools.cached_property
+    def sample_by_psn_no(self) -> dict[str, Person]:
+        """The sample persons by psn_no."""
+        return {p.psn_no: p for p in self.sample}
+
+    def serial_person(self, serial: int) -> Person:
+        """The person with `serial` (1..size): a sample person up to N, derived beyond.
+
+        Raises:
+            KeyError: serial outside 1..size.
+        """
+        if not 1 <= serial <= max(self.size, len(self.sample)):
+            raise KeyError(f"serial {serial} outside the population 1..{self.size}")
+        if serial <= len(self.sample):
+            return self.sample[serial - 1]
+        digest = hashlib.sha256(f"yb-sim/person/v1\n{self.seed}\n{serial}".encode()).digest()
+        cross = bool(self.cross_places) and _permille(digest[0:4]) < self.cross_province_share_permille
+        place = self.cross_places[digest[4] % len(self.cross_places)] if cross else self.home_admdvs
+        insutype = "310" if _permille(digest[8:12]) < self.employee_share_permille else "390"
+        return Person(f"{place}{serial:0{PSN_SERIAL_DIGITS}d}", insutype, place,
+                      f"{place}{serial:0{CARD_SERIAL_DIGITS}d}", digest[16:24].hex().upper())
+
+    def person(self, psn_no: str) -> Person:
+        """The person named `psn_no` (a trace names persons by psn_no).
+
+        Raises:
+            KeyError: no such person in this population.
+        """
+        if psn_no in self.sample_by_psn_no:
+            return self.sample_by_psn_no[psn_no]
+        serial_text = psn_no[-PSN_SERIAL_DIGITS:]
+        found = self.serial_person(int(serial_text)) if serial_text.isdigit() else None
+        if found is None or found.psn_no != psn_no:
+            raise KeyError(f"person {psn_no} not in this region's population")
+        return found
+
+
+def _permille(four_bytes: bytes) -> int:
+    return int.from_bytes(four_bytes, "big") % PERMILLE
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """The registry's [policy]: OTC allowance per pharmacy grade (fen per person per day)."""
@@ -75,6 +149,7 @@ class Region:
     institutions: dict[str, Institution]
     terminals: tuple[TerminalSpec, ...]
     persons: tuple[Person, ...]
+    population: Population
     issuers: dict[str, Ed25519PrivateKey]
     card_master_keys: dict[str, bytes]
     policy: Policy
@@ -119,6 +194,19 @@ def _institutions(registry: dict[str, Any]) -> dict[str, Institution]:
     }
 
 
+def _population(sim: dict[str, Any], persons: tuple[Person, ...],
+                institutions: dict[str, Institution]) -> Population:
+    """The [population] section (absent: the sample alone) around the sample persons."""
+    places = [i.admdvs for i in institutions.values()]
+    home = max(sorted(set(places)), key=places.count) if places else persons[0].insuplc_admdvs
+    cross = tuple(sorted({p.insuplc_admdvs for p in persons if p.insuplc_admdvs[:2] != home[:2]}))
+    section = sim.get("population", {})
+    return Population(persons, max(len(persons), int(section.get("size", len(persons)))),
+                      int(section.get("seed", sim.get("seed", 0))),
+                      int(section.get("employee_share_permille", PERMILLE // 2)),
+                      int(section.get("cross_province_share_permille", 0)), home, cross)
+
+
 def load_region(region_dir: str | pathlib.Path) -> Region:
     """Read a region directory written by `yibao-gateway init`.
 
@@ -145,4 +233,6 @@ def load_region(region_dir: str | pathlib.Path) -> Region:
         raise RegionReadError(f"{path}: missing key {error}") from None
     if not terminals or not persons:
         raise RegionReadError(f"{path}: no terminals or no persons in sim.toml")
-    return Region(path, _gateway_url(path, sim), institutions, terminals, persons, issuers, masters, policy)
+    population = _population(sim, persons, institutions)
+    return Region(path, _gateway_url(path, sim), institutions, terminals, persons, population, issuers, masters,
+                  policy)

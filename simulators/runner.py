@@ -1,7 +1,16 @@
-"""Drive a stream of intents against a gateway, one message at a time, and check it with the oracle.
+"""Drive a stream of intents against a gateway with concurrent terminals, checked by the oracle.
 
-Messages go out strictly one after another (arrivals that fall behind schedule are sent at once):
-the oracle's "earlier usage" is then exact, with no in-flight ambiguity between terminals.
+Every simulated terminal is its own POS: one trio task with its own connection, carrying out its
+intents one after another, while all terminals run at once. A dispatcher releases each intent at
+its arrival offset (Poisson, see traffic.py) to the terminal named by its `dev_no`; a cancellation
+goes to the terminal of the bill it cancels, which has finished that bill by the time it gets to
+the cancellation. `concurrency` bounds how many terminals are inside an intent at once (None: no
+bound; 1 sends strictly one intent at a time).
+
+Around the traffic: at the start, a 3201 baseline per institution for each Shanghai day the run
+may touch (the gateway's current day up to the day after the planned end, at least two days, so
+a run across midnight reconciles both); at the end, 3201 and 3202 per institution for every day
+that has a baseline or a settlement the oracle saw.
 """
 
 from __future__ import annotations
@@ -9,20 +18,25 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import pathlib
 import sys
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
+
+import trio
 
 from protocol import SHANGHAI
 from simulators.client import GatewayClient
 from simulators.oracle import Oracle, Totals
-from simulators.region import Region
+from simulators.region import Person, Region
 from simulators.report import Stats, summary
-from simulators.terminal import MsgidSource, SimTerminal
+from simulators.terminal import MsgidSource, SimClock, SimTerminal, Transport
 
 PROGRESS_EVERY_S = 5.0
+MS_PER_S = 1000
+# Traffic still in flight after the last arrival (slow answers, retries, end-of-day messages).
+END_MARGIN_S = 600.0
 
 
 @dataclasses.dataclass
@@ -57,113 +71,190 @@ def read_trace(path: str | pathlib.Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def today() -> str:
-    """The Asia/Shanghai business day now, YYYYMMDD."""
-    return datetime.datetime.now(tz=SHANGHAI).strftime("%Y%m%d")
+def days_between(first_ms: int, last_ms: int) -> list[str]:
+    """Every Shanghai day from the one of `first_ms` to the one of `last_ms`, YYYYMMDD."""
+    first = datetime.datetime.fromtimestamp(first_ms // MS_PER_S, tz=SHANGHAI).date()
+    last = datetime.datetime.fromtimestamp(last_ms // MS_PER_S, tz=SHANGHAI).date()
+    return [(first + datetime.timedelta(days=n)).strftime("%Y%m%d") for n in range((last - first).days + 1)]
 
 
 class Runner:
-    """Holds one SimTerminal per terminal (lazily) and the run's oracle and counters."""
+    """The run's terminals (created on first use), oracle, counters and shared clock."""
 
-    def __init__(self, region: Region, url: str | None = None) -> None:
-        self.region = region
-        self.url = url or region.gateway_url
-        keys_client = GatewayClient(self.url)
-        try:
-            self.keys = keys_client.keys()
-        finally:
-            keys_client.close()
+    def __init__(self, region: Region, url: str, keys: dict[str, Any], concurrency: int | None = None,
+                 client_factory: Callable[[str], Transport] = GatewayClient) -> None:
+        """`client_factory(url)` opens one terminal's connection (a scripted gateway in tests)."""
+        self.region, self.url, self.keys = region, url, keys
+        self.client_factory = client_factory
         self.oracle = Oracle({code: region.allowance_fen(code) for code in region.institutions},
                              {code: i.monthly_cap_fen for code, i in region.institutions.items()})
         self.stats = Stats()
         self.msgids = MsgidSource()
-        self.persons = {p.psn_no: p for p in region.persons}
+        self.clock = SimClock()
         self.specs = {t.dev_no: t for t in region.terminals}
+        self.limiter = trio.CapacityLimiter(concurrency) if concurrency else None
         self._terminals: dict[str, SimTerminal] = {}
-        self._settled: dict[int, tuple[str, str, str]] = {}
+        self._settled: dict[int, tuple[str, str]] = {}
+        self.baselines: dict[tuple[str, str], Totals] = {}
 
     def terminal(self, dev_no: str) -> SimTerminal:
         """The simulated POS for `dev_no`, created (not yet signed in) on first use."""
         if dev_no not in self._terminals:
-            self._terminals[dev_no] = SimTerminal(self.specs[dev_no], self.region, GatewayClient(self.url),
-                                                  self.keys, self.oracle, self.stats, self.msgids)
+            self._terminals[dev_no] = SimTerminal(self.specs[dev_no], self.region, self.client_factory(self.url),
+                                                  self.keys, self.oracle, self.stats, self.msgids, self.clock)
         return self._terminals[dev_no]
 
     def one_per_institution(self) -> dict[str, SimTerminal]:
-        """One terminal for each institution that has any (for 3201)."""
+        """One terminal for each institution that has any (for 3201 and 3202)."""
         chosen: dict[str, SimTerminal] = {}
         for spec in self.region.terminals:
             chosen.setdefault(spec.institution, self.terminal(spec.dev_no))
         return chosen
 
-    def apply(self, intent: dict[str, Any]) -> None:
-        """Carry out one intent (unknown terminals or persons are a trace/region mismatch)."""
+    def person(self, intent: dict[str, Any]) -> Person:
+        """The intent's person; an unknown terminal or person is a trace/region mismatch (KeyError)."""
+        if intent["dev_no"] not in self.specs:
+            raise KeyError(f"intent {intent['seq']}: terminal {intent['dev_no']} not in this region")
+        return self.region.population.person(intent["psn_no"])
+
+    async def apply(self, intent: dict[str, Any]) -> None:
+        """Carry out one intent on its terminal (a cancel of a bill not committed is skipped)."""
         if intent["kind"] == "cancel":
             earlier = self._settled.pop(intent["of_seq"], None)
             if earlier is not None:
-                dev_no, setl_id, psn_no = earlier
-                self.terminal(dev_no).cancel(setl_id, psn_no)
+                setl_id, psn_no = earlier
+                await self.terminal(intent["dev_no"]).cancel(setl_id, psn_no)
             return
-        if intent["dev_no"] not in self.specs or intent["psn_no"] not in self.persons:
-            raise KeyError(f"intent {intent['seq']}: terminal or person not in this region")
-        setlinfo = self.terminal(intent["dev_no"]).settle(intent, self.persons[intent["psn_no"]])
+        setlinfo = await self.terminal(intent["dev_no"]).settle(intent, self.person(intent))
         if setlinfo is not None:
-            self._settled[intent["seq"]] = (intent["dev_no"], setlinfo["setl_id"], setlinfo["psn_no"])
+            self._settled[intent["seq"]] = (setlinfo["setl_id"], setlinfo["psn_no"])
 
-    def baseline(self, stmt_date: str) -> dict[str, Totals]:
-        """The gateway's 3201 totals per institution before the run (history from earlier runs)."""
-        found: dict[str, Totals] = {}
-        for code, terminal in self.one_per_institution().items():
-            answer = terminal.totals(stmt_date, Totals())
-            if answer is not None:
-                gw = answer[1]
-                found[code] = Totals(gw["setl_cnt"], gw["medfee_sumamt"], gw["fund_pay_sumamt"], gw["psn_cash_pay"])
-        return found
+    async def serve_terminal(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        """One POS: its intents in arrival order, each to the end before the next."""
+        async with receive:
+            async for intent in receive:
+                if self.limiter is None:
+                    await self.apply(intent)
+                else:
+                    async with self.limiter:
+                        await self.apply(intent)
 
-    def reconcile(self, stmt_date: str, baseline: dict[str, Totals]) -> None:
-        """3201 per institution: baseline + the oracle's standing totals must balance."""
-        for code, terminal in self.one_per_institution().items():
-            if code not in baseline:
-                self.oracle.violation(f"3201 {code}: no baseline (refused at start)")
-                continue
-            expected = baseline[code].plus(self.oracle.standing_totals(code, stmt_date))
-            answer = terminal.totals(stmt_date, expected)
-            if answer is None:
-                self.oracle.violation(f"3201 {code}: refused at the end")
-            else:
-                self.oracle.on_totals(code, expected, *answer)
+    async def baseline(self, span_s: float) -> None:
+        """3201 with zero claims per institution and day the run may touch (history from earlier runs)."""
+        terminals = self.one_per_institution()
+        first = next(iter(terminals.values()))
+        await first.sign_in()  # syncs the clock: days are the gateway's days
+        now_ms = self.clock.now_ms()
+        days = days_between(now_ms, now_ms + int(max(span_s + END_MARGIN_S, 24 * 3600) * MS_PER_S))
 
-    def close(self) -> None:
+        async def one(code: str, terminal: SimTerminal) -> None:
+            for day in days:
+                answer = await terminal.totals(day, Totals())
+                if answer is None:
+                    self.oracle.violation(f"3201 {code} {day}: refused at the start")
+                else:
+                    self.baselines[(code, day)] = Totals.of(answer[1])
+
+        async with trio.open_nursery() as nursery:
+            for code, terminal in terminals.items():
+                nursery.start_soon(one, code, terminal)
+
+    async def reconcile(self) -> None:
+        """3201 and 3202 per institution for each day it has a baseline or a seen settlement."""
+        async def one(code: str, terminal: SimTerminal) -> None:
+            days = {day for (c, day) in self.baselines if c == code} | self.oracle.days(code)
+            for day in sorted(days):
+                baseline = self.baselines.get((code, day), Totals())
+                expected = baseline.plus(self.oracle.standing_totals(code, day))
+                answer = await terminal.totals(day, expected)
+                if answer is None:
+                    self.oracle.violation(f"3201 {code} {day}: refused at the end")
+                else:
+                    self.oracle.on_totals(code, expected, *answer, day=day)
+                pages = await terminal.detail(day)
+                if pages is None:
+                    self.oracle.violation(f"3202 {code} {day}: refused at the end")
+                else:
+                    self.oracle.on_detail(code, day, pages, baseline)
+
+        async with trio.open_nursery() as nursery:
+            for code, terminal in self.one_per_institution().items():
+                nursery.start_soon(one, code, terminal)
+
+    async def dispatch(self, intents: Iterable[dict[str, Any]], speed: float, progress: TextIO | None) -> None:
+        """Release each intent at its offset (divided by `speed`) to its terminal's queue."""
+        started = trio.current_time()
+        next_progress = started + PROGRESS_EVERY_S
+        dev_of_seq: dict[int, str] = {}
+        queues: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
+        async with trio.open_nursery() as nursery:
+            try:
+                for intent in intents:
+                    if intent["kind"] == "settle":
+                        self.person(intent)
+                        dev_of_seq[intent["seq"]] = intent["dev_no"]
+                        dev_no = intent["dev_no"]
+                    elif intent["of_seq"] in dev_of_seq:
+                        dev_no = dev_of_seq[intent["of_seq"]]
+                    else:
+                        continue
+                    await trio.sleep_until(started + intent["t_s"] / speed)
+                    if dev_no not in queues:
+                        queues[dev_no], receive = trio.open_memory_channel[dict[str, Any]](math.inf)
+                        nursery.start_soon(self.serve_terminal, receive)
+                    queues[dev_no].send_nowait({**intent, "dev_no": dev_no})
+                    if progress is not None and trio.current_time() >= next_progress:
+                        next_progress += PROGRESS_EVERY_S
+                        print(self.stats.progress_line(trio.current_time() - started, len(self.oracle.violations)),
+                              file=progress, flush=True)
+            finally:
+                for queue in queues.values():
+                    queue.close()
+
+    async def aclose(self) -> None:
         """Close every terminal's connection."""
         for terminal in self._terminals.values():
-            terminal.client.close()
+            await terminal.client.aclose()
 
 
-def run(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
-        progress: TextIO | None = sys.stderr) -> RunResult:
-    """Send `intents` at their offsets (divided by `speed`), then reconcile with 3201.
+def _single(error: BaseException) -> BaseException:
+    """The one error inside nested single-member exception groups (trio wraps task errors)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
+                    progress: TextIO | None = sys.stderr, concurrency: int | None = None,
+                    span_s: float = 0.0) -> RunResult:
+    """Send `intents` at their offsets (divided by `speed`) from concurrent terminals, then reconcile.
+
+    `span_s`: the planned length of the traffic (for the days the 3201 baseline covers).
 
     Raises:
         OSError: the gateway is unreachable.
+        KeyError: an intent names a terminal or person not in this region.
     """
-    runner = Runner(region, url)
-    stmt_date = today()
-    baseline = runner.baseline(stmt_date)
-    started = time.monotonic()
-    next_progress = started + PROGRESS_EVERY_S
+    target = url or region.gateway_url
+    keys_client = GatewayClient(target)
     try:
-        for intent in intents:
-            delay_s = started + intent["t_s"] / speed - time.monotonic()
-            if delay_s > 0:
-                time.sleep(delay_s)
-            runner.apply(intent)
-            if progress is not None and time.monotonic() >= next_progress:
-                next_progress += PROGRESS_EVERY_S
-                print(runner.stats.progress_line(time.monotonic() - started, len(runner.oracle.violations)),
-                      file=progress, flush=True)
-        if today() == stmt_date:
-            runner.reconcile(stmt_date, baseline)
+        keys = await keys_client.keys()
     finally:
-        runner.close()
+        await keys_client.aclose()
+    runner = Runner(region, target, keys, concurrency)
+    try:
+        await runner.baseline(span_s)
+        await runner.dispatch(intents, speed, progress)
+        await runner.reconcile()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+    finally:
+        await runner.aclose()
     kinds = {code: i.kind for code, i in region.institutions.items()}
     return RunResult(runner.stats, runner.oracle, summary(runner.stats, runner.oracle, kinds))
+
+
+def run(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
+        progress: TextIO | None = sys.stderr, concurrency: int | None = None, span_s: float = 0.0) -> RunResult:
+    """run_async in its own trio event loop (for the command line and synchronous callers)."""
+    return trio.run(run_async, region, intents, url, speed, progress, concurrency, span_s)

@@ -7,17 +7,26 @@ An intent is a plain dict (JSON-ready, so a trace is a list of them):
 - cancel: `{"t_s", "seq", "kind": "cancel", "of_seq": int}`, the cancellation of an earlier
   settle intent (skipped by the terminal when that settlement was not committed).
 
-`t_s` is the offset in seconds from the start of the run (Poisson arrivals at `rate_per_s`).
+`t_s` is the offset in seconds from the start of the run. Arrivals are a Poisson process whose
+rate follows a Shanghai time-of-day profile (`DayProfile`): `rate_per_s` is the mean over a whole
+day, the hour's weight scales it, and offset 0 is `start_s_of_day` seconds after Shanghai midnight.
+The non-homogeneous process is drawn by thinning: candidates at the peak rate, each kept with
+probability weight(hour) / peak weight. `FLAT` keeps every candidate (a constant rate).
+
+Persons: SAMPLE_SHARE of the bills go to the region's sample persons (the regulars, who include
+the blocked cards, blocked persons and cross-province patients with and without filings); the rest
+to a person drawn uniformly from the whole population (region.Population, derived persons too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator
 from typing import Any
 
-from simulators.region import Region
+from simulators.region import Person, Region
 
 VOUCHER_SHARE = 0.20
 CANCEL_SHARE = 0.01
@@ -33,6 +42,40 @@ PRICE_SIGMA = 0.9
 PRICE_MAX_FEN = 200_000
 COUNT_MAX = 3
 DRUG_CODES = tuple(f"XA{n:02d}" for n in range(1, 30)) + tuple(f"ZB{n:02d}" for n in range(1, 15))
+SAMPLE_SHARE = 0.30
+HOURS_PER_DAY = 24
+S_PER_HOUR = 3600
+S_PER_DAY = HOURS_PER_DAY * S_PER_HOUR
+
+
+@dataclasses.dataclass(frozen=True)
+class DayProfile:
+    """Relative arrival weights for the 24 Shanghai hours (hour 0 is 00:00-01:00)."""
+
+    name: str
+    weights: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != HOURS_PER_DAY or min(self.weights) <= 0:
+            raise ValueError("a day profile has 24 positive hourly weights")
+
+    def factor(self, s_of_day: float) -> float:
+        """The rate multiplier at `s_of_day` seconds after Shanghai midnight (mean 1.0 over a day)."""
+        hour = int(s_of_day % S_PER_DAY) // S_PER_HOUR
+        return self.weights[hour] * HOURS_PER_DAY / sum(self.weights)
+
+    def peak_factor(self) -> float:
+        """The largest multiplier of the day."""
+        return max(self.weights) * HOURS_PER_DAY / sum(self.weights)
+
+
+# Retail pharmacy counters in a county town: shut or nearly so at night, a morning peak (9-11 h,
+# shopping and after the clinic's morning consultations), a lunch dip, an evening peak (17-20 h,
+# after work). The weights are relative; factor() normalises them to a daily mean of 1.
+PHARMACY_DAY = DayProfile("pharmacy", (2, 1, 1, 1, 1, 2, 5, 10, 16, 20, 20, 16,
+                                       12, 11, 12, 13, 15, 18, 20, 19, 14, 9, 5, 3))
+FLAT = DayProfile("flat", (1,) * HOURS_PER_DAY)
+PROFILES = {profile.name: profile for profile in (PHARMACY_DAY, FLAT)}
 
 
 def _price_fen(rng: random.Random) -> int:
@@ -62,23 +105,34 @@ def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opt
 class TrafficModel:
     """A deterministic stream of intents for one region: the same seed gives the same stream."""
 
-    def __init__(self, region: Region, seed: int, rate_per_s: float) -> None:
+    def __init__(self, region: Region, seed: int, rate_per_s: float, profile: DayProfile = FLAT,
+                 start_s_of_day: float = 0.0) -> None:
+        """`rate_per_s`: the mean arrival rate over a day; `profile` shapes it by the Shanghai hour
+        of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset."""
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         self.region = region
         self.rate_per_s = rate_per_s
+        self.profile = profile
+        self.start_s_of_day = start_s_of_day
         self._rng = random.Random(seed)
         self._seq = 0
         self._settles: list[int] = []
 
+    def rate_at(self, t_s: float) -> float:
+        """The arrival rate (per s) at offset `t_s`."""
+        return self.rate_per_s * self.profile.factor(self.start_s_of_day + t_s)
+
     def intents(self, seconds: float) -> Iterator[dict[str, Any]]:
-        """Yield intents with Poisson arrival offsets in [0, seconds)."""
+        """Yield intents with (profile-shaped) Poisson arrival offsets in [0, seconds)."""
+        peak_per_s = self.rate_per_s * self.profile.peak_factor()
         t_s = 0.0
         while True:
-            t_s += self._rng.expovariate(self.rate_per_s)
+            t_s += self._rng.expovariate(peak_per_s)
             if t_s >= seconds:
                 return
-            yield self.next_intent(round(t_s, 6))
+            if self._rng.random() * peak_per_s < self.rate_at(t_s):
+                yield self.next_intent(round(t_s, 6))
 
     def next_intent(self, t_s: float) -> dict[str, Any]:
         """Draw one intent at offset `t_s` (a cancellation of an earlier settlement ~1 % of the time)."""
@@ -92,9 +146,15 @@ class TrafficModel:
         rng = self._rng
         terminal = rng.choice(self.region.terminals)
         institution = self.region.institutions[terminal.institution]
-        person = rng.choice(self.region.persons)
+        person = self._person(rng)
         credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
         items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter)
         retries = 1 if rng.random() < RETRY_SHARE else 0
         return {"t_s": t_s, "seq": self._seq, "kind": "settle", "dev_no": terminal.dev_no,
                 "psn_no": person.psn_no, "credential": credential, "items": items, "retries": retries}
+
+    def _person(self, rng: random.Random) -> Person:
+        population = self.region.population
+        if rng.random() < SAMPLE_SHARE:
+            return rng.choice(population.sample)
+        return population.serial_person(rng.randint(1, population.size))

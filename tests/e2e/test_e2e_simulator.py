@@ -1,21 +1,29 @@
-"""`yibao-sim` against a real `yibao-gateway serve`: a short seeded run with zero oracle violations."""
+"""`yibao-sim` against a real `yibao-gateway serve`: a short seeded run with zero oracle violations.
+
+The gateway runs with --test-clock, set just before a Shanghai midnight, so the seeded run crosses
+it: both days are reconciled (3201 and 3202) against the oracle.
+"""
 
 from __future__ import annotations
 
+import datetime
 import http.client
+import json
 import pathlib
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
 
+from protocol import SHANGHAI
 from simulators.cli import main
 from simulators.region import load_region
 from simulators.runner import read_trace, run
-from simulators.traffic import TrafficModel
+from simulators.traffic import FLAT, TrafficModel
 
 READY_DEADLINE_S = 30.0
 EXIT_DEADLINE_S = 30.0
@@ -48,11 +56,12 @@ def served_region(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
     done = subprocess.run([sys.executable, "-m", "gateway", "init", "--out", str(region), "--profile", "small",
                            "--seed", "1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     config = region / "gateway.toml"
     text = config.read_text().replace("127.0.0.1:8600", f"127.0.0.1:{port}")
-    config.write_text(text.replace("127.0.0.1:8601", f"127.0.0.1:{free_port()}"))
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+    config.write_text(text.replace("127.0.0.1:8601", f"127.0.0.1:{admin_port}"))
+    (region / "admin_port").write_text(str(admin_port))
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--test-clock"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + READY_DEADLINE_S
@@ -70,12 +79,40 @@ def served_region(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
             server.communicate()
 
 
-def test_seeded_run_settles_with_zero_violations(served_region: pathlib.Path) -> None:
+def set_gateway_clock(region_dir: pathlib.Path, now_ms: int) -> None:
+    """POST /admin/v1/test/clock with the operator's token from sim.toml."""
+    sim = tomllib.loads((region_dir / "sim.toml").read_text(encoding="utf-8"))
+    token = next(a["token"] for a in sim["admins"] if a["role"] == "operator")
+    connection = http.client.HTTPConnection("127.0.0.1", int((region_dir / "admin_port").read_text()), timeout=5)
+    try:
+        connection.request("POST", "/admin/v1/test/clock", body=json.dumps({"now_ms": now_ms}),
+                           headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+
+
+def before_next_midnight_ms(lead_s: float) -> int:
+    """`lead_s` before the next Asia/Shanghai midnight, Unix ms (less than a day ahead of now)."""
+    now = datetime.datetime.now(tz=SHANGHAI)
+    midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((midnight.timestamp() - lead_s) * 1000)
+
+
+def test_seeded_run_across_midnight_settles_with_zero_violations(served_region: pathlib.Path) -> None:
+    set_gateway_clock(served_region, before_next_midnight_ms(RUN_SECONDS / 2))
     region = load_region(served_region)
-    result = run(region, TrafficModel(region, 4, RATE_PER_S).intents(RUN_SECONDS), progress=None)
+    result = run(region, TrafficModel(region, 4, RATE_PER_S, FLAT).intents(RUN_SECONDS), progress=None,
+                 span_s=RUN_SECONDS)
     assert result.oracle.violations == [], result.table
     assert result.stats.settled() > RUN_SECONDS * RATE_PER_S / 4
-    assert result.stats.outcomes[("3201", "ok")] >= 2 * len(region.institutions)
+    days = set().union(*(result.oracle.days(code) for code in region.institutions))
+    assert len(days) == 2, days  # traffic on both sides of midnight
+    # 3201 per institution and day at the start (baseline) and at the end; 3202 at the end.
+    assert result.stats.outcomes[("3201", "ok")] == 2 * 2 * len(region.institutions)
+    assert result.stats.outcomes[("3202", "ok")] >= 2 * len(region.institutions)
+    sample = {p.psn_no for p in region.persons}
+    assert any(s.psn_no not in sample for s in result.oracle.settlements.values())  # derived persons settle
     # The same gateway again, now with history: the 3201 baseline keeps reconciliation exact.
     replayed = run(region, list(read_trace(SAMPLE)), speed=20.0, progress=None)
     assert replayed.oracle.violations == [], replayed.table

@@ -1,7 +1,8 @@
-"""SimTerminal against a scripted gateway: signatures, session loss, unknown outcomes."""
+"""SimTerminal against a scripted gateway: signatures, session loss, unknown outcomes, clock, 3202 pages."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -38,18 +39,19 @@ class ScriptedGateway:
     def __init__(self, script: Script, signer: Ed25519PrivateKey) -> None:
         self.script, self.signer = script, signer
         self.sent: list[RequestEnvelope] = []
+        self.sign_time_ms = 0
 
-    def post_frame(self, frame: bytes) -> tuple[int, bytes, float]:
+    async def post_frame(self, frame: bytes) -> tuple[int, bytes, float]:
         req = decode_request_envelope(decode_frame(frame).body)
         seen = sum(r.infno == req.infno for r in self.sent)
         self.sent.append(req)
         if req.infno == "9001":
-            output = {"sign_no": f"SIGN{len(self.sent)}", "sign_time": 0, "session_expires": 0,
+            output = {"sign_no": f"SIGN{len(self.sent)}", "sign_time": self.sign_time_ms, "session_expires": 0,
                       "x25519_pub": x25519_public_raw(X25519PrivateKey.generate())}
             return 200, seal_response(self.signer, answer(req, output=output)), 0.001
         return 200, seal_response(self.signer, self.script(req, seen)), 0.001
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Nothing to close."""
 
 
@@ -78,14 +80,14 @@ def settled(req: RequestEnvelope, fee_fen: int) -> ResponseEnvelope:
     return answer(req, output={"setlinfo": info})
 
 
-def test_answer_signed_by_an_unpublished_key_is_a_violation(region: Region) -> None:
+async def test_answer_signed_by_an_unpublished_key_is_a_violation(region: Region) -> None:
     gateway = ScriptedGateway(lambda req, _: settled(req, 1000), Ed25519PrivateKey.generate())
     terminal = clinic_terminal(region, gateway, Ed25519PrivateKey.generate())
-    assert terminal.settle(bill(1000), region.persons[0]) is None
+    assert await terminal.settle(bill(1000), region.persons[0]) is None
     assert len(terminal.oracle.violations) == 1 and "unverifiable" in terminal.oracle.violations[0]
 
 
-def test_lost_session_and_unknown_outcome_resend_the_same_msgid(region: Region) -> None:
+async def test_lost_session_and_unknown_outcome_resend_the_same_msgid(region: Region) -> None:
     def script(req: RequestEnvelope, seen: int) -> ResponseEnvelope:
         if req.infno == "2207" and seen == 0:
             return answer(req, -2, "SESSION_UNKNOWN")
@@ -96,7 +98,7 @@ def test_lost_session_and_unknown_outcome_resend_the_same_msgid(region: Region) 
     key = Ed25519PrivateKey.generate()
     gateway = ScriptedGateway(script, key)
     terminal = clinic_terminal(region, gateway, key)
-    result = terminal.settle(bill(1000), region.persons[0])
+    result = await terminal.settle(bill(1000), region.persons[0])
     assert result is not None and terminal.oracle.violations == []
     settles = [r for r in gateway.sent if r.infno == "2207"]
     assert len(settles) == 3 and len({r.msgid for r in settles}) == 1
@@ -104,7 +106,7 @@ def test_lost_session_and_unknown_outcome_resend_the_same_msgid(region: Region) 
     assert settles[0].sign_no != settles[2].sign_no
 
 
-def test_outcome_unknown_after_all_attempts_is_reversed(region: Region,
+async def test_outcome_unknown_after_all_attempts_is_reversed(region: Region,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("simulators.terminal.RETRY_PAUSE_S", 0.0)
 
@@ -118,8 +120,33 @@ def test_outcome_unknown_after_all_attempts_is_reversed(region: Region,
     key = Ed25519PrivateKey.generate()
     gateway = ScriptedGateway(script, key)
     terminal = clinic_terminal(region, gateway, key)
-    assert terminal.settle(bill(1000), region.persons[0]) is None
+    assert await terminal.settle(bill(1000), region.persons[0]) is None
     reversal = next(r for r in gateway.sent if r.infno == "2601")
     first_settle = next(r for r in gateway.sent if r.infno == "2207")
     assert reversal.input == {"omsgid": first_settle.msgid, "oinfno": "2207"}
     assert terminal.oracle.violations == []
+
+
+async def test_sign_in_syncs_the_clock_with_the_gateway(region: Region) -> None:
+    key = Ed25519PrivateKey.generate()
+    gateway = ScriptedGateway(lambda req, _: settled(req, 1000), key)
+    gateway.sign_time_ms = int(time.time() * 1000) + 6 * 3_600_000  # a gateway clock moved 6 h ahead
+    terminal = clinic_terminal(region, gateway, key)
+    assert await terminal.sign_in()
+    assert abs(terminal.clock.now_ms() - gateway.sign_time_ms) < 5_000
+    await terminal.settle(bill(1000), region.persons[0])
+    assert abs(gateway.sent[-1].inf_time - gateway.sign_time_ms) < 5_000
+
+
+async def test_detail_follows_next_until_nil(region: Region) -> None:
+    def script(req: RequestEnvelope, seen: int) -> ResponseEnvelope:
+        rows = [{"setl_id": f"S{seen}{n:03d}"} for n in range(200 if seen < 2 else 7)]
+        return answer(req, output={"rows": rows, "next": rows[-1]["setl_id"] if seen < 2 else None})
+
+    key = Ed25519PrivateKey.generate()
+    gateway = ScriptedGateway(script, key)
+    pages = await clinic_terminal(region, gateway, key).detail("20251123")
+    assert pages is not None and [len(p["rows"]) for p in pages] == [200, 200, 7]
+    asked = [r.input for r in gateway.sent if r.infno == "3202"]
+    assert [a.get("after") for a in asked] == [None, "S0199", "S1199"]
+    assert all(a["stmt_date"] == "20251123" for a in asked)

@@ -27,7 +27,7 @@ def test_record_command_matches_the_model_and_the_shipped_sample(tmp_path: pathl
     small_region(tmp_path, seed=1)
     out = tmp_path / "sample.jsonl"
     status = main(["record", "--region", str(tmp_path / "region"), "--out", str(out),
-                   "--seconds", "30", "--rate", "2", "--seed", "1"])
+                   "--seconds", "30", "--rate", "2", "--seed", "1", "--start", "10:00"])
     assert status == 0 and "seed 1" in capsys.readouterr().out
     assert out.read_text(encoding="utf-8") == SAMPLE.read_text(encoding="utf-8")
     first = json.loads(SAMPLE.read_text(encoding="utf-8").splitlines()[0])

@@ -1,4 +1,4 @@
-"""The traffic model: shares, bill shape, determinism by seed."""
+"""The traffic model: shares, bill shape, determinism by seed, the day profile, who the bills are for."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from sim_helpers import small_region
 
 from simulators.region import Region
-from simulators.traffic import LINES_MAX, LINES_MIN, TrafficModel
+from simulators.traffic import FLAT, LINES_MAX, LINES_MIN, PHARMACY_DAY, S_PER_DAY, S_PER_HOUR, DayProfile, TrafficModel
 
 BILLS = 2000
 VOUCHER_SHARE_TOLERANCE = 0.03  # about 3.4 standard deviations at n=2000, p=0.2
@@ -77,3 +77,39 @@ def test_poisson_arrivals_match_the_rate_and_cancels_refer_back(region: Region) 
 def test_rate_must_be_positive(region: Region) -> None:
     with pytest.raises(ValueError, match="rate_per_s"):
         TrafficModel(region, 1, 0.0)
+
+
+def test_day_profile_shapes_the_rate(region: Region) -> None:
+    def arrivals(start_s_of_day: float) -> int:
+        model = TrafficModel(region, 12, RATE_PER_S, PHARMACY_DAY, start_s_of_day)
+        return sum(1 for _ in model.intents(600.0))
+
+    night, morning = arrivals(3 * S_PER_HOUR), arrivals(9.5 * S_PER_HOUR)
+    # 03:00 weighs 1 and 09:30 weighs 20 of a daily mean of 246/24: 6000 × 0.098 ≈ 585 and 6000 × 1.95 ≈ 11707.
+    assert 500 < night < 680 and 11200 < morning < 12200, (night, morning)
+    factors = [PHARMACY_DAY.factor(h * S_PER_HOUR) for h in range(24)]
+    assert abs(sum(factors) / 24 - 1.0) < 1e-9
+    assert factors.index(max(factors)) in (9, 10, 18) and min(factors) == factors[3]
+    # Two peaks (morning, evening) above the lunch dip; the night far below both.
+    assert min(max(factors[8:12]), max(factors[17:21])) > 1.5 * factors[13] > 10 * factors[2]
+
+
+def test_mean_rate_over_a_day_and_flat_profile(region: Region) -> None:
+    model = TrafficModel(region, 13, 0.5, PHARMACY_DAY, 0.0)
+    per_day = sum(1 for _ in model.intents(float(S_PER_DAY)))
+    assert 0.95 * 43200 < per_day < 1.05 * 43200
+    flat = TrafficModel(region, 13, RATE_PER_S, FLAT, 3 * S_PER_HOUR)
+    assert flat.rate_at(0.0) == flat.rate_at(10 * S_PER_HOUR) == RATE_PER_S
+    with pytest.raises(ValueError, match="24 positive"):
+        DayProfile("bad", (1,) * 23)
+
+
+def test_bills_go_to_derived_persons_and_sample_regulars(region: Region) -> None:
+    population = region.population
+    assert population.size == 2000 and len(population.sample) == 42
+    people = [b["psn_no"] for b in settles(region, 14, BILLS)]
+    derived = [p for p in people if p not in population.sample_by_psn_no]
+    regulars = len(people) - len(derived)
+    # SAMPLE_SHARE 0.3 plus the sample's own 42/2000 of the uniform draws: about 31.5 %.
+    assert abs(regulars / BILLS - 0.315) < 0.04, regulars
+    assert all(population.person(p).psn_no == p for p in people)
