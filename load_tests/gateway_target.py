@@ -121,15 +121,21 @@ class Region:
         return cards
 
 
+# Serial counters per institution for the whole process: targets created one after another
+# (a bench step, then the next; 2102 then 1101) against the same gateway within one second must
+# not draw the same serial either, or the gateway rightly answers MSGID_REUSED.
+_SERIALS_NEXT: dict[str, int] = {}
+
+
 class MsgidSerials:
-    """One serial counter per institution, shared by every slot of that institution.
+    """One serial counter per institution, shared by every slot and every target in the process.
 
     A msgid is unique per institution (fixmedins_code + second + 4 digits); slots that share an
     institution must not draw the same serial in the same second.
     """
 
     def __init__(self) -> None:
-        self._next: dict[str, int] = {}
+        self._next = _SERIALS_NEXT
 
     def new_msgid(self, fixmedins_code: str, now_ms: int) -> str:
         serial = self._next.get(fixmedins_code, 0)

@@ -9,7 +9,7 @@ import pytest
 import trio
 from fake_region import CLINIC, PHARMACY, FakeGateway, serve_fake_gateway, write_region
 
-from load_tests.gateway_target import GatewayTarget, Region, RegionError
+from load_tests.gateway_target import GatewayTarget, MsgidSerials, Region, RegionError
 from load_tests.http import Endpoint, HttpConnection, HttpResponse
 from load_tests.openloop import OpenLoopConfig, run_open_loop
 from load_tests.servers import choose_pinning, gateway_command, start_gateway
@@ -92,3 +92,11 @@ async def test_real_gateway_settles_every_request(tmp_path: pathlib.Path) -> Non
             assert result.ok == 50, dict(result.errors)
     finally:
         server.stop()
+
+
+def test_msgids_stay_unique_across_targets_in_the_same_second() -> None:
+    # A bench creates a new target per step against the same gateway: a repeat is MSGID_REUSED.
+    at_ms = 1_710_468_000_000
+    first = {MsgidSerials().new_msgid("P51018200001", at_ms) for _ in range(3)}
+    second = {MsgidSerials().new_msgid("P51018200001", at_ms) for _ in range(3)}
+    assert len(first | second) == 6
