@@ -1,9 +1,9 @@
 """`yibao-sim`: drive simulated POS traffic against a gateway and check it with an oracle.
 
     yibao-sim run --region DIR [--url URL] --seconds N --rate R --seed S
-                  [--profile pharmacy|flat] [--start HH:MM] [--concurrency N]
+                  [--profile pharmacy|flat] [--start HH:MM] [--timeout-share X] [--concurrency N]
     yibao-sim record --region DIR --out TRACE --seconds N --rate R --seed S
-                  [--profile pharmacy|flat] [--start HH:MM]
+                  [--profile pharmacy|flat] [--start HH:MM] [--timeout-share X]
     yibao-sim replay TRACE --region DIR [--url URL] [--speed X] [--concurrency N]
 
 Exit status: 0 clean run, 1 an oracle violation (the report lists each), 2 bad usage or an
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from protocol import SHANGHAI
 from simulators.region import Region, RegionReadError, load_region
 from simulators.runner import RunResult, read_trace, run, write_trace
-from simulators.traffic import PROFILES, TrafficModel
+from simulators.traffic import PROFILES, TIMEOUT_SHARE, TrafficModel
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="time-of-day shape of the arrival rate (flat: constant)")
         command.add_argument("--start", type=_time_of_day,
                              help="Shanghai time of day at offset 0, HH:MM (default: now)")
+        command.add_argument("--timeout-share", type=_share, default=TIMEOUT_SHARE,
+                             help=f"share of settlements whose answer is lost (default {TIMEOUT_SHARE})")
         if name == "run":
             command.add_argument("--url", help="gateway data URL (default: the region's gateway.toml)")
             command.add_argument("--concurrency", type=_positive_int,
@@ -61,6 +63,17 @@ def _time_of_day(text: str) -> float:
     return float(int(hours) * 3600 + int(minutes) * 60)
 
 
+def _share(text: str) -> float:
+    """A probability, 0..1."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return share
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -73,7 +86,7 @@ def _model(region: Region, args: argparse.Namespace) -> TrafficModel:
     if start_s is None:
         now = datetime.datetime.now(tz=SHANGHAI)
         start_s = float(now.hour * 3600 + now.minute * 60 + now.second)
-    return TrafficModel(region, args.seed, args.rate, PROFILES[args.profile], start_s)
+    return TrafficModel(region, args.seed, args.rate, PROFILES[args.profile], start_s, args.timeout_share)
 
 
 def _finish(result: RunResult) -> int:

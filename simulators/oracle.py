@@ -8,6 +8,12 @@ Logical time: `tick()` numbers events. A terminal takes a tick when it first sen
 (`sent`) and another when its final answer arrives (`received`); a settlement is committed at its
 `received` tick, and a cancellation becomes possible from the tick its 2103/2208 is first sent.
 
+Timed-out settlements: the terminal ignores the answer and reverses the msgid (2601). From its
+`sent` tick until the 2601 answer the gateway may or may not hold it; after a successful 2601 it
+must not. So it never enters the sums below: leaving it out of a lower bound L keeps L a lower
+bound, and leaving it out of a sum that must stay under a ceiling can only make that sum smaller.
+Its own answer (which the oracle sees, the POS does not) is still checked per answer.
+
 Per answer (2101/2102/2206/2207), with `sent`/`received` ticks:
 - fund_pay_sumamt + psn_cash_pay == medfee_sumamt == Σ det_item_fee_sumamt; no negative part;
 - at a pharmacy: otc_pay ≤ crt_payb_lmt_amt ≤ max(0, allowance(grade) − L), where L is the
@@ -18,20 +24,26 @@ Per answer (2101/2102/2206/2207), with `sent`/`received` ticks:
   the same rule.
 On the sums (whatever the interleaving):
 - per person per Shanghai day: Σ standing otc_pay ≤ the largest allowance among the grades of the
-  standing settlements with otc_pay > 0. Take the one of them the gateway applied last: its
-  otc_pay > 0 means usage after it was ≤ its grade's allowance, and every other standing one was
-  applied before it, so the standing sum is at most that usage;
+  standing settlements with otc_pay > 0, where standing means committed and no cancellation sent
+  (a cancellation in flight, or re-instated by a 2601 without limit checks, may have let the
+  gateway grant the room again). Take the one of them the gateway applied last: its otc_pay > 0
+  means usage after it was ≤ its grade's allowance, and every other standing one was applied
+  before it and still stood, so the standing sum is at most that usage;
 - per institution per Shanghai month: Σ standing fund_pay_sumamt ≤ monthly_cap_fen (same argument
   with the cap, which is one per institution).
 Others:
 - a retry of a committed msgid is answered with identical bytes;
 - a cancellation gives back exactly the settlement's amounts (negated), once;
+- a 2601 answers `reversed: true`, not `already_reversed` (each msgid is reversed once), and
+  `original_found` true exactly when the original's answer was 0 (false when it was a rejection;
+  either when it stayed unknown); a resend of a reversed msgid answers -2 ORIGINAL_REVERSED;
 - 3201 per institution per day balances: the baseline taken at the start plus the oracle's
   standing totals;
 - 3202 pages of each institution and day: at most 200 rows, setl_id ascending, `next` the last
   row's setl_id exactly when more follow; every committed settlement listed with its msgid,
-  person, time and amounts and the status the oracle expects; a row of a settlement this run sent
-  but never saw committed is "reversed"; the other settled rows (history) add up to the baseline.
+  person, time and amounts and the status the oracle expects, every reversed timed-out one
+  likewise with "reversed"; any other row of a settlement this run sent but never saw committed
+  is "reversed"; the other settled rows (history) add up to the baseline.
 
 Settlements made before the run (a gateway with history) only raise the usage the gateway counts,
 so the inequalities still hold; 3201 and 3202 are checked against the baseline.
@@ -118,6 +130,11 @@ class Oracle:
         self._person_day: dict[tuple[str, str], list[Committed]] = collections.defaultdict(list)
         self._institution_month: dict[tuple[str, str], list[Committed]] = collections.defaultdict(list)
         self._settles_sent: set[tuple[str, str]] = set()
+        self._unseen: dict[tuple[str, str], Committed] = {}
+        # Timed-out settlements the gateway had applied and then reversed, by (institution, setl_id).
+        self.reversed: dict[tuple[str, str], Committed] = {}
+        # 2601 answers by (oinfno, "original found" | "original not found" | "already reversed").
+        self.reversals: collections.Counter[tuple[str, str]] = collections.Counter()
         self._ticks = 0
 
     def tick(self) -> int:
@@ -131,7 +148,7 @@ class Oracle:
 
     def days(self, institution: str) -> set[str]:
         """The Shanghai days of every settlement committed at `institution`."""
-        return {s.day for s in self.settlements.values() if s.institution == institution}
+        return {s.day for s in (*self.settlements.values(), *self.reversed.values()) if s.institution == institution}
 
     def person_day_lower_bound(self, psn_no: str, day: str, sent_tick: int, received_tick: int) -> int:
         """otc_pay of the person's settlements that day that stood from before `sent` to `received`."""
@@ -192,9 +209,44 @@ class Oracle:
             self._person_day[(settled.psn_no, settled.day)].append(settled)
         self.check_sums(where, settled)
 
+    def on_unseen_settle(self, where: str, institution: str, msgid: str, setlinfo: Mapping[str, Any],
+                         bill_fen: int, sent_tick: int, received_tick: int) -> None:
+        """Check a 2102/2207 answer the POS never saw (timed out); it is to be reversed, so it
+        never counts as standing."""
+        self.check_amounts(where, setlinfo, bill_fen)
+        self.check_bounds(where, institution, setlinfo, sent_tick, received_tick)
+        self._unseen[(institution, msgid)] = Committed(
+            institution, setlinfo["psn_no"], setlinfo["setl_id"], setlinfo["setl_time"], setlinfo["medfee_sumamt"],
+            setlinfo["fund_pay_sumamt"], setlinfo["psn_cash_pay"], setlinfo["otc_pay"], setlinfo["rx_pay"], msgid,
+            received_tick)
+
+    def on_reversal(self, where: str, institution: str, omsgid: str, oinfno: str, applied: bool | None,
+                    output: Mapping[str, Any]) -> None:
+        """Check a successful 2601 of `omsgid`, sent once; `applied`: whether the original's answer
+        was 0 (True) or a rejection (False), None when it stayed unknown."""
+        found, again = output.get("original_found"), output.get("already_reversed", False)
+        if output.get("reversed") is not True or again:
+            self.violation(f"{where}: first 2601 of {omsgid} answered {dict(output)}")
+        elif applied is not None and found is not applied:
+            self.violation(f"{where}: 2601 of {omsgid} original_found {found!r}, but the original was "
+                           f"{'applied' if applied else 'refused'}")
+        outcome = "already reversed" if again else ("original found" if found else "original not found")
+        self.reversals[(oinfno, outcome)] += 1
+        unseen = self._unseen.pop((institution, omsgid), None)
+        if unseen is not None:
+            self.reversed[(institution, unseen.setl_id)] = unseen
+
+    def on_resend_after_reversal(self, where: str, msgid: str, answer: Mapping[str, Any]) -> None:
+        """A request carrying a reversed msgid answers -2 ORIGINAL_REVERSED (-1 proves nothing)."""
+        if answer["infcode"] != -1 and (answer["infcode"], answer["err_code"]) != (-2, "ORIGINAL_REVERSED"):
+            self.violation(f"{where}: resend of reversed {msgid} answered infcode {answer['infcode']} "
+                           f"{answer['err_code']!r}, expected -2 'ORIGINAL_REVERSED'")
+
     def check_sums(self, where: str, settled: Committed) -> None:
-        """The person-day and institution-month sums over standing settlements (order-free)."""
-        standing = [s for s in self._person_day.get((settled.psn_no, settled.day), ()) if not s.cancelled]
+        """The person-day and institution-month sums over standing settlements (order-free): those
+        with no cancellation sent, since one in flight or re-instated may have freed room again."""
+        standing = [s for s in self._person_day.get((settled.psn_no, settled.day), ())
+                    if s.cancel_sent_tick is None]
         paying = [s for s in standing if s.otc_pay > 0]
         if paying:
             used = sum(s.otc_pay for s in paying)
@@ -204,7 +256,7 @@ class Oracle:
                                f"over the largest allowance of its pharmacies {ceiling}")
         month = settled.day[:6]
         month_used = sum(s.fund_pay_sumamt for s in self._institution_month[(settled.institution, month)]
-                         if not s.cancelled)
+                         if s.cancel_sent_tick is None)
         cap = self.monthly_cap_fen.get(settled.institution, 0)
         if month_used > cap:
             self.violation(f"{where}: institution {settled.institution} month {month} fund {month_used} "
@@ -254,13 +306,15 @@ class Oracle:
         where = f"3202 {institution} {day}"
         rows = self._check_pages(where, pages)
         listed = {row["setl_id"]: row for row in rows}
-        for s in self.settlements.values():
+        seen = [(s, "cancelled" if s.cancelled else "settled") for s in self.settlements.values()]
+        seen.extend((s, "reversed") for s in self.reversed.values())
+        for s, status in seen:
             if s.institution != institution or s.day != day:
                 continue
             row = listed.pop(s.setl_id, None)
             expected = {"msgid": s.msgid, "psn_no": s.psn_no, "setl_time": s.setl_time_ms,
                         "medfee_sumamt": s.medfee_sumamt, "fund_pay_sumamt": s.fund_pay_sumamt,
-                        "psn_cash_pay": s.psn_cash_pay, "status": "cancelled" if s.cancelled else "settled"}
+                        "psn_cash_pay": s.psn_cash_pay, "status": status}
             if row is None or {k: row.get(k) for k in expected} != expected:
                 self.violation(f"{where}: {s.setl_id} listed as {row}, expected {expected}")
         history = Totals()

@@ -33,7 +33,7 @@ class Stats:
         self.latencies_s.append(latency_s)
 
     def settled(self) -> int:
-        """Committed settlements (2102 and 2207 answered ok, retries included)."""
+        """2102 and 2207 answered ok (retries and the unseen answers of timed-out ones included)."""
         return self.outcomes[("2102", "ok")] + self.outcomes[("2207", "ok")]
 
     def progress_line(self, elapsed_s: float, violations: int) -> str:
@@ -45,7 +45,8 @@ class Stats:
 
 
 def summary(stats: Stats, oracle: Oracle, kinds: Mapping[str, str]) -> str:
-    """The end-of-run table: outcomes per infno, money, self-pay ratio, bills per kind, latency.
+    """The end-of-run table: outcomes per infno, reversals by outcome, money, self-pay ratio, bills
+    per kind, latency.
 
     `kinds` maps institution code -> kind (pharmacy, clinic, hospital).
     """
@@ -57,7 +58,10 @@ def summary(stats: Stats, oracle: Oracle, kinds: Mapping[str, str]) -> str:
     fund = sum(s.fund_pay_sumamt for s in standing)
     cash = sum(s.psn_cash_pay for s in standing)
     ratio = cash * PERCENT / medfee if medfee else 0.0
-    lines.append(f"standing settlements {len(standing)}  cancelled {len(oracle.settlements) - len(standing)}")
+    lines.append(f"standing settlements {len(standing)}  cancelled {len(oracle.settlements) - len(standing)}  "
+                 f"reversed {len(oracle.reversed)}")
+    for (oinfno, outcome), n in sorted(oracle.reversals.items()):
+        lines.append(f"reversal of {oinfno} {outcome:25} {n:6d}")
     lines.append(f"medfee {medfee / 100:.2f} yuan  fund {fund / 100:.2f} yuan  cash {cash / 100:.2f} yuan  "
                  f"self-pay {ratio:.1f} %")
     by_kind: dict[str, list[int]] = collections.defaultdict(list)

@@ -4,7 +4,8 @@ A terminal sends one message at a time on its own connection; many terminals run
 trio task each, see runner.py). Every answer is verified against the gateway's published keys
 before it is believed; a bad signature is an oracle violation. SESSION_UNKNOWN/SESSION_EXPIRED
 make the terminal sign in again and resend; an answer with infcode -1 (outcome unknown) is resent
-with the same msgid.
+with the same msgid, and reversed (2601) when it stays unknown. A settlement marked `timeout` in its
+intent is handled as one whose answer was lost: not used, reversed, and its msgid resent once.
 """
 
 from __future__ import annotations
@@ -186,8 +187,11 @@ class SimTerminal:
         sent_tick = self.oracle.tick()
         answer, raw = await self.exchange(infno, mid, build)
         received_tick = self.oracle.tick()
+        if intent.get("timeout", False):
+            await self._timed_out(where, infno, mid, build, answer, bill_fen, (sent_tick, received_tick))
+            return None
         if answer is not None and answer["infcode"] == -1:
-            await self.reverse(mid, infno)
+            await self.reverse(mid, infno, where)
         if answer is None or answer["infcode"] != 0:
             return None
         setlinfo = answer["output"]["setlinfo"]
@@ -199,13 +203,37 @@ class SimTerminal:
                 self.oracle.on_retry(f"{infno} retry {where}", self.institution.code, mid, again_raw)
         return {**setlinfo, "msgid": mid}
 
-    async def reverse(self, omsgid: str, oinfno: str) -> bool:
-        """2601: undo a message whose outcome stayed unknown, so that nothing uncounted stands."""
+    async def _timed_out(self, where: str, infno: str, mid: str, build: Callable[[], dict[str, Any]],
+                         unseen: dict[str, Any] | None, bill_fen: int, ticks: tuple[int, int]) -> None:
+        """The settlement's answer never reached this POS: the sale is not made. Reverse the msgid
+        (2601), then resend it once, as a POS retrying its lost message would.
+
+        The oracle hears of the unseen answer only as one that never stood: until the 2601 answer
+        the settlement may or may not be applied, and after it it must not be."""
+        applied: bool | None = None  # unknown: -1 throughout, or an unverifiable answer
+        if unseen is not None and unseen["infcode"] == 0:
+            applied = True
+            self.oracle.on_unseen_settle(f"{infno} {where}", self.institution.code, mid,
+                                         unseen["output"]["setlinfo"], bill_fen, *ticks)
+        elif unseen is not None and unseen["infcode"] != -1:
+            applied = False
+        if not await self.reverse(mid, infno, where, applied):
+            return
+        again, _ = await self.exchange(infno, mid, build)
+        if again is not None:
+            self.oracle.on_resend_after_reversal(f"{infno} resend {where}", mid, again)
+
+    async def reverse(self, omsgid: str, oinfno: str, where: str, applied: bool | None = None) -> bool:
+        """2601 of `omsgid`, whose answer this POS never saw; True when the gateway reversed it.
+
+        `applied`: True when the original's answer was 0, False when it was a rejection, None when
+        unknown (the oracle checks `original_found` against it)."""
         mid = self.msgids.next(self.institution.code, self._now_ms())
         answer, _ = await self.exchange("2601", mid, lambda: {"omsgid": omsgid, "oinfno": oinfno})
         if answer is None or answer["infcode"] != 0:
             self.oracle.violation(f"2601 of {omsgid} at {self.spec.dev_no}: outcome still unknown")
             return False
+        self.oracle.on_reversal(f"2601 {where}", self.institution.code, omsgid, oinfno, applied, answer["output"])
         return True
 
     async def cancel(self, setl_id: str, psn_no: str) -> bool:
@@ -215,7 +243,7 @@ class SimTerminal:
         self.oracle.on_cancel_sent(self.institution.code, setl_id)
         answer, _ = await self.exchange(infno, mid, lambda: {"setl_id": setl_id, "psn_no": psn_no})
         if answer is not None and answer["infcode"] == -1:
-            await self.reverse(mid, infno)
+            await self.reverse(mid, infno, f"{self.spec.dev_no} cancel of {setl_id}")
         if answer is None or answer["infcode"] != 0:
             return False
         self.oracle.on_cancel(f"{infno} {self.spec.dev_no}", self.institution.code, setl_id, answer["output"])

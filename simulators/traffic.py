@@ -2,8 +2,10 @@
 
 An intent is a plain dict (JSON-ready, so a trace is a list of them):
 - settle: `{"t_s", "seq", "kind": "settle", "dev_no", "psn_no", "credential": "card"|"voucher",
-  "items": [...], "retries": int}`; `retries` is how many extra copies of the final settlement
-  the terminal sends with the same msgid (a POS that timed out and resent);
+  "items": [...], "retries": int, "timeout": bool}`; `retries` is how many extra copies of the
+  final settlement the terminal sends with the same msgid (a POS that timed out and resent);
+  `timeout` true marks a settlement whose answer never reaches the POS: the terminal reverses it
+  (2601) and resends the msgid once to see it refused (a trace without the key has no time-outs);
 - cancel: `{"t_s", "seq", "kind": "cancel", "of_seq": int}`, the cancellation of an earlier
   settle intent (skipped by the terminal when that settlement was not committed).
 
@@ -31,6 +33,8 @@ from simulators.region import Person, Region
 VOUCHER_SHARE = 0.20
 CANCEL_SHARE = 0.01
 RETRY_SHARE = 0.03
+# Settlements whose answer is lost on the way back (the POS times out, reverses, retries the msgid).
+TIMEOUT_SHARE = 0.005
 LINES_MIN, LINES_MAX = 1, 8
 # Class mix of bill lines: 甲 "01", 乙 "02", 丙 "03".
 CLASS_WEIGHTS = {"01": 55, "02": 35, "03": 10}
@@ -106,11 +110,15 @@ class TrafficModel:
     """A deterministic stream of intents for one region: the same seed gives the same stream."""
 
     def __init__(self, region: Region, seed: int, rate_per_s: float, profile: DayProfile = FLAT,
-                 start_s_of_day: float = 0.0) -> None:
+                 start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE) -> None:
         """`rate_per_s`: the mean arrival rate over a day; `profile` shapes it by the Shanghai hour
-        of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset."""
+        of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset;
+        `timeout_share`: the probability that a settlement times out (0..1)."""
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
+        if not 0.0 <= timeout_share <= 1.0:
+            raise ValueError("timeout_share must be between 0 and 1")
+        self.timeout_share = timeout_share
         self.region = region
         self.rate_per_s = rate_per_s
         self.profile = profile
@@ -150,8 +158,11 @@ class TrafficModel:
         credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
         items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter)
         retries = 1 if rng.random() < RETRY_SHARE else 0
+        # Drawn whatever the share, so that changing the share changes nothing else in the stream.
+        timeout = rng.random() < self.timeout_share
         return {"t_s": t_s, "seq": self._seq, "kind": "settle", "dev_no": terminal.dev_no,
-                "psn_no": person.psn_no, "credential": credential, "items": items, "retries": retries}
+                "psn_no": person.psn_no, "credential": credential, "items": items,
+                "retries": 0 if timeout else retries, "timeout": timeout}
 
     def _person(self, rng: random.Random) -> Person:
         population = self.region.population

@@ -1,7 +1,8 @@
 """`yibao-sim` against a real `yibao-gateway serve`: a short seeded run with zero oracle violations.
 
 The gateway runs with --test-clock, set just before a Shanghai midnight, so the seeded run crosses
-it: both days are reconciled (3201 and 3202) against the oracle.
+it: both days are reconciled (3201 and 3202) against the oracle. A raised time-out share makes
+some settlements time out: they are reversed (2601) and their resends refused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ READY_DEADLINE_S = 30.0
 EXIT_DEADLINE_S = 30.0
 RUN_SECONDS = 15.0
 RATE_PER_S = 6.0
+# Far above the model's 0.5 %, so that a 15 s run sees settlements time out and get reversed.
+TIMEOUT_SHARE = 0.1
 SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "simulators" / "traces" / "sample.jsonl"
 
 
@@ -102,9 +105,13 @@ def before_next_midnight_ms(lead_s: float) -> int:
 def test_seeded_run_across_midnight_settles_with_zero_violations(served_region: pathlib.Path) -> None:
     set_gateway_clock(served_region, before_next_midnight_ms(RUN_SECONDS / 2))
     region = load_region(served_region)
-    result = run(region, TrafficModel(region, 4, RATE_PER_S, FLAT).intents(RUN_SECONDS), progress=None,
-                 span_s=RUN_SECONDS)
+    model = TrafficModel(region, 4, RATE_PER_S, FLAT, timeout_share=TIMEOUT_SHARE)
+    result = run(region, model.intents(RUN_SECONDS), progress=None, span_s=RUN_SECONDS)
     assert result.oracle.violations == [], result.table
+    # Timed-out settlements were applied, reversed, listed "reversed" by 3202 and refused on resend.
+    assert result.oracle.reversed and result.oracle.reversals[("2102", "original found")] > 0, result.table
+    resent = result.stats.outcomes[("2102", "ORIGINAL_REVERSED")] + result.stats.outcomes[("2207", "ORIGINAL_REVERSED")]
+    assert resent > 0, result.table  # any other answer to a resend is a violation
     assert result.stats.settled() > RUN_SECONDS * RATE_PER_S / 4
     days = set().union(*(result.oracle.days(code) for code in region.institutions))
     assert len(days) == 2, days  # traffic on both sides of midnight
@@ -121,10 +128,12 @@ def test_seeded_run_across_midnight_settles_with_zero_violations(served_region: 
 
 def test_cli_run_prints_seed_and_summary_and_exits_0(served_region: pathlib.Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["run", "--region", str(served_region), "--seconds", "3", "--rate", "5", "--seed", "9"])
+    status = main(["run", "--region", str(served_region), "--seconds", "3", "--rate", "5", "--seed", "9",
+                   "--profile", "flat", "--timeout-share", "0.5"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert out.startswith("yibao-sim: seed 9\n") and "oracle violations 0" in out and "latency p50" in out
+    assert "reversal of 2" in out and "ORIGINAL_REVERSED" in out
 
 
 def test_cli_run_against_nothing_is_one_line_exit_2(tmp_path: pathlib.Path,

@@ -200,3 +200,60 @@ def test_detail_page_over_200_rows_is_caught() -> None:
     rows = [row(f"S{n:04d}", f"h{n}", 100, 0) for n in range(201)]
     o.on_detail(PHARMACY, "20251123", [{"rows": rows, "next": None}], Totals(201, 20100, 0, 20100))
     assert len(o.violations) == 1 and "201 rows" in o.violations[0]
+
+
+def timed_out(o: Oracle, mid: str, info: dict, output: dict | None = None) -> None:
+    """A settlement whose answer the POS never saw, then its 2601 (found, as the answer was 0)."""
+    o.on_settle_sent(PHARMACY, mid)
+    sent = o.tick()
+    o.on_unseen_settle("t", PHARMACY, mid, info, info["medfee_sumamt"], sent, o.tick())
+    o.on_reversal("r", PHARMACY, mid, "2102", True, output or {"reversed": True, "original_found": True})
+
+
+def test_reversed_settlement_counts_nowhere_and_is_listed_reversed() -> None:
+    o = oracle()
+    timed_out(o, "m1", setlinfo("S1", PERSON, 20000, 12000, 12000, 12000))
+    # The reversal gave the whole allowance back: another 12000 may be granted and stand.
+    settle(o, "a", PHARMACY, "m2", setlinfo("S2", PERSON, 20000, 12000, 12000, 12000), 20000, b"two")
+    o.on_resend_after_reversal("resend", "m1", {"infcode": -2, "err_code": "ORIGINAL_REVERSED"})
+    assert o.standing_totals(PHARMACY, "20251123") == Totals(1, 20000, 12000, 8000)
+    o.on_totals(PHARMACY, Totals(1, 20000, 12000, 8000), "0",
+                {"setl_cnt": 1, "medfee_sumamt": 20000, "fund_pay_sumamt": 12000, "psn_cash_pay": 8000})
+    pages = [{"rows": [row("S1", "m1", 20000, 12000, "reversed"), row("S2", "m2", 20000, 12000)], "next": None}]
+    o.on_detail(PHARMACY, "20251123", pages, Totals())
+    assert o.violations == [] and o.reversals == {("2102", "original found"): 1}
+
+
+def test_gateway_still_counting_a_reversed_settlement_is_caught() -> None:
+    o = oracle()
+    timed_out(o, "m1", setlinfo("S1", PERSON, 20000, 12000, 12000, 12000))
+    expected = o.standing_totals(PHARMACY, "20251123")
+    o.on_totals(PHARMACY, expected, "1",
+                {"setl_cnt": 1, "medfee_sumamt": 20000, "fund_pay_sumamt": 12000, "psn_cash_pay": 8000})
+    o.on_detail(PHARMACY, "20251123", [{"rows": [row("S1", "m1", 20000, 12000)], "next": None}], Totals())
+    o.on_resend_after_reversal("resend", "m1", {"infcode": 0, "err_code": ""})
+    found = "\n".join(o.violations)
+    assert "3201" in found and "S1 listed as" in found and "resend of reversed m1 answered infcode 0" in found
+    assert len(o.violations) == 3
+
+
+def test_wrong_reversal_answers_are_caught() -> None:
+    o = oracle()
+    timed_out(o, "m1", setlinfo("S1", PERSON, 100, 0, 0, 12000), {"reversed": True, "already_reversed": True})
+    o.on_reversal("r2", PHARMACY, "m2", "2102", False, {"reversed": True, "original_found": True})
+    o.on_reversal("r3", PHARMACY, "m3", "2102", None, {"reversed": True, "original_found": True})
+    o.on_reversal("r4", PHARMACY, "m4", "2102", False, {"reversed": True, "original_found": False})
+    assert len(o.violations) == 2
+    assert "first 2601 of m1" in o.violations[0]
+    assert "original_found True, but the original was refused" in o.violations[1]
+
+
+def test_a_cancel_answered_after_a_regrant_does_not_inflate_the_day() -> None:
+    # S1 used the whole day; its cancellation was applied first, then S2 was granted the day
+    # again, and S2's answer arrived before the cancellation's: both are never standing together.
+    o = oracle()
+    settle(o, "a", PHARMACY, "m1", setlinfo("S1", PERSON, 20000, 12000, 12000, 12000), 20000, b"one")
+    o.on_cancel_sent(PHARMACY, "S1")
+    settle(o, "b", PHARMACY, "m2", setlinfo("S2", PERSON, 20000, 12000, 12000, 12000), 20000, b"two")
+    o.on_cancel("c", PHARMACY, "S1", {"medfee_sumamt": -20000, "fund_pay_sumamt": -12000, "psn_cash_pay": -8000})
+    assert o.violations == []

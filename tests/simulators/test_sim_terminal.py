@@ -20,7 +20,7 @@ from protocol import (
     seal_response,
     x25519_public_raw,
 )
-from simulators.oracle import Oracle
+from simulators.oracle import Oracle, Totals
 from simulators.region import Region
 from simulators.report import Stats
 from simulators.terminal import MsgidSource, SimTerminal
@@ -150,3 +150,69 @@ async def test_detail_follows_next_until_nil(region: Region) -> None:
     asked = [r.input for r in gateway.sent if r.infno == "3202"]
     assert [a.get("after") for a in asked] == [None, "S0199", "S1199"]
     assert all(a["stmt_date"] == "20251123" for a in asked)
+
+
+def reversing_gateway(resend: Callable[[RequestEnvelope], ResponseEnvelope],
+                      found: bool = True) -> tuple[ScriptedGateway, Ed25519PrivateKey]:
+    """Settles the first 2207, reverses on 2601 (original_found `found`), answers a resend with `resend`."""
+    def script(req: RequestEnvelope, seen: int) -> ResponseEnvelope:
+        if req.infno == "2207":
+            return settled(req, 1000) if seen == 0 else resend(req)
+        if req.infno == "2601":
+            return answer(req, output={"reversed": True, "original_found": found})
+        return settled(req, 1000)
+
+    key = Ed25519PrivateKey.generate()
+    return ScriptedGateway(script, key), key
+
+
+def timed_out_bill() -> dict:
+    return {**bill(1000), "retries": 1, "timeout": True}
+
+
+async def test_timed_out_settlement_is_reversed_not_counted_and_its_resend_refused(region: Region) -> None:
+    gateway, key = reversing_gateway(lambda req: answer(req, -2, "ORIGINAL_REVERSED"))
+    terminal = clinic_terminal(region, gateway, key)
+    assert await terminal.settle(timed_out_bill(), region.persons[0]) is None
+    assert [r.infno for r in gateway.sent if r.infno != "9001"] == ["2206", "2207", "2601", "2207"]
+    first, reversal, resend = (r for r in gateway.sent if r.infno in ("2207", "2601"))
+    assert reversal.input == {"omsgid": first.msgid, "oinfno": "2207"} and resend.msgid == first.msgid
+    oracle = terminal.oracle
+    assert oracle.violations == [] and oracle.settlements == {}
+    assert list(oracle.reversed) == [(terminal.institution.code, "S1")]
+    assert oracle.reversals == {("2207", "original found"): 1}
+    day = oracle.reversed[terminal.institution.code, "S1"].day
+    assert oracle.standing_totals(terminal.institution.code, day) == Totals()
+
+
+async def test_resend_after_reversal_answered_with_the_original_is_a_violation(region: Region) -> None:
+    gateway, key = reversing_gateway(lambda req: settled(req, 1000))
+    terminal = clinic_terminal(region, gateway, key)
+    await terminal.settle(timed_out_bill(), region.persons[0])
+    [violation] = terminal.oracle.violations
+    assert "resend of reversed" in violation and "expected -2 'ORIGINAL_REVERSED'" in violation
+
+
+async def test_reversal_that_misses_an_applied_original_is_a_violation(region: Region) -> None:
+    gateway, key = reversing_gateway(lambda req: answer(req, -2, "ORIGINAL_REVERSED"), found=False)
+    terminal = clinic_terminal(region, gateway, key)
+    await terminal.settle(timed_out_bill(), region.persons[0])
+    assert len(terminal.oracle.violations) == 1
+    assert "original_found False, but the original was applied" in terminal.oracle.violations[0]
+
+
+async def test_timed_out_settlement_that_was_refused_leaves_a_tombstone(region: Region) -> None:
+    def script(req: RequestEnvelope, seen: int) -> ResponseEnvelope:
+        if req.infno == "2207":
+            return answer(req, -2, "CARD_BLOCKED" if seen == 0 else "ORIGINAL_REVERSED")
+        if req.infno == "2601":
+            return answer(req, output={"reversed": True, "original_found": False})
+        return settled(req, 1000)
+
+    key = Ed25519PrivateKey.generate()
+    gateway = ScriptedGateway(script, key)
+    terminal = clinic_terminal(region, gateway, key)
+    assert await terminal.settle(timed_out_bill(), region.persons[0]) is None
+    oracle = terminal.oracle
+    assert oracle.violations == [] and oracle.reversed == {} and oracle.settlements == {}
+    assert oracle.reversals == {("2207", "original not found"): 1}

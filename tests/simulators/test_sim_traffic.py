@@ -8,7 +8,17 @@ import pytest
 from sim_helpers import small_region
 
 from simulators.region import Region
-from simulators.traffic import FLAT, LINES_MAX, LINES_MIN, PHARMACY_DAY, S_PER_DAY, S_PER_HOUR, DayProfile, TrafficModel
+from simulators.traffic import (
+    FLAT,
+    LINES_MAX,
+    LINES_MIN,
+    PHARMACY_DAY,
+    S_PER_DAY,
+    S_PER_HOUR,
+    TIMEOUT_SHARE,
+    DayProfile,
+    TrafficModel,
+)
 
 BILLS = 2000
 VOUCHER_SHARE_TOLERANCE = 0.03  # about 3.4 standard deviations at n=2000, p=0.2
@@ -20,8 +30,8 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Region:
     return small_region(tmp_path_factory.mktemp("traffic"))
 
 
-def settles(region: Region, seed: int, count: int) -> list[dict]:
-    model = TrafficModel(region, seed, RATE_PER_S)
+def settles(region: Region, seed: int, count: int, timeout_share: float = TIMEOUT_SHARE) -> list[dict]:
+    model = TrafficModel(region, seed, RATE_PER_S, timeout_share=timeout_share)
     stream = (model.next_intent(float(n)) for n in itertools.count())
     return list(itertools.islice((i for i in stream if i["kind"] == "settle"), count))
 
@@ -113,3 +123,24 @@ def test_bills_go_to_derived_persons_and_sample_regulars(region: Region) -> None
     # SAMPLE_SHARE 0.3 plus the sample's own 42/2000 of the uniform draws: about 31.5 %.
     assert abs(regulars / BILLS - 0.315) < 0.04, regulars
     assert all(population.person(p).psn_no == p for p in people)
+
+
+def test_timeout_share_is_near_the_constant_and_retries_skip_timeouts(region: Region) -> None:
+    bills = settles(region, 15, 40_000)
+    share = sum(b["timeout"] for b in bills) / len(bills)
+    # n = 40 000, p = 0.005: sd ≈ 0.00035, so ±0.0015 is over 4 sd.
+    assert abs(share - TIMEOUT_SHARE) < 0.0015, share
+    assert all(b["retries"] == 0 for b in bills if b["timeout"])
+    assert any(b["retries"] for b in bills) and all(isinstance(b["timeout"], bool) for b in bills)
+
+
+def without_timeout(bill: dict) -> dict:
+    return {k: v for k, v in bill.items() if k not in ("timeout", "retries")}
+
+
+def test_timeout_share_changes_only_which_bills_time_out(region: Region) -> None:
+    usual, often = settles(region, 16, 300), settles(region, 16, 300, timeout_share=0.5)
+    assert 100 < sum(b["timeout"] for b in often) < 200 and sum(b["timeout"] for b in usual) < 10
+    assert [without_timeout(b) for b in usual] == [without_timeout(b) for b in often]
+    with pytest.raises(ValueError, match="timeout_share"):
+        TrafficModel(region, 1, RATE_PER_S, timeout_share=1.5)
