@@ -36,6 +36,19 @@ def unpack_strict(data: Any, code: ErrCode, what: str, int64_only: bool = True) 
         ProtocolError(code): undecodable, trailing bytes, ext/timestamp, int outside int64,
             a map key that is not a str, or nesting deeper than NESTING_DEPTH_MAX.
     """
+    value = unpack_unchecked(data, code, what)
+    reason = plain_violation(value, 0, int64_only)
+    if reason is not None:
+        raise ProtocolError(code, f"{what}: {reason}")
+    return value
+
+
+def unpack_unchecked(data: Any, code: ErrCode, what: str) -> Any:
+    """`unpack_strict` without the plainness walk: the caller owes `plain_violation` (or `is_plain`).
+
+    For decoders that can prove plainness more cheaply on the shapes they expect, and fall back to
+    `plain_violation` (same reasons, same order) otherwise.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(code, f"{what}: not bytes")
     try:
@@ -53,9 +66,6 @@ def unpack_strict(data: Any, code: ErrCode, what: str, int64_only: bool = True) 
         )
     except _DECODE_ERRORS as exc:
         raise ProtocolError(code, f"{what}: not decodable msgpack ({type(exc).__name__})") from None
-    reason = plain_violation(value, 0, int64_only)
-    if reason is not None:
-        raise ProtocolError(code, f"{what}: {reason}")
     return value
 
 
@@ -78,6 +88,14 @@ def plain_violation(value: Any, depth: int, int64_only: bool = True) -> str | No
 
 # The scalar types msgpack-python produces that are plain whatever their value.
 _PLAIN_LEAF_TYPES = frozenset({type(None), bool, str, bytes, float})
+
+
+def is_plain(value: Any, depth: int = 0) -> bool:
+    """A fast yes for plain trees with int64 integers: True means `plain_violation(value, depth)` is None.
+
+    False proves nothing (ask `plain_violation` for the reason, if any).
+    """
+    return _is_plain(value, depth, True)
 
 
 def _is_plain(value: Any, depth: int, int64_only: bool) -> bool:

@@ -10,6 +10,7 @@ import msgpack
 
 # Scalars msgpack encodes as they are: no copy, no recursion.
 _SCALAR_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+_STR_ONLY = {str}
 
 
 def _sorted_tree(obj: Any) -> Any:
@@ -41,6 +42,33 @@ def _sorted_tree_general(obj: dict[Any, Any]) -> dict[Any, Any]:
     return {key: _sorted_tree(value) for key, value in ordered}
 
 
+def _in_canonical_order(obj: Any) -> bool:
+    """True when msgpack already encodes `obj` canonically: every map's str keys in ascending order.
+
+    Decoded requests from canonical encoders and answers built in key order pass, and are then
+    packed as they are instead of being copied map by map. False sends `obj` down the rebuilding
+    path, which is the reference (it also answers anything unusual: subclasses, non-str keys).
+    Each map or array is judged by C-level set, sort and compare calls; only containers recurse.
+    """
+    kind = type(obj)
+    if kind is dict:
+        keys = list(obj)
+        # Keys of exactly str compare by code point, which is UTF-8 byte order; no duplicates.
+        if (keys and set(map(type, keys)) != _STR_ONLY) or keys != sorted(keys):
+            return False
+        children: Any = obj.values()
+    elif kind is list or kind is tuple:
+        children = obj
+    else:
+        return kind in _SCALAR_TYPES
+    if _SCALAR_TYPES.issuperset(map(type, children)):
+        return True
+    for value in children:
+        if type(value) not in _SCALAR_TYPES and not _in_canonical_order(value):
+            return False
+    return True
+
+
 def canonical_packb(obj: Any) -> bytes:
     """Encode `obj` as canonical msgpack.
 
@@ -54,6 +82,8 @@ def canonical_packb(obj: Any) -> bytes:
     Raises:
         TypeError: a map key is not a str, or a value msgpack cannot encode (a caller bug).
     """
+    if _in_canonical_order(obj):
+        return msgpack.packb(obj, use_bin_type=True)
     return msgpack.packb(_sorted_tree(obj), use_bin_type=True)
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import limits
 from protocol._fields import is_digits, is_id, is_int, msgid_layout_ok
-from protocol._msgpack import plain_violation, unpack_strict
+from protocol._msgpack import is_plain, plain_violation, unpack_strict, unpack_unchecked
 from protocol.canonical import canonical_packb
 from protocol.errors import ErrCode, ProtocolError
 from protocol.frames import AUTH_SIG, RESP_DOMAIN, Frame, encode_frame, gateway_kid, public_raw, sign
@@ -90,10 +90,27 @@ def decode_request_envelope(body: bytes) -> RequestEnvelope:
     Raises:
         ProtocolError(MALFORMED_ENVELOPE): not a msgpack map, or a field missing or mistyped.
     """
-    value = unpack_strict(body, ErrCode.MALFORMED_ENVELOPE, "envelope", int64_only=False)
-    if not isinstance(value, dict):
-        raise _bad("envelope", "not a map")
-    _check_outer_ints(value)
+    return decode_request_envelope_proving_input(body)[0]
+
+
+def decode_request_envelope_proving_input(body: bytes) -> tuple[RequestEnvelope, bool]:
+    """`decode_request_envelope`, and whether its decode proved the input plain.
+
+    True means `parse_input(env.infno, env.input, input_proven_plain=True)` may skip its own walk
+    (int64 integers, nesting within bounds) and still answer exactly as without the flag.
+    """
+    value = unpack_unchecked(body, ErrCode.MALFORMED_ENVELOPE, "envelope")
+    # One walk with int64 integers proves everything the reference steps below check (plain, outer
+    # integers within int64) and, since `input` sits one level deeper here than in parse_input,
+    # that the input is plain too. Only a tree it does not vouch for takes those steps.
+    input_plain = type(value) is dict and is_plain(value)
+    if not input_plain:
+        reason = plain_violation(value, 0, int64_only=False)
+        if reason is not None:
+            raise _bad("envelope", reason)
+        if not isinstance(value, dict):
+            raise _bad("envelope", "not a map")
+        _check_outer_ints(value)
     infno = _require(value, "infno")
     if not isinstance(infno, str) or not 1 <= len(infno) <= limits.INFNO_CHARS_MAX:
         raise _bad("infno", "not a short string")
@@ -126,7 +143,7 @@ def decode_request_envelope(body: bytes) -> RequestEnvelope:
         sign_no=_sign_no(value, infno),
         inf_time=inf_time,
         input=raw_input,
-    )
+    ), input_plain
 
 
 def encode_request_envelope(env: RequestEnvelope) -> bytes:
@@ -153,18 +170,23 @@ def encode_response_envelope(env: ResponseEnvelope) -> bytes:
     infcode, err_code, err_msg, inf_refmsgid, respond_time and warnings are always present;
     msgid and output only when not None.
     """
-    fields: dict[str, Any] = {
-        "infcode": env.infcode,
-        "err_code": env.err_code,
-        "err_msg": env.err_msg,
-        "inf_refmsgid": env.inf_refmsgid,
-        "respond_time": env.respond_time,
-        "warnings": list(env.warnings),
-    }
-    if env.msgid is not None:
-        fields["msgid"] = env.msgid
-    if env.output is not None:
-        fields["output"] = env.output
+    return encode_response_fields(env.infcode, env.err_code, env.err_msg, env.msgid, env.inf_refmsgid,
+                                  env.respond_time, env.output, env.warnings)
+
+
+def encode_response_fields(infcode: int, err_code: str, err_msg: str, msgid: str | None, inf_refmsgid: str,
+                           respond_time: int, output: dict[str, Any] | None, warnings: tuple[str, ...]) -> bytes:
+    """`encode_response_envelope` of the envelope with these fields, without building it (the signer's path)."""
+    # Built in canonical key order, so canonical_packb packs it (and a handler's output built in
+    # key order) as it is, without rebuilding the maps.
+    fields: dict[str, Any] = {"err_code": err_code, "err_msg": err_msg, "inf_refmsgid": inf_refmsgid,
+                              "infcode": infcode}
+    if msgid is not None:
+        fields["msgid"] = msgid
+    if output is not None:
+        fields["output"] = output
+    fields["respond_time"] = respond_time
+    fields["warnings"] = list(warnings)
     return canonical_packb(fields)
 
 

@@ -8,7 +8,7 @@ state but never write durable state: the machine commits the record through Stat
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 PRE_SETTLE_INFNOS = frozenset({"2101", "2206"})
 
 
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """A request that passed frame, envelope, institution, authentication and freshness checks."""
+class Request(NamedTuple):
+    """A request that passed frame, envelope, institution, authentication and freshness checks.
+
+    A NamedTuple: immutable, and built by one tuple allocation (one per request).
+    """
 
     env: RequestEnvelope
     institution: Institution
@@ -113,47 +115,56 @@ def _compute(core: Core, req: Request, patient: Patient, day: int, month: int) -
     return bill, usage
 
 
-def _setlinfo(req: Request, patient: Patient, bill: Bill) -> dict[str, Any]:
-    return {"psn_no": patient.psn_no, "insutype": patient.insutype, "insuplc_admdvs": patient.insuplc_admdvs,
-            "setl_time": req.now_ms, "medfee_sumamt": bill.medfee_sumamt,
-            "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "preselfpay_amt": bill.preselfpay_amt,
-            "inscp_scp_amt": bill.inscp_scp_amt, "fund_pay_sumamt": bill.fund_pay_sumamt,
-            "otc_pay": bill.otc_pay, "rx_pay": bill.rx_pay, "acct_pay": 0, "psn_cash_pay": bill.psn_cash_pay,
-            "crt_payb_lmt_amt": bill.crt_payb_lmt_amt, "person_day_remaining": bill.person_day_remaining,
-            "institution_month_remaining": bill.institution_month_remaining, "bound_by": list(bill.bound_by),
-            "medins_setl_id": req.env.msgid}
+# The answer maps below are built in canonical key order (UTF-8 byte order), so that sealing packs
+# them as they are; the encoding is canonical whatever the order, this only saves the re-sorting.
+def _setlinfo(req: Request, patient: Patient, bill: Bill, setl_ids: tuple[str, str] | None) -> dict[str, Any]:
+    setlinfo = {
+        "acct_pay": 0, "bound_by": list(bill.bound_by), "crt_payb_lmt_amt": bill.crt_payb_lmt_amt,
+        "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "fund_pay_sumamt": bill.fund_pay_sumamt,
+        "inscp_scp_amt": bill.inscp_scp_amt, "institution_month_remaining": bill.institution_month_remaining,
+        "insuplc_admdvs": patient.insuplc_admdvs, "insutype": patient.insutype}
+    if setl_ids is not None:
+        setlinfo["mdtrt_id"] = setl_ids[1]
+    setlinfo.update({
+        "medfee_sumamt": bill.medfee_sumamt, "medins_setl_id": req.env.msgid, "otc_pay": bill.otc_pay,
+        "person_day_remaining": bill.person_day_remaining, "preselfpay_amt": bill.preselfpay_amt,
+        "psn_cash_pay": bill.psn_cash_pay, "psn_no": patient.psn_no, "rx_pay": bill.rx_pay})
+    if setl_ids is not None:
+        setlinfo["setl_id"] = setl_ids[0]
+    setlinfo["setl_time"] = req.now_ms
+    return setlinfo
 
 
 def settle(core: Core, req: Request) -> Answer:
     """2101/2102 (pharmacies) and 2206/2207 (clinics, hospitals): split the bill; settle on 2102/2207."""
-    state = core.state
-    applying = req.env.infno not in PRE_SETTLE_INFNOS
+    state, env = core.state, req.env
+    applying = env.infno not in PRE_SETTLE_INFNOS
     if applying:
         _require_room(core, settlement=True)
     patient = _patient(core, req, req.typed.medfee_sumamt)
     day, month = business_day(req.now_ms), business_month(req.now_ms)
     bill, usage = _compute(core, req, patient, day, month)
-    setlinfo = _setlinfo(req, patient, bill)
-    output = {"setlinfo": setlinfo, "detlcutinfo": [
-        {"feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt, "preselfpay_amt": c.preselfpay_amt,
-         "inscp_scp_amt": c.inscp_scp_amt, "cut_reason": c.cut_reason} for c in bill.lines]}
+    setl_n = state.setl_counter + 1
+    setl_id = core.setl_id(setl_n) if applying else ""
+    setlinfo = _setlinfo(req, patient, bill, (setl_id, core.mdtrt_id(setl_n)) if applying else None)
+    output = {"detlcutinfo": [
+        {"cut_reason": c.cut_reason, "feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt,
+         "inscp_scp_amt": c.inscp_scp_amt, "preselfpay_amt": c.preselfpay_amt} for c in bill.lines],
+        "setlinfo": setlinfo}
     facts = {"cert_type": patient.cert_type, "medfee_fen": bill.medfee_sumamt, "fund_fen": bill.fund_pay_sumamt,
              "cash_fen": bill.psn_cash_pay, "bound_by": bill.bound_by}
     if not applying:
         return Answer(output, bill.warnings, None, facts)
-    setl_n = state.setl_counter + 1
-    setlinfo["setl_id"] = core.setl_id(setl_n)
-    setlinfo["mdtrt_id"] = core.mdtrt_id(setl_n)
-    settlement = Settlement(
-        setl_id=setlinfo["setl_id"], msgid=req.env.msgid, infno=req.env.infno, institution=req.institution.code,
-        psn_no=patient.psn_no, insutype=patient.insutype, insuplc_admdvs=patient.insuplc_admdvs,
-        setl_time=req.now_ms, day=day, month=month, medfee_sumamt=bill.medfee_sumamt,
-        fund_pay_sumamt=bill.fund_pay_sumamt, psn_cash_pay=bill.psn_cash_pay, otc_pay=bill.otc_pay,
-        rx_pay=bill.rx_pay, status=STATUS_SETTLED, cancel_msgid=None)
+    # The record's settlement in Settlement.to_dict() form, built directly (the commit builds the object).
+    setl = {"setl_id": setl_id, "msgid": env.msgid, "infno": env.infno, "institution": req.institution.code,
+            "psn_no": patient.psn_no, "insutype": patient.insutype, "insuplc_admdvs": patient.insuplc_admdvs,
+            "setl_time": req.now_ms, "day": day, "month": month, "medfee_sumamt": bill.medfee_sumamt,
+            "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": bill.psn_cash_pay, "otc_pay": bill.otc_pay,
+            "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None}
     voucher = None if patient.voucher_key is None else [patient.voucher_key, patient.voucher_exp_ms]
-    record = {"t": "settle", "now_ms": req.now_ms, "setl": settlement.to_dict(), "setl_n": setl_n,
+    record = {"t": "settle", "now_ms": req.now_ms, "setl": setl, "setl_n": setl_n,
               "person_limit_fen": usage.otc_allowance_fen, "cap_fen": usage.monthly_cap_fen, "voucher": voucher,
-              "idem": [req.env.msgid, req.fingerprint, req.env.infno, settlement.setl_id]}
+              "idem": [env.msgid, req.fingerprint, env.infno, setl_id]}
     return Answer(output, bill.warnings, record, facts)
 
 

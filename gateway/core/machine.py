@@ -16,7 +16,6 @@ opter / fixmedins_code equal to the session's (SESSION_MISMATCH), revocation (TE
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +31,9 @@ from gateway.core.registry import Institution, Registry, Secrets
 from gateway.core.sessions import Session, SessionTable
 from gateway.core.state import State
 from protocol import (
-    AUTH_MAC, AUTH_SIG, REQ_DOMAIN, ErrCode, Frame, ProtocolError, RequestEnvelope, ResponseEnvelope,
-    check_fresh, decode_frame, decode_request_envelope, encode_response_envelope, fingerprint, parse_input,
+    AUTH_MAC, AUTH_SIG, REQ_DOMAIN, ErrCode, Frame, ProtocolError, RequestEnvelope,
+    check_fresh, decode_frame, decode_request_envelope_proving_input, encode_response_fields, fingerprint,
+    parse_input,
     verify_mac, verify_sig,
 )
 
@@ -44,14 +44,16 @@ CLINIC_INFNOS = frozenset({"2206", "2207", "2208"})
 SUSPENDABLE_INFNOS = frozenset({"2101", "2102", "2206", "2207"})
 
 
-@dataclasses.dataclass
 class _Trace:
     """What is known about a request so far, for the error answer and the metrics facts."""
 
-    now_ms: int
-    msgid: str | None = None
-    infno: str = ""
-    institution: Institution | None = None
+    __slots__ = ("now_ms", "msgid", "infno", "institution")
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+        self.msgid: str | None = None
+        self.infno = ""
+        self.institution: Institution | None = None
 
 
 class Core(AdminMixin):
@@ -148,7 +150,7 @@ class Core(AdminMixin):
 
     def _pipeline(self, body: bytes, trace: _Trace) -> TxResult:
         frame = decode_frame(body)
-        env = decode_request_envelope(frame.body)
+        env, input_plain = decode_request_envelope_proving_input(frame.body)
         trace.msgid, trace.infno = env.msgid, env.infno
         institution = self.state.overlay.institutions.get(env.fixmedins_code)
         if institution is None:
@@ -163,7 +165,8 @@ class Core(AdminMixin):
         if replayed is not None:
             return replayed
         self._check_institution(env, institution)
-        req = Request(env, institution, session, parse_input(env.infno, env.input), print_, trace.now_ms)
+        typed = parse_input(env.infno, env.input, input_proven_plain=input_plain)
+        req = Request(env, institution, session, typed, print_, trace.now_ms)
         return self._answer(HANDLERS[env.infno](self, req), trace)
 
     def _authenticate(self, frame: Frame, env: RequestEnvelope, institution: Institution,
@@ -234,11 +237,11 @@ class Core(AdminMixin):
 
     def _seal(self, code: ErrCode | None, msg: str, msgid: str | None, output: dict[str, Any] | None,
               warnings: tuple[str, ...], now_ms: int, serial: int) -> bytes:
-        env = ResponseEnvelope(
+        body = encode_response_fields(
             infcode=0 if code is None else code.infcode, err_code="" if code is None else code.wire,
             err_msg=msg, msgid=msgid, inf_refmsgid=f"{self.config.admdvs}{local_stamp(now_ms)}{serial:010d}",
             respond_time=now_ms, output=output, warnings=warnings)
-        return self.keyring.seal(encode_response_envelope(env))
+        return self.keyring.seal(body)
 
     def _answer(self, answer: Answer, trace: _Trace) -> TxResult:
         serial = self.refids.take()
@@ -248,8 +251,10 @@ class Core(AdminMixin):
             record = {"op": self.state.last_op + 1, **answer.record, "response": response}
             self.refids.attach(record)
             self.state.commit(record)
-        facts = TxFacts(infno=trace.infno, outcome="ok", warnings=answer.warnings,
-                        **self._place_facts(trace), **answer.facts)
+        institution = trace.institution
+        assert institution is not None   # an answer is only reached past the institution step
+        facts = TxFacts(infno=trace.infno, outcome="ok", warnings=answer.warnings, kind=institution.kind,
+                        grade=institution.grade or "", msgid=trace.msgid or "", **answer.facts)
         return self._finish(200, response, record, serial, 0, facts)
 
     def _error_result(self, code: ErrCode, msg: str, trace: _Trace) -> TxResult:

@@ -67,6 +67,9 @@ class SettlementStore:
         self.days_kept = days_kept
         self._by_id: dict[str, Settlement] = {}
         self._by_day: SortedDict = SortedDict()  # day -> {institution: [setl_id ...]}
+        # The oldest day held (None when empty): expiry, asked on every commit, nearly always finds
+        # nothing to drop, which this answers without the sorted index.
+        self._oldest_day: int | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -86,6 +89,8 @@ class SettlementStore:
         day_ids = self._by_day.setdefault(settlement.day, {}).setdefault(settlement.institution, [])
         assert not day_ids or day_ids[-1] < settlement.setl_id
         day_ids.append(settlement.setl_id)
+        if self._oldest_day is None or settlement.day < self._oldest_day:
+            self._oldest_day = settlement.day
 
     def day_ids(self, institution: str, day: int) -> list[str]:
         """The setl_ids of `institution` on Shanghai `day`, in setl_id order."""
@@ -100,11 +105,14 @@ class SettlementStore:
 
     def expire(self, today: int) -> None:
         """Drop the days that fell out of retention as of `today`."""
+        if self._oldest_day is None or self._oldest_day > today - self.days_kept:
+            return
         while self._by_day and self._by_day.peekitem(0)[0] <= today - self.days_kept:
             _, per_institution = self._by_day.popitem(0)
             for ids in per_institution.values():
                 for setl_id in ids:
                     del self._by_id[setl_id]
+        self._oldest_day = self._by_day.peekitem(0)[0] if self._by_day else None
 
     def standing(self) -> list[Settlement]:
         """Every settlement whose status is settled (for invariant checks)."""

@@ -1,0 +1,117 @@
+"""Stored answers (codecs z1 and z2) and the cheap expiry checks of the core's memories."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import zlib
+
+import msgpack
+import pytest
+
+from gateway.core import idempotency
+from gateway.core.idempotency import IdempotencyStore, IdemEntry, TimedKeys, pack_response, unpack_response
+from gateway.core.settlements import STATUS_SETTLED, Settlement, SettlementStore
+
+# The dictionaries are part of the stored format: a changed byte would make old snapshots unreadable.
+Z1_DICTIONARY_SHA256 = "06fb03d53061c33d8714f39b260c0e11697c4c3f537abcedbfde44704e60e716"
+Z2_DICTIONARY_SHA256 = "e81db0d476eb130e20cdadf6b3fc20d706b67f14feb14dafe6b680ea45c2a43d"
+
+
+def test_dictionaries_never_change() -> None:
+    assert hashlib.sha256(idempotency._Z1_DICTIONARY).hexdigest() == Z1_DICTIONARY_SHA256
+    assert hashlib.sha256(idempotency._Z2_DICTIONARY).hexdigest() == Z2_DICTIONARY_SHA256
+    assert len(idempotency._Z2_DICTIONARY) < 2**12 - 262, "the dictionary must fit the DEFLATE window"
+
+
+def _answer_like(rng: random.Random, body_bytes: int) -> bytes:
+    body = msgpack.packb({"err_code": "", "output": {"setl_id": str(rng.getrandbits(60))}, "pad": rng.randbytes(body_bytes)},
+                         use_bin_type=True)
+    return msgpack.packb([1, "sig", "gw-" + rng.randbytes(8).hex(), body, rng.randbytes(64)], use_bin_type=True)
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 128, 5000])
+def test_z2_round_trip_of_any_bytes(size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    assert unpack_response(pack_response(data)) == data
+
+
+def test_z2_round_trip_of_answers_and_their_size() -> None:
+    rng = random.Random(7)
+    for body_bytes in (0, 10, 400):
+        answer = _answer_like(rng, body_bytes)
+        packed = pack_response(answer)
+        assert unpack_response(packed) == answer
+        assert packed.endswith(answer[-64:])  # the signature is kept as it is
+
+
+def test_a_corrupt_stored_answer_is_refused() -> None:
+    packed = pack_response(_answer_like(random.Random(1), 10))
+    with pytest.raises(AssertionError):
+        unpack_response(packed[:20] + b"\x00" * 100, "z2")
+
+
+def _z1_pack(response: bytes) -> bytes:
+    """The z1 packer as it was written (raw DEFLATE, level 1, 4 KiB window, the key dictionary)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY, idempotency._Z1_DICTIONARY)
+    return packer.compress(response) + packer.flush()
+
+
+def test_snapshot_rows_of_every_codec_restore_to_the_same_answers() -> None:
+    rng = random.Random(3)
+    answers = [_answer_like(rng, n) for n in (5, 50, 500)]
+    rows = [["M0", b"f" * 32, answers[0], 1, "2102", 1_000, "S0"],                        # plain (7 fields)
+            ["M1", b"g" * 32, _z1_pack(answers[1]), 2, "2103", 2_000, "S1", "z1"],         # z1
+            ["M2", b"h" * 32, pack_response(answers[2]), 3, "2601", 3_000, "S2", "z2"]]    # z2
+    store = IdempotencyStore(10)
+    store.restore(rows)
+    assert [store.get(f"M{n}").response for n in range(3)] == answers
+    snapshot = store.snapshot()
+    assert [row[-1] for row in snapshot] == ["z2"] * 3
+    again = IdempotencyStore(10)
+    again.restore(snapshot)
+    assert again.snapshot() == snapshot
+
+
+def test_an_unknown_codec_is_refused() -> None:
+    with pytest.raises(AssertionError):
+        IdempotencyStore(10).restore([["M0", b"f" * 32, b"x", 1, "2102", 1_000, "S0", "q9"]])
+
+
+def test_timed_keys_expire_exactly_what_is_older_whatever_the_put_order() -> None:
+    keys = TimedKeys(100)
+    keys.put("b", 500, 1)
+    keys.expire(400)                 # nothing that old
+    assert len(keys) == 1
+    keys.put("a", 100, 1)            # earlier than the front: must still expire on time
+    keys.expire(101)
+    assert "a" not in keys and "b" in keys
+    keys.expire(500)
+    assert "b" in keys               # strictly before only
+    keys.expire(501)
+    assert len(keys) == 0
+    keys.put("c", 10, 1)             # an emptied memory starts over
+    keys.expire(11)
+    assert len(keys) == 0
+
+
+def _settlement(setl_id: str, day: int) -> Settlement:
+    return Settlement(setl_id=setl_id, msgid="M" + setl_id, infno="2102", institution="I", psn_no="P",
+                      insutype="310", insuplc_admdvs="510100", setl_time=0, day=day, month=197001,
+                      medfee_sumamt=1, fund_pay_sumamt=0, psn_cash_pay=1, otc_pay=0, rx_pay=0,
+                      status=STATUS_SETTLED, cancel_msgid=None)
+
+
+def test_settlement_days_expire_exactly_whatever_the_add_order() -> None:
+    store = SettlementStore(100, days_kept=2)
+    store.add(_settlement("s1", 10))
+    store.expire(11)
+    assert len(store) == 1
+    store.add(_settlement("s2", 5))  # an older day than any held
+    store.expire(11)
+    assert store.get("s2") is None and store.get("s1") is not None
+    store.expire(12)
+    assert len(store) == 0
+    store.add(_settlement("s3", 20))
+    store.expire(22)
+    assert len(store) == 0
