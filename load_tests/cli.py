@@ -22,7 +22,7 @@ import trio
 from load_tests.gateway_target import INFNOS, GatewayTarget
 from load_tests.http import parse_url
 from load_tests.openloop import OpenLoopConfig, RunResult, Target, run_open_loop
-from load_tests.report import build_report, half_floor_rate_per_s, summary_table, write_report
+from load_tests.report import build_report, half_rate_per_s, summary_table, write_report
 from load_tests.servers import (
     Pinning,
     ServerProcess,
@@ -53,15 +53,18 @@ def pin_generator(pinning: Pinning) -> None:
 
 
 async def _sweep_all(servers: list[ServerProcess], series: list[Series], config: SweepConfig) -> list[Sweep]:
-    """Sweep every series (the floor first), then probe half the floor's capacity on each.
+    """Sweep every series (the floor first), then probe half the floor's capacity on each, and
+    half its own capacity on each of the others.
 
     Every server is stopped at the end, also on failure, and its stderr tail shown.
     """
     try:
         sweeps = await sweep(series, config)
-        probe_rate_per_s = half_floor_rate_per_s(sweeps[0].capacity_rate_per_s)
+        probe_rate_per_s = half_rate_per_s(sweeps[0].capacity_rate_per_s)
         for one in series:
             await ensure_step(one, probe_rate_per_s, config)
+        for one in series[1:]:
+            await ensure_step(one, half_rate_per_s(one.capacity_rate_per_s), config)
         return [one.result() for one in series]
     finally:
         for server in servers:

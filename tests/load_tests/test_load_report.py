@@ -70,8 +70,12 @@ async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
     met = loaded["targets"]["met"]["gateway-2102"]
     assert loaded["targets"]["goals"]["capacity_ratio_min"] == 0.8
     assert met["capacity"] is False and met["p99_at_half_floor_capacity"] is True and met["all"] is False
+    # The second series' own capacity is 100/s: half of it (50/s) was never run, so no verdict.
+    assert loaded["servers"]["gateway-2102"]["at_half_own_capacity"] is None
+    assert ratios["p99_ms_at_half_own_capacity"] is None and met["p99_at_half_own_capacity"] is False
+    assert base["at_half_own_capacity"]["latency_ms"] == first_row["latency_ms"]
     table = summary_table(loaded)
-    assert "gateway-2102" in table and "p99 ms @100/s" in table
+    assert "gateway-2102" in table and "p99 ms @100/s" in table and "p99 ms @cap/2" in table
 
     png = png_path.read_bytes()
     assert png.startswith(PNG_MAGIC)
