@@ -5,7 +5,10 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from gateway.region import init_region
+from protocol import x25519_public_raw
 from simulators.region import Region, load_region
 
 ALLOWANCE_A_FEN = 12000
@@ -25,3 +28,9 @@ def setlinfo(setl_id: str, psn_no: str, medfee: int, fund: int, otc: int, limit:
     return {"setl_id": setl_id, "psn_no": psn_no, "setl_time": at_ms, "medfee_sumamt": medfee,
             "fund_pay_sumamt": fund, "psn_cash_pay": medfee - fund, "otc_pay": otc, "rx_pay": fund - otc,
             "crt_payb_lmt_amt": limit}
+
+
+def signin_output(sign_no: str, sign_time_ms: int) -> dict[str, Any]:
+    """A 9001 answer's output as a fake gateway words it (a fresh X25519 key each time)."""
+    return {"sign_no": sign_no, "sign_time": sign_time_ms, "session_expires": 0,
+            "x25519_pub": x25519_public_raw(X25519PrivateKey.generate())}

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from sim_helpers import small_region
+from sim_helpers import signin_output, small_region
 
 from protocol import (
     RequestEnvelope,
@@ -19,7 +18,6 @@ from protocol import (
     gateway_kid,
     public_raw,
     seal_response,
-    x25519_public_raw,
 )
 from simulators.region import Region
 from simulators.runner import Runner
@@ -62,8 +60,7 @@ class SlowGateway:
     def answer(self, req: RequestEnvelope) -> ResponseEnvelope:
         output: dict[str, Any]
         if req.infno == "9001":
-            output = {"sign_no": f"SIGN{next(self.serials)}", "sign_time": req.inf_time, "session_expires": 0,
-                      "x25519_pub": x25519_public_raw(X25519PrivateKey.generate())}
+            output = signin_output(f"SIGN{next(self.serials)}", req.inf_time)
         elif req.infno in ("2101", "2102", "2206", "2207"):
             medfee = req.input["medfee_sumamt"]
             output = {"setlinfo": {"psn_no": req.input["psn_no"], "setl_time": req.inf_time, "medfee_sumamt": medfee,

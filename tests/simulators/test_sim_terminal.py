@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from sim_helpers import small_region
+from sim_helpers import signin_output, small_region
 
 from protocol import (
     RequestEnvelope,
@@ -18,7 +17,6 @@ from protocol import (
     gateway_kid,
     public_raw,
     seal_response,
-    x25519_public_raw,
 )
 from simulators.oracle import Oracle, Totals
 from simulators.region import Region
@@ -46,8 +44,7 @@ class ScriptedGateway:
         seen = sum(r.infno == req.infno for r in self.sent)
         self.sent.append(req)
         if req.infno == "9001":
-            output = {"sign_no": f"SIGN{len(self.sent)}", "sign_time": self.sign_time_ms, "session_expires": 0,
-                      "x25519_pub": x25519_public_raw(X25519PrivateKey.generate())}
+            output = signin_output(f"SIGN{len(self.sent)}", self.sign_time_ms)
             return 200, seal_response(self.signer, answer(req, output=output)), 0.001
         return 200, seal_response(self.signer, self.script(req, seen)), 0.001
 
