@@ -50,7 +50,7 @@ class RealFileOps:
         """Flush the file's data, and the metadata needed to read it back, to stable storage.
 
         fdatasync: the size of an appended or truncated file is flushed, its timestamps are not
-        (they are never read back), which saves a journal write per batch on ext4/xfs.
+        (they are never read back), which saves a metadata write per batch on ext4/xfs.
         """
         os.fdatasync(fd)
 
@@ -162,11 +162,7 @@ class FaultyFileOps(RealFileOps):
 
     def fsync_dir(self, path: str) -> None:
         self._maybe_fail("fsync_dir")
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        super().fsync_dir(path)
 
     def listdir(self, path: str) -> list[str]:
         self._maybe_fail("listdir")
