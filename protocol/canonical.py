@@ -80,7 +80,8 @@ def canonical_packb(obj: Any) -> bytes:
     Returns:
         The canonical bytes.
     Raises:
-        TypeError: a map key is not a str, or a value msgpack cannot encode (a caller bug).
+        AttributeError: a map key is not a str; TypeError: a value msgpack cannot encode (both
+            caller bugs: decoded requests never hold either).
     """
     if _in_canonical_order(obj):
         return msgpack.packb(obj, use_bin_type=True)
