@@ -129,6 +129,9 @@ class Oracle:
         self._answers: dict[tuple[str, str], bytes] = {}
         self._person_day: dict[tuple[str, str], list[Committed]] = collections.defaultdict(list)
         self._institution_month: dict[tuple[str, str], list[Committed]] = collections.defaultdict(list)
+        # Every settlement an answer committed (standing, cancelled or reversed), by institution:
+        # the end-of-run reconciliation reads it per institution instead of scanning them all.
+        self._by_institution: dict[str, list[Committed]] = collections.defaultdict(list)
         self._settles_sent: set[tuple[str, str]] = set()
         self._unseen: dict[tuple[str, str], Committed] = {}
         # Timed-out settlements the gateway had applied and then reversed, by (institution, setl_id).
@@ -148,7 +151,7 @@ class Oracle:
 
     def days(self, institution: str) -> set[str]:
         """The Shanghai days of every settlement committed at `institution`."""
-        return {s.day for s in (*self.settlements.values(), *self.reversed.values()) if s.institution == institution}
+        return {s.day for s in self._by_institution.get(institution, ())}
 
     def person_day_lower_bound(self, psn_no: str, day: str, sent_tick: int, received_tick: int) -> int:
         """otc_pay of the person's settlements that day that stood from before `sent` to `received`."""
@@ -205,6 +208,7 @@ class Oracle:
                             setlinfo["otc_pay"], setlinfo["rx_pay"], msgid, received_tick)
         self.settlements[(institution, settled.setl_id)] = settled
         self._institution_month[(institution, settled.day[:6])].append(settled)
+        self._by_institution[institution].append(settled)
         if self.allowance_fen.get(institution, 0) > 0:
             self._person_day[(settled.psn_no, settled.day)].append(settled)
         self.check_sums(where, settled)
@@ -235,6 +239,7 @@ class Oracle:
         unseen = self._unseen.pop((institution, omsgid), None)
         if unseen is not None:
             self.reversed[(institution, unseen.setl_id)] = unseen
+            self._by_institution[institution].append(unseen)
 
     def on_resend_after_reversal(self, where: str, msgid: str, answer: Mapping[str, Any]) -> None:
         """A request carrying a reversed msgid answers -2 ORIGINAL_REVERSED (-1 proves nothing)."""
@@ -289,8 +294,8 @@ class Oracle:
     def standing_totals(self, institution: str, day: str) -> Totals:
         """The oracle's 3201 totals: standing settlements of `institution` with setl_time on `day`."""
         totals = Totals()
-        for s in self.settlements.values():
-            if s.institution == institution and not s.cancelled and s.day == day:
+        for s in self._institution_month.get((institution, day[:6]), ()):
+            if not s.cancelled and s.day == day:
                 totals = totals.plus(Totals(1, s.medfee_sumamt, s.fund_pay_sumamt, s.psn_cash_pay))
         return totals
 
@@ -306,11 +311,13 @@ class Oracle:
         where = f"3202 {institution} {day}"
         rows = self._check_pages(where, pages)
         listed = {row["setl_id"]: row for row in rows}
-        seen = [(s, "cancelled" if s.cancelled else "settled") for s in self.settlements.values()]
-        seen.extend((s, "reversed") for s in self.reversed.values())
-        for s, status in seen:
-            if s.institution != institution or s.day != day:
+        for s in self._by_institution.get(institution, ()):
+            if s.day != day:
                 continue
+            if (institution, s.setl_id) in self.reversed:
+                status = "reversed"
+            else:
+                status = "cancelled" if s.cancelled else "settled"
             row = listed.pop(s.setl_id, None)
             expected = {"msgid": s.msgid, "psn_no": s.psn_no, "setl_time": s.setl_time_ms,
                         "medfee_sumamt": s.medfee_sumamt, "fund_pay_sumamt": s.fund_pay_sumamt,
