@@ -3,7 +3,9 @@
 Every label value is drawn from a closed set (infnos, ErrCode, kinds, grades, cert types, limit and
 warning names); a value outside it is counted under "other", so a hostile client cannot grow the
 series count and no label ever carries a person, card or msgid. Children for the known values are
-bound once at start, so the hot path is a dict lookup and an increment.
+bound once at start, so the hot path is a dict lookup and an increment. The "other" child of a
+metric is made only when first needed: SPEC section 12 names the values `limit` and `code` take,
+and a scrape of a healthy gateway shows exactly those.
 """
 
 from __future__ import annotations
@@ -61,12 +63,28 @@ class TxFactsLike(Protocol):
 SETTLING_INFNOS = frozenset({"2102", "2207"})
 
 
-def _bind(metric: Any, *label_sets: Iterable[str]) -> dict[Any, Any]:
-    """Return {label tuple or value: child} for every combination of the given label values."""
+class _Children(dict):  # type: ignore[type-arg]
+    """{label tuple or value: child}; a key not bound at start (one with "other") is made on first use."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key: Any) -> Any:
+        child = self.metric.labels(*key) if isinstance(key, tuple) else self.metric.labels(key)
+        self[key] = child
+        return child
+
+
+def _bind(metric: Any, *label_sets: Iterable[str]) -> _Children:
+    """Return the children for every combination of the given label values (see _Children)."""
     combos: list[tuple[str, ...]] = [()]
     for values in label_sets:
-        combos = [combo + (v,) for combo in combos for v in (*values, OTHER)]
-    return {(c[0] if len(c) == 1 else c): metric.labels(*c) for c in combos}
+        combos = [combo + (v,) for combo in combos for v in values]
+    children = _Children(metric)
+    for combo in combos:
+        children[combo[0] if len(combo) == 1 else combo] = metric.labels(*combo)
+    return children
 
 
 class GatewayMetrics:
@@ -152,7 +170,7 @@ class GatewayMetrics:
         if facts.idempotent_replay:
             self._replays.inc()
         for code in facts.warnings:
-            self._warnings.get(code, self._warnings[OTHER]).inc()
+            self._warnings[code if code in self._warnings else OTHER].inc()
         if facts.infno in SETTLING_INFNOS and facts.outcome == "ok" and not facts.idempotent_replay:
             self._settlement(facts)
 
@@ -166,10 +184,10 @@ class GatewayMetrics:
         self._amount[("fund", kind)].inc(facts.fund_fen)
         self._amount[("cash", kind)].inc(facts.cash_fen)
         for limit in facts.bound_by:
-            self._bound.get(limit, self._bound[OTHER]).inc()
+            self._bound[limit if limit in self._bound else OTHER].inc()
 
     def _rejection(self, err_code: str) -> None:
-        self._rejections.get(err_code, self._rejections[OTHER]).inc()
+        self._rejections[err_code if err_code in self._rejections else OTHER].inc()
 
     def observe_server_answer(self, infno: str, code: ErrCode, duration_s: float) -> None:
         """Count an answer the server made itself (413, 415, 429, 503, 500) before or after the core."""
@@ -181,7 +199,7 @@ class GatewayMetrics:
 
     def observe_shed(self, reason: str) -> None:
         """Count one request or connection refused to protect the gateway."""
-        self._shed.get(reason, self._shed[OTHER]).inc()
+        self._shed[reason if reason in self._shed else OTHER].inc()
 
     def render(self) -> bytes:
         """Return the text exposition of every metric."""

@@ -21,6 +21,7 @@ __all__ = ["AdminApp", "AdminHandler", "AdminToken", "authenticate"]
 
 TEST_CLOCK_PATH = "/admin/v1/test/clock"
 ADMIN_PREFIX = "/admin/v1/"
+_COMMON_PATHS = ("/healthz", "/readyz", "/metrics")
 _CLOCK_ROLES = ("operator", "policy")
 # Any Unix ms from 2000-01-01 to 2100-01-01: a wider value is a mistake, not a test.
 _NOW_MS_MIN = 946_684_800_000
@@ -84,7 +85,15 @@ class AdminApp:
         common = common_route(self.runtime, request)
         if common is not None:
             return common
-        if request.path == TEST_CLOCK_PATH and self.runtime.clock.settable:
+        if request.path in _COMMON_PATHS:
+            # The health, readiness and metrics paths exist here as on the data listener: another
+            # method is 405 there and here (SPEC section 3), not 404.
+            return plain_response(405, "method not allowed", ("allow", "GET"))
+        if request.path == TEST_CLOCK_PATH:
+            # SPEC section 10: without --test-clock the path does not exist, whoever asks
+            # (no token included), so it must not reach the admin API's 401.
+            if not self.runtime.clock.settable:
+                return plain_response(404, "not found")
             return self._test_clock(request)
         if request.path.startswith(ADMIN_PREFIX) and self.handler is not None:
             target = f"{request.path}?{request.query}" if request.query else request.path

@@ -43,6 +43,16 @@ def _is_msgpack(content_type: str | None) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == MSGPACK
 
 
+def _route_refusal(request: Request) -> Response | None:
+    """404 for a path the data listener does not serve, 405 for a wrong method; None when routable."""
+    expected = _ROUTES.get(request.path)
+    if expected is None:
+        return plain_response(404, "not found")
+    if request.method != expected:
+        return plain_response(405, "method not allowed", ("allow", expected))
+    return None
+
+
 def common_route(runtime: Runtime, request: Request) -> Response | None:
     """Answer GET /healthz, /readyz and /metrics (both listeners serve them); None otherwise."""
     if request.method != "GET":
@@ -66,11 +76,9 @@ class DataApp:
 
     async def handle(self, request: Request) -> Response:
         """Route one request (see SPEC section 3)."""
-        expected = _ROUTES.get(request.path)
-        if expected is None:
-            return plain_response(404, "not found")
-        if request.method != expected:
-            return plain_response(405, "method not allowed", ("allow", expected))
+        refused = _route_refusal(request)
+        if refused is not None:
+            return refused
         if request.path == TX_PATH:
             return await self._tx(request)
         if request.path == "/fsi/v1/keys":
@@ -82,8 +90,15 @@ class DataApp:
         return response
 
     def body_too_large(self, request: Request) -> Response:
-        """413 BODY_TOO_LARGE as a Frame on the transaction path; plain elsewhere."""
-        if request.path == TX_PATH and request.method == "POST":
+        """413 BODY_TOO_LARGE as a Frame on the transaction path; plain elsewhere.
+
+        An unknown path or a wrong method is still 404 / 405: the size of a body nobody would
+        read does not change what the path is.
+        """
+        refused = _route_refusal(request)
+        if refused is not None:
+            return refused
+        if request.path == TX_PATH:
             return self._refusal(ErrCode.BODY_TOO_LARGE, time.perf_counter())
         return plain_response(413, "body too large")
 

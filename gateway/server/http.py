@@ -115,6 +115,8 @@ class HttpConnection:
         self.drain = drain
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes_max)
         self._linger = False
+        # An answer to HEAD carries the head only (h11 refuses body bytes for it).
+        self._answering_head = False
 
     async def run(self) -> None:
         """Serve until the connection ends; never raises (except trio.Cancelled)."""
@@ -152,6 +154,7 @@ class HttpConnection:
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
 
     async def _receive_request(self) -> Request | _TooLarge | None:
+        self._answering_head = False
         event = await self._wait_for_request_start()
         if event is None:
             return None
@@ -164,6 +167,7 @@ class HttpConnection:
         target = event.target.decode("ascii", "replace")
         path, _, query = target.partition("?")
         method = event.method.decode("ascii", "replace")
+        self._answering_head = method == "HEAD"
         # h11 has already lower-cased the names.
         headers = {k.decode("ascii", "replace"): v.decode("latin-1") for k, v in event.headers}
         body = await self._receive_body(headers.get("content-length"), deadline)
@@ -228,7 +232,8 @@ class HttpConnection:
         # Head, body and end in one write: one syscall and one deadline per answer.
         conn = self.conn
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
-        data += conn.send(h11.Data(data=response.body)) if response.body else b""
+        if response.body and not self._answering_head:
+            data += conn.send(h11.Data(data=response.body))
         data += conn.send(h11.EndOfMessage())
         await self._send(data)
 
