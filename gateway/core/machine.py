@@ -9,8 +9,8 @@ input → credential → person → business rules (the last three inside the ha
 Inside authentication: a 9001 must be "sig" (else BAD_SIGNATURE); its key_id must be an enrolled
 terminal of this institution equal to the envelope's dev_no (else UNKNOWN_TERMINAL); then the
 signature (BAD_SIGNATURE); then revocation (TERMINAL_REVOKED). Any other infno must be "mac" (a
-"sig" frame answers BAD_MAC: only a session MAC authenticates it); then sign_no == key_id
-(SESSION_MISMATCH), the session (SESSION_UNKNOWN / SESSION_EXPIRED), the MAC (BAD_MAC), dev_no /
+"sig" frame answers BAD_MAC: only a session MAC authenticates it); then the session named by
+key_id (SESSION_UNKNOWN / SESSION_EXPIRED), the MAC (BAD_MAC), sign_no equal to key_id and dev_no /
 opter / fixmedins_code equal to the session's (SESSION_MISMATCH), revocation (TERMINAL_REVOKED).
 """
 
@@ -176,8 +176,6 @@ class Core(AdminMixin):
             return None
         if frame.auth != AUTH_MAC:
             raise Rejection(ErrCode.BAD_MAC, "only sign-in is signed; other requests carry a session MAC")
-        if env.sign_no != frame.key_id:
-            raise Rejection(ErrCode.SESSION_MISMATCH, "sign_no differs from the frame's key_id")
         session = self.sessions.get(frame.key_id)
         if session is None:
             raise Rejection(ErrCode.SESSION_UNKNOWN, "no such session; sign in again")
@@ -185,6 +183,8 @@ class Core(AdminMixin):
             raise Rejection(ErrCode.SESSION_EXPIRED, "the session expired; sign in again")
         if not verify_mac(session.key, REQ_DOMAIN, frame.body, frame.tag):
             raise Rejection(ErrCode.BAD_MAC, "bad MAC")
+        if env.sign_no != frame.key_id:
+            raise Rejection(ErrCode.SESSION_MISMATCH, "sign_no differs from the frame's key_id")
         if (env.dev_no, env.opter, env.fixmedins_code) != (session.dev_no, session.opter, session.institution):
             raise Rejection(ErrCode.SESSION_MISMATCH, "dev_no, opter or fixmedins_code differ from the session's")
         self._check_not_revoked(env.dev_no)

@@ -213,8 +213,11 @@ MUTANTS: list[Any] = [None, True, 0, -1, 2**63, 2**64 - 1, 1.0, "", "k" * 65, "x
 def _mutated(input_: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     input_ = copy.deepcopy(input_)
     target = input_
-    if "items" in input_ and rng.random() < 0.6:
-        target = rng.choice(input_["items"])
+    items = input_.get("items")
+    # A retry mutates an input that may already have lost its bill lines: only a list of lines
+    # offers one to mutate.
+    if isinstance(items, list) and items and all(isinstance(item, dict) for item in items) and rng.random() < 0.6:
+        target = rng.choice(items)
     key = rng.choice(sorted(target) + ["extra"])
     if rng.random() < 0.2 and key in target:
         del target[key]
