@@ -71,6 +71,10 @@ class _Children(dict):  # type: ignore[type-arg]
         self.metric = metric
 
     def __missing__(self, key: Any) -> Any:
+        # Only a combination with "other" may appear late: a known value missing here means a
+        # call site forgot to map unknown values to "other", and must not grow the series.
+        if OTHER not in (key if isinstance(key, tuple) else (key,)):
+            raise KeyError(key)
         child = self.metric.labels(*key) if isinstance(key, tuple) else self.metric.labels(key)
         self[key] = child
         return child

@@ -26,7 +26,7 @@ from hdrh.histogram import HdrHistogram  # noqa: E402
 from load_tests.servers import Pinning  # noqa: E402
 from load_tests.sweep import Step, Sweep, SweepConfig  # noqa: E402
 
-SCHEMA = "yibao-load/bench/v1"
+SCHEMA = "yibao-load/bench/v2"   # v2: half-own-capacity probes, p99_ms_at_half_capacity_max
 # Spectrum x positions: percentiles 0 .. 99.999 as 1/(1-p), the classic HdrHistogram plot.
 SPECTRUM_DECADES = 5
 SPECTRUM_POINTS_PER_DECADE = 20

@@ -80,13 +80,21 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _model(region: Region, args: argparse.Namespace) -> TrafficModel:
-    """The traffic model of `run`/`record`: profile-shaped from --start (default: Shanghai now)."""
-    start_s = args.start
-    if start_s is None:
-        now = datetime.datetime.now(tz=SHANGHAI)
-        start_s = float(now.hour * 3600 + now.minute * 60 + now.second)
+def _start_s(args: argparse.Namespace) -> float:
+    """--start, by default the current Shanghai minute (whole minutes, so `--start` can repeat it)."""
+    if args.start is not None:
+        return float(args.start)
+    now = datetime.datetime.now(tz=SHANGHAI)
+    return float(now.hour * 3600 + now.minute * 60)
+
+
+def _model(region: Region, args: argparse.Namespace, start_s: float) -> TrafficModel:
+    """The traffic model of `run`/`record`: profile-shaped from `start_s` (seconds into the day)."""
     return TrafficModel(region, args.seed, args.rate, PROFILES[args.profile], start_s, args.timeout_share)
+
+
+def _hhmm(start_s: float) -> str:
+    return f"{int(start_s) // 3600:02d}:{int(start_s) % 3600 // 60:02d}"
 
 
 def _finish(result: RunResult) -> int:
@@ -103,12 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         region = load_region(args.region)
         if args.command == "record":
-            count = write_trace(args.out, _model(region, args).intents(args.seconds))
-            print(f"yibao-sim: seed {args.seed}: {count} intents written to {args.out}")
+            start_s = _start_s(args)
+            count = write_trace(args.out, _model(region, args, start_s).intents(args.seconds))
+            print(f"yibao-sim: seed {args.seed}, start {_hhmm(start_s)}: {count} intents written to {args.out}")
             return EXIT_OK
         if args.command == "run":
+            start_s = _start_s(args)
+            # Seed, start and profile are what it takes to draw the same traffic again.
             print(f"yibao-sim: seed {args.seed}", flush=True)
-            intents = _model(region, args).intents(args.seconds)
+            print(f"yibao-sim: --profile {args.profile} --start {_hhmm(start_s)}", flush=True)
+            intents = _model(region, args, start_s).intents(args.seconds)
             return _finish(run(region, intents, args.url, concurrency=args.concurrency, span_s=args.seconds))
         if args.speed <= 0:
             raise ValueError("--speed must be positive")

@@ -29,8 +29,9 @@ class Settlement:
 
     __slots__ = _FIELDS
 
-    # Explicit parameters (keyword-only) rather than a loop of setattr: this runs twice per
-    # settlement (the handler builds one, the commit rebuilds it from the record).
+    # Explicit parameters (keyword-only) rather than a loop of setattr: this runs once per
+    # settlement, when the commit builds it from the record (whose "setl" map the 2102/2207
+    # handler writes with exactly these keys).
     def __init__(self, *, setl_id: str, msgid: str, infno: str, institution: str, psn_no: str, insutype: str,
                  insuplc_admdvs: str, setl_time: int, day: int, month: int, medfee_sumamt: int,
                  fund_pay_sumamt: int, psn_cash_pay: int, otc_pay: int, rx_pay: int, status: str,

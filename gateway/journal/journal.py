@@ -18,12 +18,14 @@ Life cycle::
 Group commit: ``append`` only queues the encoded record. The writer task writes everything queued
 as ONE batch with ONE write and ONE fsync in a worker thread (so the event loop keeps serving and
 the next batch gathers meanwhile), advances ``durable_op`` and wakes that batch's waiters in op
-order. Batching is natural (LMAX's smart batching): a record that finds the writer idle is
-written at once, with no added wait; records that arrive while a batch is on its way to disk form
-the next one. ``group_commit_ms`` is the least time between the starts of two batches, which caps
-fsyncs at 1000 / group_commit_ms per second under load (a batch of ``batch_records_max`` records
-goes without waiting): at low load it adds nothing, at high load it trades at most that much
-latency for fewer, larger writes.
+order. Batching is natural (LMAX's smart batching): records that arrive while a batch is on its
+way to disk form the next one. ``group_commit_ms`` is the least time between the starts of two
+batches, which caps fsyncs at 1000 / group_commit_ms per second: a record is written at once if
+the previous batch started at least that long ago, and otherwise waits until then (at most
+``group_commit_ms``, less the time already passed) with whatever else arrives; a full batch of
+``batch_records_max`` records goes without waiting. When records arrive further apart than
+``group_commit_ms`` it adds nothing; under load it trades at most that much latency for fewer,
+larger writes.
 
 Failure policy. Any ``OSError`` (ENOSPC, EIO ...) while writing or fsyncing a batch puts the
 journal in the failed state: every waiter of that batch and of later ones gets ``JournalFailed``

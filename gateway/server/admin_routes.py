@@ -12,7 +12,7 @@ import json
 from typing import Iterable, Mapping, Protocol
 
 from gateway.server.clock import WallClock
-from gateway.server.data import common_route
+from gateway.server.data import COMMON_PATHS, common_route
 from gateway.server.http import Request, Response, plain_response
 from gateway.server.logs import log_event
 from gateway.server.runtime import Runtime
@@ -21,7 +21,6 @@ __all__ = ["AdminApp", "AdminHandler", "AdminToken", "authenticate"]
 
 TEST_CLOCK_PATH = "/admin/v1/test/clock"
 ADMIN_PREFIX = "/admin/v1/"
-_COMMON_PATHS = ("/healthz", "/readyz", "/metrics")
 _CLOCK_ROLES = ("operator", "policy")
 # Any Unix ms from 2000-01-01 to 2100-01-01: a wider value is a mistake, not a test.
 _NOW_MS_MIN = 946_684_800_000
@@ -85,7 +84,7 @@ class AdminApp:
         common = common_route(self.runtime, request)
         if common is not None:
             return common
-        if request.path in _COMMON_PATHS:
+        if request.path in COMMON_PATHS:
             # The health, readiness and metrics paths exist here as on the data listener: another
             # method is 405 there and here (SPEC section 3), not 404.
             return plain_response(405, "method not allowed", ("allow", "GET"))

@@ -17,15 +17,16 @@ from gateway.server.logs import log_event
 from gateway.server.runtime import Runtime
 from protocol import ErrCode
 
-__all__ = ["DataApp", "common_route", "frame_response"]
+__all__ = ["COMMON_PATHS", "DataApp", "common_route", "frame_response"]
 
 TX_PATH = "/fsi/v1/tx"
 MSGPACK = "application/msgpack"
 RETRY_AFTER_OVERLOADED_S = 1
 RETRY_AFTER_DRAINING_S = 5
 RETRY_AFTER_INTERNAL_S = 2
-_ROUTES = {TX_PATH: "POST", "/fsi/v1/keys": "GET", "/metrics": "GET", "/healthz": "GET",
-           "/readyz": "GET"}
+# Served by both listeners (GET only).
+COMMON_PATHS = ("/healthz", "/readyz", "/metrics")
+_ROUTES = {TX_PATH: "POST", "/fsi/v1/keys": "GET", **{path: "GET" for path in COMMON_PATHS}}
 
 
 def frame_response(status: int, frame: bytes, retry_after_s: int | None = None,

@@ -34,6 +34,19 @@ def test_record_command_matches_the_model_and_the_shipped_sample(tmp_path: pathl
     assert {"t_s", "seq", "kind"} <= first.keys() and "card_mac" not in json.dumps(first)
 
 
+def test_the_printed_start_repeats_a_default_start_run(tmp_path: pathlib.Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Without --start the profile starts at the current Shanghai minute; what is printed must be
+    # enough to draw the same traffic again.
+    small_region(tmp_path, seed=1)
+    region = str(tmp_path / "region")
+    common = ["--region", region, "--seconds", "60", "--rate", "3", "--seed", "5"]
+    assert main(["record", "--out", str(tmp_path / "a.jsonl"), *common]) == 0
+    start = capsys.readouterr().out.split("start ", 1)[1][:5]
+    assert main(["record", "--out", str(tmp_path / "b.jsonl"), *common, "--start", start]) == 0
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
 def test_unreadable_region_is_one_line_exit_2(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["record", "--region", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
                    "--seconds", "1", "--rate", "1", "--seed", "1"])
