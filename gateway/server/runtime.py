@@ -7,6 +7,7 @@ it on every request, so a rebuild after a journal failure swaps `core` and `jour
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Protocol
 
 import trio
@@ -108,7 +109,11 @@ class SnapshotScheduler:
         runtime = self.runtime
         if not runtime.writable():
             return
+        capture_started_s = time.perf_counter()
         state, op, journal = runtime.core.snapshot(), runtime.core.last_op, runtime.journal
+        # Capturing (and then encoding) runs on the event loop, so every request waits for it:
+        # logged so ops can see the pause grow with the state (docs/durability.md).
+        capture_s = time.perf_counter() - capture_started_s
         try:
             # Encodes `state` at once (a consistent copy), waits for `op` to be durable, then
             # writes the file in a worker thread.
@@ -119,7 +124,7 @@ class SnapshotScheduler:
             return
         self.written += 1
         runtime.metrics.snapshots.labels("ok").inc()
-        log_event("snapshot", op=op)
+        log_event("snapshot", op=op, capture_s=round(capture_s, 6))
 
 
 def http_limits(limits: LimitsConfig) -> HttpLimits:

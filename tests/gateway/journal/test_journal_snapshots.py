@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 
 import pytest
@@ -9,6 +11,7 @@ import trio
 from journal_helpers import apply, make_record, replay
 
 from gateway.journal import Journal, JournalCorrupt
+from gateway.logs import JsonLogger
 
 
 async def run_with_snapshots(data_dir: str, last_op: int, snapshot_every: int,
@@ -99,3 +102,18 @@ async def test_snapshot_with_no_journal_after_it(tmp_path) -> None:
     journal = Journal(str(tmp_path))
     recovery = journal.recover()
     assert recovery.snapshot_op == 20 and recovery.records == [] and journal.next_op == 21
+
+
+async def test_snapshot_log_reports_the_encoding_time_spent_on_the_event_loop(tmp_path) -> None:
+    # Encoding runs on the loop and pauses every request: ops must see how long it took.
+    stream = io.StringIO()
+    journal = Journal(str(tmp_path), group_commit_ms=0, logger=JsonLogger(stream))
+    journal.recover()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        journal.append(make_record(1))
+        await journal.snapshot({"last_op": 1, "rows": list(range(1000))}, 1)
+        nursery.cancel_scope.cancel()
+    journal.close()
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines() if '"journal.snapshot"' in text]
+    assert 0 < line["fields"]["encode_s"] < line["fields"]["duration_s"] + 1
