@@ -291,7 +291,7 @@ class AdminApi:
                 raise ApiError(500, "the snapshot could not be written (see the gateway log)")
         else:
             try:
-                await runtime.journal.snapshot(runtime.core.snapshot(), runtime.core.last_op)
+                await runtime.journal.snapshot_of(runtime.core)
             except (OSError, JournalFailed) as exc:
                 raise ApiError(500, f"the snapshot could not be written: {exc}") from None
         # The snapshot covers at least every op up to this request's own record.

@@ -50,6 +50,9 @@ class RealFileOps:
             written = os.write(fd, view)
             view = view[written:]
 
+    def after_fork_in_child(self) -> None:
+        """Called first thing in a forked snapshot writer (``forked``); nothing to reset here."""
+
     def fsync(self, fd: int) -> None:
         """Flush the file's data, and the metadata needed to read it back, to stable storage.
 
@@ -120,6 +123,10 @@ class FaultyFileOps(RealFileOps):
         with self._lock:
             self.rules.append(rule)
         return rule
+
+    def after_fork_in_child(self) -> None:
+        """A worker thread may have held the lock at the fork; the child has no such thread."""
+        self._lock = threading.Lock()
 
     def _check(self, op_name: str) -> FaultRule | None:
         with self._lock:

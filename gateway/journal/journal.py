@@ -39,10 +39,13 @@ data whose fsync failed, which Linux may drop silently), re-reads the disk and r
 ``append`` finds the queue full: the caller has already applied that op in memory, so the journal
 fails rather than leave a gap; callers avoid it by calling ``check_room()`` before the core decides.
 
-Snapshots: ``await journal.snapshot(state, op)`` encodes ``state`` on the event loop (a
-consistent point-in-time copy, since the core keeps mutating its live objects), waits until
-``op`` is durable, then writes the file in a worker thread. ``write_snapshot(state, op)`` does
-the same synchronously, for tools and tests, and requires ``op <= durable_op``.
+Snapshots: ``await journal.snapshot_of(core)`` forks a child at the core's newest op; the child
+captures, encodes and writes the state from its copy-on-write image while the parent serves on,
+and the parent renames the file into place once that op is durable (``forked``). ``await
+journal.snapshot(state, op)`` encodes an already captured ``state`` on the event loop (a pause
+that grows with the state), waits until ``op`` is durable, then writes the file in a worker
+thread; ``write_snapshot(state, op)`` does the same synchronously, for tools and tests, and
+requires ``op <= durable_op``.
 """
 
 from __future__ import annotations
@@ -53,26 +56,35 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from ..logs import JsonLogger
 from .errors import JournalCorrupt, JournalFailed, JournalFull
 from .fileops import RealFileOps
+from .forked import CAN_FORK, fork_writer, wait_writer
 from .framing import encode_payload, encode_snapshot, frame_payload
 from .segments import ScanResult, scan_segments, segment_name
-from .snapshots import (LoadedSnapshot, SnapshotWritten, load_newest_snapshots, set_aside,
-                        write_snapshot_files)
+from .snapshots import (LoadedSnapshot, SnapshotWritten, load_newest_snapshots, publish_snapshot,
+                        set_aside, write_snapshot_files)
 from .stats import JournalObserver, JournalStats
 
-__all__ = ["Journal", "Recovery"]
+__all__ = ["Journal", "Recovery", "SnapshotSource"]
 
 GROUP_COMMIT_MS_DEFAULT = 2.0
 BATCH_RECORDS_MAX_DEFAULT = 1024
 QUEUE_RECORDS_MAX_DEFAULT = 16_384
 QUEUE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
+
+
+class SnapshotSource(Protocol):
+    """What ``snapshot_of`` snapshots: the core (its newest op and a msgpack-able copy of its state)."""
+
+    last_op: int
+
+    def snapshot(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -361,7 +373,46 @@ class Journal:
             self._check_snapshot_op(op)
             written = await trio.to_thread.run_sync(
                 write_snapshot_files, self._file_ops, self.snapshot_dir, self.journal_dir, op, frame)
-        return self._account_snapshot(written, encode_s)
+        return self._account_snapshot(written, encode_s, loop_pause_s=encode_s)
+
+    async def snapshot_of(self, source: SnapshotSource) -> SnapshotWritten:
+        """Snapshot ``source`` (the core) at its newest op, pausing the loop only for a fork.
+
+        Where the platform forks, a child forked at ``source.last_op`` captures, encodes and
+        writes the state from its copy-on-write image (``forked``); the parent waits for it in a
+        worker thread, then for the op to be durable, then renames the file into place and
+        retires old snapshots and segments. Elsewhere it is ``snapshot(source.snapshot(), op)``.
+        One at a time. Raises like ``snapshot``.
+        """
+        if not CAN_FORK:
+            return await self.snapshot(source.snapshot(), source.last_op)
+        async with self._snapshot_lock:
+            if self._failure is not None:
+                raise JournalFailed(f"no snapshot while the journal is failed: {self._failure}")
+            # No await from here to the fork: the child's image is the state at exactly `op`.
+            op = source.last_op
+            fork_started_s = time.perf_counter()
+            pid, report_fd = fork_writer(source.snapshot, op, self._file_ops, self.snapshot_dir)
+            fork_s = time.perf_counter() - fork_started_s
+            child = await trio.to_thread.run_sync(wait_writer, pid, report_fd)
+            try:
+                # Never publish a state holding an op that could still be lost.
+                await self.wait_durable(op)
+                self._check_snapshot_op(op)
+                written = await trio.to_thread.run_sync(
+                    publish_snapshot, self._file_ops, self.snapshot_dir, self.journal_dir, op,
+                    child.tmp_path, child.snapshot_bytes)
+            except BaseException:
+                self._discard(child.tmp_path)
+                raise
+        return self._account_snapshot(written, child.encode_s, loop_pause_s=fork_s)
+
+    def _discard(self, tmp_path: str) -> None:
+        """Best effort: a leftover temporary snapshot is also removed by the next retention."""
+        try:
+            self._file_ops.remove(tmp_path)
+        except OSError:
+            pass
 
     def write_snapshot(self, state: Any, op: int) -> SnapshotWritten:
         """Blocking variant of ``snapshot`` for tools and tests; requires ``op <= durable_op``.
@@ -373,7 +424,7 @@ class Journal:
         frame = encode_snapshot(state, op)
         encode_s = time.perf_counter() - encode_started_s
         written = write_snapshot_files(self._file_ops, self.snapshot_dir, self.journal_dir, op, frame)
-        return self._account_snapshot(written, encode_s)
+        return self._account_snapshot(written, encode_s, loop_pause_s=encode_s)
 
     def _check_snapshot_op(self, op: int) -> None:
         if self._failure is not None:
@@ -384,14 +435,16 @@ class Journal:
             raise ValueError(f"snapshot op {op} is not durable yet (durable_op {self._durable_op}); "
                              "use await journal.snapshot(), which waits for it")
 
-    def _account_snapshot(self, written: SnapshotWritten, encode_s: float) -> SnapshotWritten:
+    def _account_snapshot(self, written: SnapshotWritten, encode_s: float, *,
+                          loop_pause_s: float) -> SnapshotWritten:
+        """Count and log a written snapshot; `loop_pause_s` is how long every request waited for it."""
         self.stats.snapshots_written += 1
         self.stats.segments_retired += written.segments_deleted
         self._observer.on_snapshot(written.snapshot_bytes, written.duration_s)
         self._log.info("journal.snapshot", path=written.path, snapshot_bytes=written.snapshot_bytes,
                        segments_retired=written.segments_deleted,
-                       duration_s=round(written.duration_s, 6),
-                       encode_s=round(encode_s, 6))   # spent on the event loop: a pause for every request
+                       duration_s=round(written.duration_s, 6), encode_s=round(encode_s, 6),
+                       loop_pause_s=round(loop_pause_s, 6))
         return written
 
     def close(self) -> None:

@@ -22,8 +22,8 @@ from .framing import decode_snapshot
 from .segments import list_segments
 
 __all__ = ["SNAPSHOT_SUFFIX", "SNAPSHOTS_KEPT", "LoadedSnapshot", "list_snapshots",
-           "load_newest_snapshots", "install_snapshot", "retire", "SnapshotWritten",
-           "write_snapshot_files"]
+           "load_newest_snapshots", "install_snapshot", "publish_snapshot", "retire",
+           "SnapshotWritten", "write_snapshot_files", "write_snapshot_tmp"]
 
 SNAPSHOT_SUFFIX = ".ysnap"
 TMP_SUFFIX = ".tmp"
@@ -87,17 +87,49 @@ def install_snapshot(file_ops: RealFileOps, snapshot_dir: str, op: int, frame: b
     Raises:
         OSError: the write, fsync or rename failed; the previous snapshots are untouched.
     """
+    tmp_path = write_snapshot_tmp(file_ops, snapshot_dir, op, frame)
     final_path = os.path.join(snapshot_dir, snapshot_name(op))
-    tmp_path = final_path + TMP_SUFFIX
-    fd = file_ops.open_new(tmp_path)
-    try:
-        file_ops.write(fd, frame)
-        file_ops.fsync(fd)
-    finally:
-        file_ops.close(fd)
     file_ops.rename(tmp_path, final_path)
     file_ops.fsync_dir(snapshot_dir)
     return final_path
+
+
+def write_snapshot_tmp(file_ops: RealFileOps, snapshot_dir: str, op: int, frame: bytes) -> str:
+    """Write and fsync an encoded snapshot under a temporary name (the writing process's pid in
+    it, so a forked writer left over from a killed gateway never shares a file); return its path.
+    """
+    tmp_path = os.path.join(snapshot_dir, f"{snapshot_name(op)}.{os.getpid()}{TMP_SUFFIX}")
+    fd = file_ops.open_new(tmp_path)
+    try:
+        try:
+            file_ops.write(fd, frame)
+            file_ops.fsync(fd)
+        finally:
+            file_ops.close(fd)
+    except OSError:
+        _remove_quietly(file_ops, tmp_path)
+        raise
+    return tmp_path
+
+
+def _remove_quietly(file_ops: RealFileOps, path: str) -> None:
+    """Best effort: a leftover temporary file is also removed by the next retention."""
+    try:
+        file_ops.remove(path)
+    except OSError:
+        pass
+
+
+def publish_snapshot(file_ops: RealFileOps, snapshot_dir: str, journal_dir: str, op: int,
+                     tmp_path: str, snapshot_bytes: int) -> SnapshotWritten:
+    """Rename a snapshot written by ``write_snapshot_tmp`` into place, then apply retention."""
+    started_s = time.perf_counter()
+    final_path = os.path.join(snapshot_dir, snapshot_name(op))
+    file_ops.rename(tmp_path, final_path)
+    file_ops.fsync_dir(snapshot_dir)
+    snapshots_deleted, segments_deleted = retire(file_ops, snapshot_dir, journal_dir)
+    return SnapshotWritten(final_path, snapshot_bytes, time.perf_counter() - started_s,
+                           snapshots_deleted, segments_deleted)
 
 
 def retire(file_ops: RealFileOps, snapshot_dir: str, journal_dir: str) -> tuple[int, int]:
@@ -112,7 +144,7 @@ def retire(file_ops: RealFileOps, snapshot_dir: str, journal_dir: str) -> tuple[
         file_ops.remove(path)
         snapshots_deleted += 1
     for name in file_ops.listdir(snapshot_dir):
-        if name.endswith(SNAPSHOT_SUFFIX + TMP_SUFFIX):
+        if SNAPSHOT_SUFFIX in name and name.endswith(TMP_SUFFIX):
             file_ops.remove(os.path.join(snapshot_dir, name))
     file_ops.fsync_dir(snapshot_dir)
     if len(kept) < SNAPSHOTS_KEPT:

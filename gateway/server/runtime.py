@@ -7,7 +7,6 @@ it on every request, so a rebuild after a journal failure swaps `core` and `jour
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Callable, Protocol
 
 import trio
@@ -42,7 +41,7 @@ class JournalLike(Protocol):
     def check_room(self) -> None: ...
     def append(self, record: dict[str, Any]) -> None: ...
     async def wait_durable(self, op: int) -> None: ...
-    async def snapshot(self, state: dict[str, Any], op: int) -> Any: ...
+    async def snapshot_of(self, source: CoreLike) -> Any: ...
 
 
 @dataclasses.dataclass
@@ -74,9 +73,10 @@ class Runtime:
 class SnapshotScheduler:
     """Takes a snapshot after every `every_records` journaled records, off the event loop.
 
-    The state is captured synchronously (the core is single-writer, so it is consistent at op
-    `core.last_op`); the journal waits until that op is durable (a snapshot must never contain an
-    unacknowledgeable change), then writes it in a worker thread.
+    The journal forks a child at op `core.last_op` (the core is single-writer, so the child's
+    copy-on-write image is consistent at that op), which captures, encodes and writes the state;
+    the file is put in place once that op is durable (a snapshot must never contain an
+    unacknowledgeable change). See `Journal.snapshot_of`.
     """
 
     def __init__(self, runtime: Runtime, every_records: int) -> None:
@@ -109,22 +109,18 @@ class SnapshotScheduler:
         runtime = self.runtime
         if not runtime.writable():
             return
-        capture_started_s = time.perf_counter()
-        state, op, journal = runtime.core.snapshot(), runtime.core.last_op, runtime.journal
-        # Capturing (and then encoding) runs on the event loop, so every request waits for it:
-        # logged so ops can see the pause grow with the state (docs/durability.md).
-        capture_s = time.perf_counter() - capture_started_s
+        op = runtime.core.last_op
         try:
-            # Encodes `state` at once (a consistent copy), waits for `op` to be durable, then
-            # writes the file in a worker thread.
-            await journal.snapshot(state, op)
+            # A forked child copies and writes the state at `op` while this process serves on;
+            # the file is put in place once `op` is durable (gateway/journal/forked.py).
+            await runtime.journal.snapshot_of(runtime.core)
         except Exception as exc:  # a disk error: the journal keeps working from its records
             runtime.metrics.snapshots.labels("failed").inc()
             log_event("snapshot_failed", op=op, error=type(exc).__name__, detail=str(exc)[:200])
             return
         self.written += 1
         runtime.metrics.snapshots.labels("ok").inc()
-        log_event("snapshot", op=op, capture_s=round(capture_s, 6))
+        log_event("snapshot", op=op)
 
 
 def http_limits(limits: LimitsConfig) -> HttpLimits:

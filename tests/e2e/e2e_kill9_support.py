@@ -84,7 +84,8 @@ class Card:
 class Region:
     """A directory written by `python -m gateway init`, with its listeners moved to free ports."""
 
-    def __init__(self, root: pathlib.Path, seed: int, fsync: bool = True) -> None:
+    def __init__(self, root: pathlib.Path, seed: int, fsync: bool = True,
+                 snapshot_every_records: int | None = None) -> None:
         self.root = root
         done = subprocess.run([sys.executable, "-m", "gateway", "init", "--out", str(root),
                                "--profile", "small", "--seed", str(seed)],
@@ -92,7 +93,7 @@ class Region:
         assert done.returncode == 0, done.stderr
         self.config_path = root / "gateway.toml"
         self.data_port, self.admin_port = free_port(), free_port()
-        self.rewrite_config(fsync=fsync)
+        self.rewrite_config(fsync=fsync, snapshot_every_records=snapshot_every_records)
         self.sim = tomllib.loads((root / "sim.toml").read_text())
         registry = tomllib.loads((root / "registry.toml").read_text())
         self.institutions = {row["code"]: row for row in registry["institutions"]}
@@ -105,12 +106,16 @@ class Region:
         self.cards = self._eligible_cards(registry)
         self.viewer_token = next((a["token"] for a in self.sim.get("admins", [])), None)
 
-    def rewrite_config(self, *, fsync: bool) -> None:
-        """Point listen.data/listen.admin at this region's ports and set [journal] fsync."""
+    def rewrite_config(self, *, fsync: bool, snapshot_every_records: int | None = None) -> None:
+        """Point listen.data/listen.admin at this region's ports and set [journal] fsync (and
+        snapshot_every_records, when given)."""
         text = self.config_path.read_text()
         text = re.sub(r'(?m)^data = "[^"]*"$', f'data = "127.0.0.1:{self.data_port}"', text, count=1)
         text = re.sub(r'(?m)^admin = "[^"]*"$', f'admin = "127.0.0.1:{self.admin_port}"', text, count=1)
-        text = re.sub(r"(?m)^fsync = \w+$", f"fsync = {'true' if fsync else 'false'}", text, count=1)
+        journal = f"fsync = {'true' if fsync else 'false'}"
+        if snapshot_every_records is not None:
+            journal += f"\nsnapshot_every_records = {snapshot_every_records}"
+        text = re.sub(r"(?m)^fsync = \w+$", journal, text, count=1)
         self.config_path.write_text(text)
 
     def _eligible_cards(self, registry: dict[str, Any]) -> list[Card]:

@@ -28,6 +28,7 @@ CYCLES_DEFAULT = 20
 SOAK_CYCLES = 200
 # The kill lands anywhere from during the first sign-ins to well into the traffic.
 KILL_DELAY_S = (0.0, 0.4)
+SNAPSHOT_EVERY_RECORDS = 40   # a few snapshots per cycle
 # Per cycle, besides everything acknowledged since the previous restart, re-check this many
 # older acknowledged answers (all of them are re-checked once more at the end).
 OLDER_RECHECK_SAMPLE = 40
@@ -48,7 +49,9 @@ class CrashRun:
     def __init__(self, tmp_path: pathlib.Path, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.region = Region(tmp_path / "region", seed=seed % 1000 + 1)
+        # Frequent snapshots, so kills also land while a forked child is writing one.
+        self.region = Region(tmp_path / "region", seed=seed % 1000 + 1,
+                             snapshot_every_records=SNAPSHOT_EVERY_RECORDS)
         self.book = Book(self.region, self.rng)
         self.runs = 0
         self.server: GatewayProcess | None = None

@@ -125,7 +125,8 @@ class FakeJournal:
                 self.durable_op = self.records[-1]["op"]
                 self._wake()
 
-    async def snapshot(self, state: dict[str, Any], op: int) -> None:
+    async def snapshot_of(self, source: FakeCore) -> None:
+        state, op = source.snapshot(), source.last_op
         await self.wait_durable(op)
         self.snapshots.append((state, op))
 
