@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import protocol
+from protocol import ErrCode, ProtocolError
+from protocol._msgpack import unpack_strict
 
 INSTITUTION_CODE = "P51018200001"
 ADMDVS = "510182"
@@ -147,3 +149,23 @@ def valid_input(infno: str) -> dict[str, Any]:
 
 def packed(value: Any) -> bytes:
     return protocol.canonical_packb(value)
+
+
+def reference_decode_frame(data: bytes) -> protocol.Frame:
+    """decode_frame as SPEC section 4 reads: strict plain decode first, then each field in order."""
+    value = unpack_strict(data, ErrCode.MALFORMED_FRAME, "frame")
+    if not isinstance(value, list) or len(value) != 5:
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
+    version, auth, key_id, body, tag = value
+    if type(version) is not int or version != 1:
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: version is not 1")
+    if not isinstance(auth, str) or auth not in ("sig", "mac"):
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: auth is not 'sig' or 'mac'")
+    if not isinstance(key_id, str) or not 1 <= len(key_id) <= 64:
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: key_id is not a string of 1..64 chars")
+    if not isinstance(body, bytes):
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: body is not bin")
+    size = 64 if auth == "sig" else 32
+    if not isinstance(tag, bytes) or len(tag) != size:
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: tag is not bin({size})")
+    return protocol.Frame(version, auth, key_id, body, tag)

@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 
 import protocol
 from protocol import ErrCode, ProtocolError, canonical, envelope, inputs
-from protocol._msgpack import unpack_strict
-from protocol_builders import VALID_INPUTS, envelope_dict, valid_input
+from protocol_builders import VALID_INPUTS, envelope_dict, reference_decode_frame, valid_input
 
 SETTINGS = settings(max_examples=300, derandomize=True, deadline=None)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -54,26 +53,6 @@ def spec_fingerprint(infno: str, input_: Any) -> bytes:
 
 
 # -- switching the fast paths off ----------------------------------------------------------------
-
-def _reference_decode_frame(data: bytes) -> protocol.Frame:
-    """SPEC section 4 read field by field after a strict plain decode (no shortcut)."""
-    value = unpack_strict(data, ErrCode.MALFORMED_FRAME, "frame")
-    if not isinstance(value, list) or len(value) != 5:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
-    version, auth, key_id, body, tag = value
-    if type(version) is not int or version != 1:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: version is not 1")
-    if not isinstance(auth, str) or auth not in ("sig", "mac"):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: auth is not 'sig' or 'mac'")
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= 64:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: key_id is not a string of 1..64 chars")
-    if not isinstance(body, bytes):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: body is not bin")
-    size = 64 if auth == "sig" else 32
-    if not isinstance(tag, bytes) or len(tag) != size:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: tag is not bin({size})")
-    return protocol.Frame(version, auth, key_id, body, tag)
-
 
 @contextlib.contextmanager
 def fast_paths_off() -> Iterator[None]:
@@ -335,7 +314,7 @@ def test_frames_answer_as_the_reference(fields: list[Any], rng: random.Random) -
     for frame in (fields, mutate(valid, rng, rng.randint(0, 2)), valid):
         data = loose_packb(frame, rng)
         fast = _outcome(lambda: protocol.decode_frame(data))
-        assert repr(fast) == repr(_outcome(lambda: _reference_decode_frame(data)))
+        assert repr(fast) == repr(_outcome(lambda: reference_decode_frame(data)))
         if fast[0] == "ok":
             assert_same_pipeline(fast[1].body)
 
@@ -345,7 +324,7 @@ def test_frame_with_trailing_bytes_or_ext_is_refused_as_the_reference() -> None:
     for data in (frame + b"\x00", frame[:-1], msgpack.packb([1, "mac", "S1", msgpack.ExtType(1, b"x"), b"\x00" * 32]),
                  msgpack.packb([1, "mac", "S1", b"body", b"\x00" * 32, 0]), b"", b"\xc1"):
         fast = _outcome(lambda: protocol.decode_frame(data))
-        assert fast == _outcome(lambda: _reference_decode_frame(data))
+        assert fast == _outcome(lambda: reference_decode_frame(data))
         assert fast[0] == "refused" and fast[1] == ErrCode.MALFORMED_FRAME
 
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import protocol
 from protocol import ErrCode, ProtocolError, canonical, inputs
-from protocol._msgpack import unpack_strict
-from protocol_builders import bill_line, card_fields, envelope_dict, packed, valid_input
+from protocol_builders import (bill_line, card_fields, envelope_dict, packed, reference_decode_frame,
+                              valid_input)
 
 SETTINGS = settings(max_examples=400, derandomize=True, deadline=None)
 
@@ -94,27 +94,7 @@ FRAME_CASES = [
 @pytest.mark.parametrize("value", FRAME_CASES)
 def test_decode_frame_answers_as_the_reference(value: Any) -> None:
     data = msgpack.packb(value, use_bin_type=True)
-    assert _outcome(lambda: protocol.decode_frame(data)) == _outcome(lambda: _reference_decode_frame(data))
-
-
-def _reference_decode_frame(data: bytes) -> protocol.Frame:
-    """decode_frame as SPEC section 4 reads: strict plain decode first, then each field in order."""
-    value = unpack_strict(data, ErrCode.MALFORMED_FRAME, "frame")
-    if not isinstance(value, list) or len(value) != 5:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
-    version, auth, key_id, body, tag = value
-    if type(version) is not int or version != 1:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: version is not 1")
-    if not isinstance(auth, str) or auth not in ("sig", "mac"):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: auth is not 'sig' or 'mac'")
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= 64:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: key_id is not a string of 1..64 chars")
-    if not isinstance(body, bytes):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: body is not bin")
-    size = 64 if auth == "sig" else 32
-    if not isinstance(tag, bytes) or len(tag) != size:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: tag is not bin({size})")
-    return protocol.Frame(version, auth, key_id, body, tag)
+    assert _outcome(lambda: protocol.decode_frame(data)) == _outcome(lambda: reference_decode_frame(data))
 
 
 def _nested(depth: int) -> Any:
