@@ -5,7 +5,6 @@ The exposition is parsed with prometheus_client's own text parser, as a scraper 
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import sys
 import time
@@ -20,6 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "gateway
 from server_region import RegionClient, make_region  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
+from gateway.core.config import TxFacts  # noqa: E402
 from gateway.metrics import GatewayMetrics  # noqa: E402
 from gateway.server.app import Gateway  # noqa: E402
 from protocol import ErrCode  # noqa: E402
@@ -46,22 +46,14 @@ WARNING_CODES = {"PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTI
 _HELPER_LABELS = {"le"}
 
 
-@dataclasses.dataclass(frozen=True)
-class Facts:
-    """A stand-in for the core's TxFacts (the fields GatewayMetrics.observe_tx reads)."""
+# A pharmacy card settlement as the core reports it; each test changes what it needs.
+_SETTLEMENT = {"infno": "2102", "outcome": "ok", "kind": "pharmacy", "grade": "A", "cert_type": "03",
+               "medfee_fen": 3990, "fund_fen": 2800, "cash_fen": 1190}
 
-    infno: str = "2102"
-    outcome: str = "ok"
-    err_code: str = ""
-    kind: str = "pharmacy"
-    grade: str = "A"
-    cert_type: str = "03"
-    medfee_fen: int = 3990
-    fund_fen: int = 2800
-    cash_fen: int = 1190
-    bound_by: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    idempotent_replay: bool = False
+
+def facts(**changes: Any) -> TxFacts:
+    """The core's TxFacts of a settlement, with `changes` applied."""
+    return TxFacts(**{**_SETTLEMENT, **changes})
 
 
 def families(metrics: GatewayMetrics) -> dict[str, Any]:
@@ -113,11 +105,11 @@ def test_limit_and_code_take_only_the_spec_values() -> None:
 
 def test_a_settlement_moves_every_business_series() -> None:
     metrics = GatewayMetrics()
-    metrics.observe_tx(Facts(bound_by=("person_day",), warnings=("PERSON_DAY_LIMIT_REACHED",)), 0.003)
-    metrics.observe_tx(Facts(idempotent_replay=True), 0.001)
-    metrics.observe_tx(Facts(infno="2207", kind="clinic", grade="", cert_type="01",
+    metrics.observe_tx(facts(bound_by=("person_day",), warnings=("PERSON_DAY_LIMIT_REACHED",)), 0.003)
+    metrics.observe_tx(facts(idempotent_replay=True), 0.001)
+    metrics.observe_tx(facts(infno="2207", kind="clinic", grade="", cert_type="01",
                              bound_by=("institution_month",)), 0.002)
-    metrics.observe_tx(Facts(outcome="rejected", err_code="CARD_BLOCKED"), 0.001)
+    metrics.observe_tx(facts(outcome="rejected", err_code="CARD_BLOCKED"), 0.001)
     found = families(metrics)
     assert value_of(found["yb_requests"], infno="2102", outcome="ok") == 2
     assert value_of(found["yb_requests"], infno="2102", outcome="rejected") == 1
@@ -137,7 +129,7 @@ def test_a_settlement_moves_every_business_series() -> None:
 
 def test_hostile_values_fold_into_other_and_never_become_labels() -> None:
     metrics = GatewayMetrics()
-    metrics.observe_tx(Facts(infno="PSN0001", err_code="X" * 40, outcome="rejected",
+    metrics.observe_tx(facts(infno="PSN0001", err_code="X" * 40, outcome="rejected",
                              warnings=("CARD 6222",)), 0.001)
     found = families(metrics)
     assert value_of(found["yb_requests"], infno="other", outcome="rejected") == 1
