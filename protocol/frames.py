@@ -60,6 +60,11 @@ def decode_frame(data: bytes) -> Frame:
                 and type(key_id) is str and 1 <= len(key_id) <= limits.ID_CHARS_MAX
                 and type(body) is bytes and type(tag) is bytes and len(tag) == TAG_BYTES.get(auth)):
             return Frame(version, auth, key_id, body, tag)
+    return _frame_checked(value)
+
+
+def _frame_checked(value: object) -> Frame:
+    """The Frame checks field by field in their reference order (the fast path's fallback)."""
     reason = plain_violation(value, 0)
     if reason is not None:
         raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: {reason}")

@@ -30,10 +30,10 @@ from gateway.core import Core, idempotency
 from gateway.core.idempotency import IdempotencyStore, TimedKeys, pack_response, unpack_response
 from gateway.core.settlements import STATUS_SETTLED, Settlement, SettlementStore
 from protocol import (
-    AUTH_MAC, REQ_DOMAIN, ErrCode, Frame, ProtocolError, TerminalSession, canonical, decode_frame,
-    decode_response_envelope, encode_frame, envelope, inputs, mac,
+    AUTH_MAC, REQ_DOMAIN, ErrCode, Frame, TerminalSession, canonical, decode_frame, decode_response_envelope,
+    encode_frame, envelope, frames, inputs, mac,
 )
-from protocol._msgpack import unpack_strict
+from protocol._msgpack import unpack_unchecked
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -147,31 +147,13 @@ def _reference_settlement_expire(self: SettlementStore, today: int) -> None:
                 del self._by_id[setl_id]
 
 
-def _reference_decode_frame(data: bytes) -> Frame:
-    value = unpack_strict(data, ErrCode.MALFORMED_FRAME, "frame")
-    if not isinstance(value, list) or len(value) != 5:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
-    version, auth, key_id, body, tag = value
-    if type(version) is not int or version != 1:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: version is not 1")
-    if not isinstance(auth, str) or auth not in ("sig", "mac"):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: auth is not 'sig' or 'mac'")
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= 64:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: key_id is not a string of 1..64 chars")
-    if not isinstance(body, bytes):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: body is not bin")
-    size = 64 if auth == "sig" else 32
-    if not isinstance(tag, bytes) or len(tag) != size:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: tag is not bin({size})")
-    return Frame(version, auth, key_id, body, tag)
-
-
 @contextlib.contextmanager
 def fast_paths_off() -> Iterator[None]:
     """Every shortcut of the commit replaced by the walk or storage it shortcuts."""
     from gateway.core import machine
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(machine, "decode_frame", _reference_decode_frame)
+        patch.setattr(machine, "decode_frame", lambda data: frames._frame_checked(
+            unpack_unchecked(data, ErrCode.MALFORMED_FRAME, "frame")))
         patch.setattr(envelope, "is_plain", lambda value, depth=0: False)
         patch.setattr(inputs, "_bill_line", lambda raw, index: inputs._bill_line_checked(raw, f"input.items[{index}]"))
         patch.setattr(inputs, "_credential", inputs._credential_checked)
