@@ -35,7 +35,7 @@ soak: $(STAMP) ops-tools
 	$(BIN)/python -m pytest -m slow $(PYTEST_FLAGS)
 
 bench-core: $(STAMP)
-	$(BIN)/python -m gateway.core.bench
+	$(BIN)/python -m gateway.bench_core
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench

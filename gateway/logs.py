@@ -253,3 +253,12 @@ class _SharedState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.dropped_lines = 0
+
+
+# The process-wide event log of the shells (server, admin, journal wiring): one JSON line per event.
+LOGGER = JsonLogger()
+
+
+def log_event(event: str, /, **fields: Any) -> None:
+    """Write one info line for `event` (a short snake_case name) with `fields`."""
+    LOGGER.info(event, **fields)

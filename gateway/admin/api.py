@@ -1,10 +1,12 @@
 """The admin API (SPEC section 11): JSON over the admin listener, bearer tokens, three roles.
 
 Every state-changing route follows the data path's discipline: `journal.check_room()` before the
-core decides, the core builds and commits one record (or refuses with nothing applied), the
-record is appended and the answer waits until it is durable. A journal failure answers 500 and
-hands the process to its rebuild (memory is rolled back to what is durable), so a change is never
-reported as done unless it survives a crash. See docs/admin.md for every route.
+core decides, the core validates and returns one typed record (or refuses with nothing applied),
+the record is committed and goes through the same commit gate as the data path
+(`Runtime.make_durable`): the answer waits until it is durable. Every read waits until the state
+it reads is durable (`Runtime.reads_settled`). A journal failure answers 500 and hands the process
+to its rebuild (memory is rolled back to what is durable), so a change is never reported as done
+unless it survives a crash. See docs/admin.md for every route.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.admin import keyfiles, views
 from gateway.admin.bodies import ApiError, json_object, query_int, query_params, reason_of
-from gateway.core.governance import AdminRefusal
+from gateway.core.governance import REFUSED_CONFLICT, REFUSED_SEPARATION, REFUSED_UNKNOWN, AdminRefusal, FieldError
+from gateway.core.records import Record
 from gateway.core.registry import ID, Admin
+from protocol import public_raw
 from gateway.journal.errors import JournalFailed, JournalFull
-from gateway.server.admin_routes import authenticate
-from gateway.server.logs import log_event
-from gateway.server.runtime import Runtime
+from gateway.admin.auth import authenticate
+from gateway.logs import log_event
+from gateway.runtime import Runtime
 
 __all__ = ["AdminApi", "ROLE_RANK"]
 
@@ -55,9 +59,8 @@ def _json_body(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _field_of(exc: ValueError) -> str:
-    """The field a core ValueError names ("grade: bad value 'Z'" -> "grade")."""
-    return str(exc).split(":", 1)[0].strip() or "body"
+# The admin shell's HTTP status for each reason the core refuses an admin request.
+REFUSAL_STATUS = {REFUSED_UNKNOWN: 404, REFUSED_SEPARATION: 403, REFUSED_CONFLICT: 409}
 
 
 class AdminApi:
@@ -113,6 +116,8 @@ class AdminApi:
             if ROLE_RANK.get(admin.role, -1) < ROLE_RANK[role]:
                 raise ApiError(403, f"forbidden: needs role {role}, {admin.name} is {admin.role}")
             groups = [urllib.parse.unquote(g) for g in match.groups()]
+            if method == "GET":
+                await self._settled()
             return await handler(admin, groups, body, query)
         if allowed:
             raise ApiError(405, "method not allowed", headers=(("allow", ", ".join(sorted(set(allowed)))),))
@@ -123,8 +128,8 @@ class AdminApi:
     def _now_ms(self) -> int:
         return self.runtime.clock.now_ms()
 
-    async def _commit(self, build: Callable[[Any, int], dict[str, Any]]) -> dict[str, Any]:
-        """Run `build(core, now_ms)` (which commits one record or raises) and make it durable."""
+    async def _commit(self, build: Callable[[Any, int], Record]) -> Record:
+        """Run `build(core, now_ms)` (which returns one record or raises), commit it and make it durable."""
         runtime = self.runtime
         if not runtime.writable():
             raise ApiError(503, "not ready: the gateway is recovering its state", headers=(("retry-after", "2"),))
@@ -136,21 +141,24 @@ class AdminApi:
         except JournalFailed:
             raise ApiError(500, "the journal has failed; nothing was applied") from None
         try:
-            record = build(runtime.core, self._now_ms())
-        except ValueError as exc:
-            raise ApiError(400, str(exc), _field_of(exc)) from None
+            record = runtime.sealer.commit_record(runtime.core, build(runtime.core, self._now_ms()))
+        except FieldError as exc:
+            raise ApiError(400, str(exc), exc.field) from None
         except AdminRefusal as exc:
-            raise ApiError(exc.status, exc.msg, exc.field) from None
+            raise ApiError(REFUSAL_STATUS[exc.reason], exc.msg, exc.field) from None
         try:
-            journal.append(record)
-            if runtime.snapshots is not None:
-                runtime.snapshots.note_record()
-            await journal.wait_durable(record["op"])
-        except (JournalFull, JournalFailed) as exc:
-            log_event("admin_journal_failed", op=record["op"], t=record["t"], error=type(exc).__name__)
-            runtime.on_journal_failure()
+            await runtime.make_durable(record, record.op)
+        except (JournalFull, JournalFailed):
             raise ApiError(500, "the journal failed: the change is not applied (outcome rolled back)") from None
         return record
+
+    async def _settled(self) -> None:
+        """Wait until the state a read is about to show is durable (nothing a crash could roll back)."""
+        try:
+            await self.runtime.reads_settled()
+        except (JournalFull, JournalFailed):
+            raise ApiError(503, "the journal failed; retry once the gateway has recovered",
+                           headers=(("retry-after", "2"),)) from None
 
     def _last_audit(self) -> dict[str, Any]:
         return dict(self.runtime.core.state.governance.audit[-1])
@@ -172,8 +180,8 @@ class AdminApi:
         record = await self._commit(lambda core, now_ms: core.admin_apply(
             change, now_ms, actor=admin.name, role=admin.role, reason=reason))
         entry = self._last_audit()
-        return 200, {"op": record["op"], "action": kind, field: key, "before": entry["before"],
-                     "after": entry["after"], "reason": reason, "at_ms": record["now_ms"]}
+        return 200, {"op": record.op, "action": kind, field: key, "before": entry["before"],
+                     "after": entry["after"], "reason": reason, "at_ms": record.now_ms}  # type: ignore[attr-defined]
 
     async def _show(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
         entity, key = groups
@@ -200,7 +208,7 @@ class AdminApi:
             raise ApiError(400, "kind: required", "kind")
         record = await self._commit(lambda core, now_ms: core.propose_change(
             change, now_ms, actor=admin.name, role=admin.role, reason=reason))
-        proposal = self.runtime.core.state.governance.proposals[record["id"]]
+        proposal = self.runtime.core.state.governance.proposals[record.id]  # type: ignore[attr-defined]
         return 201, proposal.view(self._now_ms())
 
     async def _decide(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
@@ -258,7 +266,7 @@ class AdminApi:
                 raise ApiError(500, f"cannot write the new key file: {exc.strerror or exc}") from None
             try:
                 record = await self._commit(lambda core, now_ms: core.rotate_key(
-                    new_key, now_ms, actor=admin.name, role=admin.role, reason=reason, activate=False))
+                    public_raw(new_key.public_key()), now_ms, actor=admin.name, role=admin.role, reason=reason))
             except ApiError:
                 # Refused before the core took it: the staged key is garbage. Otherwise (a journal
                 # failure after the append) leave it to finish_pending_rotation at the next start.
@@ -270,13 +278,13 @@ class AdminApi:
             try:
                 await trio.to_thread.run_sync(keyfiles.install_staged, self.signing_key_path)
             except (OSError, keyfiles.KeyFileError) as exc:
-                log_event("key_install_failed", kid=record["kid"], detail=str(exc)[:200])
-                self.runtime.core.activate_key(new_key)
-                raise ApiError(500, f"rotation journaled (kid {record['kid']}) but the key file was not "
+                log_event("key_install_failed", kid=record.kid, detail=str(exc)[:200])
+                self.runtime.sealer.activate(self.runtime.core, new_key)
+                raise ApiError(500, f"rotation journaled (kid {record.kid}) but the key file was not "
                                     f"replaced; it completes at the next start: {exc}") from None
-            self.runtime.core.activate_key(new_key)
-        log_event("key_rotated", kid=record["kid"], retired_kid=record["retired_kid"], admin=admin.name)
-        return 200, {"op": record["op"], "kid": record["kid"], "retired_kid": record["retired_kid"],
+            self.runtime.sealer.activate(self.runtime.core, new_key)
+        log_event("key_rotated", kid=record.kid, retired_kid=record.retired_kid, admin=admin.name)
+        return 200, {"op": record.op, "kid": record.kid, "retired_kid": record.retired_kid,
                      "keys": self.runtime.core.public_keys()}
 
     async def _snapshot(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
@@ -295,4 +303,4 @@ class AdminApi:
             except (OSError, JournalFailed) as exc:
                 raise ApiError(500, f"the snapshot could not be written: {exc}") from None
         # The snapshot covers at least every op up to this request's own record.
-        return 200, {"snapshot_op": record["op"]}
+        return 200, {"snapshot_op": record.op}

@@ -1,20 +1,22 @@
 """The deterministic business core of yibao-gateway: registry, ledgers, settlement, idempotency.
 
-Pure: no trio, no sockets, no clock (time is a parameter), no prometheus, no journal.
+Pure: no trio, no sockets, no clock (time is a parameter), no keys, no prometheus, no journal.
+`Core.decide` answers a request with a Decision; `Core.commit` applies a typed record (records.py).
 """
 
-from gateway.core.config import CoreConfig, Rejection, TxFacts, TxResult
-from gateway.core.keyring import KeyRing
+from gateway.core.config import CoreConfig, Decision, TxFacts
+from gateway.core.governance import AdminRefusal, FieldError
+from gateway.core.keys import PublishedKeys
 from gateway.core.ledger import Grant, InMemoryLedger, LedgerPort
 from gateway.core.machine import Core
 from gateway.core.overlay import CHANGE_KINDS
+from gateway.core.records import RECORD_TYPES, Record, from_wire
 from gateway.core.registry import (
     Registry, RegistryError, Secrets, load_registry, load_secrets, parse_registry, parse_secrets,
 )
-from gateway.core.state import RECORD_KINDS
 
 __all__ = [
-    "CHANGE_KINDS", "Core", "CoreConfig", "Grant", "InMemoryLedger", "KeyRing", "LedgerPort", "RECORD_KINDS",
-    "Registry", "RegistryError", "Rejection", "Secrets", "TxFacts", "TxResult", "load_registry", "load_secrets",
-    "parse_registry", "parse_secrets",
+    "AdminRefusal", "CHANGE_KINDS", "Core", "CoreConfig", "Decision", "FieldError", "Grant", "InMemoryLedger",
+    "LedgerPort", "PublishedKeys", "RECORD_TYPES", "Record", "Registry", "RegistryError", "Secrets", "TxFacts",
+    "from_wire", "load_registry", "load_secrets", "parse_registry", "parse_secrets",
 ]

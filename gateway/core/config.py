@@ -1,4 +1,4 @@
-"""Configuration, results and result codes of the core (the types the server codes against)."""
+"""Configuration, decisions and result codes of the core (the types the shells code against)."""
 
 from __future__ import annotations
 
@@ -51,22 +51,36 @@ class TxFacts(NamedTuple):
     idempotent_replay: bool = False
 
 
-class TxResult(NamedTuple):
-    """The core's answer to one POST /fsi/v1/tx body.
+class Decision(NamedTuple):
+    """What the core decided about one request: an answer to seal, and what it changes.
 
-    record: journal it before the next await and await durability of record["op"] before sending.
-    wait_op: when > 0, await durability of that op before sending (an answer that depends on it).
+    code: None for success, else the result code of a refusal (`msg` says why).
+    output, warnings: the answer's fields (output None on refusals).
+    record: the typed record to commit once the answer is sealed (None: nothing durable changes).
+    stored: an idempotent replay's stored answer bytes, sent as they are (nothing else is sealed).
+    read_op: the newest op the decision read; the answer waits until that op is durable, so no
+        answer reports state a crash could roll back.
+    session_opened / session_ended: the volatile session-table change of 9001 / 9002.
     """
 
-    http_status: int
-    response: bytes
-    record: dict[str, Any] | None
-    wait_op: int
+    code: ErrCode | None
+    msg: str
+    msgid: str | None
+    output: dict[str, Any] | None
+    warnings: tuple[str, ...]
+    record: Any
     facts: TxFacts
+    read_op: int
+    stored: bytes | None = None
+    session_opened: Any = None
+    session_ended: str | None = None
 
 
 class Rejection(Exception):
-    """A business outcome raised inside the pipeline and turned into a signed error answer."""
+    """A refusal raised by a rule deep inside `decide`; `decide` returns it as a Decision's code.
+
+    It never leaves the core: callers of `decide` see result codes, not exceptions.
+    """
 
     def __init__(self, code: ErrCode, msg: str) -> None:
         super().__init__(f"{code.wire}: {msg}")

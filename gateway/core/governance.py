@@ -29,14 +29,28 @@ STATUS_REJECTED = "rejected"
 STATUS_EXPIRED = "expired"
 
 
-class AdminRefusal(Exception):
-    """An admin request the state refuses: `status` is the HTTP status (403, 404, 409)."""
+REFUSED_UNKNOWN = "unknown"          # no such change
+REFUSED_CONFLICT = "conflict"        # not pending, or no longer applicable
+REFUSED_SEPARATION = "separation"    # the proposer approving their own change
 
-    def __init__(self, status: int, msg: str, field: str | None = None) -> None:
+
+class AdminRefusal(Exception):
+    """An admin request the state refuses; `reason` is one of REFUSED_* (the admin shell maps it)."""
+
+    def __init__(self, reason: str, msg: str, field: str | None = None) -> None:
         super().__init__(msg)
-        self.status = status
+        self.reason = reason
         self.msg = msg
         self.field = field
+
+
+class FieldError(ValueError):
+    """A value the core refuses, naming its field as data (`field`), with what is wrong (`msg`)."""
+
+    def __init__(self, field: str, msg: str) -> None:
+        super().__init__(f"{field}: {msg}")
+        self.field = field
+        self.msg = msg
 
 
 @dataclasses.dataclass
@@ -83,12 +97,12 @@ class Governance:
         """The proposal `change_id` if it may still be decided by `actor`; raises AdminRefusal."""
         proposal = self.proposals.get(change_id)
         if proposal is None:
-            raise AdminRefusal(404, f"no change {change_id!r}")
+            raise AdminRefusal(REFUSED_UNKNOWN, f"no change {change_id!r}")
         status = proposal.status_at(now_ms)
         if status != STATUS_PROPOSED:
-            raise AdminRefusal(409, f"change {change_id} is {status}")
+            raise AdminRefusal(REFUSED_CONFLICT, f"change {change_id} is {status}")
         if approving and proposal.proposer == actor:
-            raise AdminRefusal(403, "the proposer cannot approve their own change (two admins are needed)")
+            raise AdminRefusal(REFUSED_SEPARATION, "the proposer cannot approve their own change (two admins are needed)")
         return proposal
 
     def add(self, proposal: Proposal) -> None:

@@ -1,28 +1,30 @@
 """Business handlers, one per infno (SPEC section 7), run after every earlier pipeline step passed.
 
-A handler returns an Answer: the output map, the warnings and, for a state change, the record body
-(without "op" and "response", which the machine adds once the answer is signed). Handlers read
-state but never write durable state: the machine commits the record through State.commit.
+A handler reads a narrow view of the core (`View`: state, config, sessions, credential keys) and
+returns an Answer: the output map, the warnings and, for a state change, the typed record (without
+"op" and "response", which the shell adds once the answer is sealed). Handlers never write: the
+shell commits the record through `Core.commit`, and 9001/9002 name the session to open or end.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.core.clock import business_day, business_month, day_date, parse_stmt_date
-from gateway.core.config import Rejection
+from gateway.core.config import CoreConfig, Rejection
 from gateway.core.patient import Patient, check_credential, check_person
 from gateway.core.registry import Institution
-from gateway.core.sessions import Session
+from gateway.core.records import CancelRecord, Idem, Record, ReverseRecord, SettleRecord, Voucher
+from gateway.core.sessions import Session, SessionTable
 from gateway.core.settlement import Bill, Usage, compute_bill
 from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement
+from gateway.core.state import State
 from protocol import ErrCode, RequestEnvelope, session_key, x25519_public_raw
-
-if TYPE_CHECKING:
-    from gateway.core.machine import Core
 
 PRE_SETTLE_INFNOS = frozenset({"2101", "2206"})
 
@@ -47,54 +49,96 @@ class Answer:
 
     output: dict[str, Any]
     warnings: tuple[str, ...] = ()
-    record: dict[str, Any] | None = None
+    record: Record | None = None
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    session_opened: Session | None = None     # 9001: the session to open
+    session_ended: str | None = None          # 9002: the sign_no to end
+
+
+class View:
+    """What handlers may read: durable state, limits, sessions and credential keys; never the Core."""
+
+    __slots__ = ("state", "config", "sessions", "master_keys", "random_bytes", "_issuer_cache")
+
+    def __init__(self, state: State, config: CoreConfig, sessions: SessionTable, master_keys: dict[str, bytes],
+                 random_bytes: Callable[[int], bytes]) -> None:
+        self.state = state
+        self.config = config
+        self.sessions = sessions
+        self.master_keys = master_keys
+        self.random_bytes = random_bytes
+        self._issuer_cache: tuple[int, dict[str, Ed25519PublicKey]] = (-1, {})
+
+    @property
+    def issuer_keys(self) -> dict[str, Ed25519PublicKey]:
+        """E-voucher issuer keys as key objects (built once per overlay version)."""
+        issuers = self.state.overlay.voucher_issuers
+        if self._issuer_cache[0] != id(issuers):
+            self._issuer_cache = (id(issuers), {kid: Ed25519PublicKey.from_public_bytes(raw)
+                                                for kid, raw in issuers.items()})
+        return self._issuer_cache[1]
+
+    def new_sign_no(self) -> str:
+        """A fresh random sign_no not in the session table."""
+        while True:
+            sign_no = self.random_bytes(16).hex()
+            if self.sessions.get(sign_no) is None:
+                return sign_no
+
+    def setl_id(self, number: int) -> str:
+        """The n-th setl_id: gateway admdvs + "1" + 13 digits, so ids sort in allocation order."""
+        assert 0 < number < 10**13
+        return f"{self.config.admdvs}1{number:013d}"
+
+    def mdtrt_id(self, number: int) -> str:
+        """The n-th mdtrt_id (one visit per settlement at the till)."""
+        assert 0 < number < 10**13
+        return f"{self.config.admdvs}2{number:013d}"
 
 
 def _overloaded(what: str) -> Rejection:
     return Rejection(ErrCode.OVERLOADED, f"{what} is full; retry later")
 
 
-def sign_in(core: Core, req: Request) -> Answer:
+def sign_in(view: View, req: Request) -> Answer:
     """9001: open a session with a fresh ephemeral X25519 key from the injected randomness."""
     if req.typed.opter != req.env.opter:
         raise Rejection(ErrCode.MALFORMED_INPUT, "input.opter: differs from the envelope's opter")
-    sign_no = core.new_sign_no()
-    ephemeral = X25519PrivateKey.from_private_bytes(core.random_bytes(32))
+    sign_no = view.new_sign_no()
+    ephemeral = X25519PrivateKey.from_private_bytes(view.random_bytes(32))
     key = session_key(ephemeral, req.typed.x25519_pub, sign_no)
-    expires_ms = req.now_ms + core.config.session_ttl_s * 1000
-    core.sessions.open(Session(sign_no, req.env.dev_no, req.env.opter, req.institution.code, key,
-                               req.now_ms, expires_ms))
+    expires_ms = req.now_ms + view.config.session_ttl_s * 1000
+    session = Session(sign_no, req.env.dev_no, req.env.opter, req.institution.code, key, req.now_ms, expires_ms)
     return Answer({"sign_no": sign_no, "sign_time": req.now_ms, "x25519_pub": x25519_public_raw(ephemeral),
-                   "session_expires": expires_ms})
+                   "session_expires": expires_ms}, session_opened=session)
 
 
-def sign_out(core: Core, req: Request) -> Answer:
+def sign_out(view: View, req: Request) -> Answer:
     """9002: end the session named by the frame."""
     assert req.session is not None
-    core.sessions.end(req.session.sign_no)
-    return Answer({"sign_no": req.session.sign_no, "sign_out_time": req.now_ms})
+    return Answer({"sign_no": req.session.sign_no, "sign_out_time": req.now_ms},
+                  session_ended=req.session.sign_no)
 
 
-def _patient(core: Core, req: Request, medfee_fen: int) -> Patient:
-    state = core.state
-    patient = check_credential(req.typed.cert, req.env, medfee_fen, state.overlay, core.issuer_keys,
-                               core.master_keys, state.vouchers, req.now_ms)
+def _patient(view: View, req: Request, medfee_fen: int) -> Patient:
+    state = view.state
+    patient = check_credential(req.typed.cert, req.env, medfee_fen, state.overlay, view.issuer_keys,
+                               view.master_keys, state.vouchers, req.now_ms)
     check_person(patient, req.institution, state.overlay, day_date(business_day(req.now_ms)))
     return patient
 
 
-def _allowance_fen(core: Core, institution: Institution) -> int:
+def _allowance_fen(view: View, institution: Institution) -> int:
     if institution.kind != "pharmacy":
         return 0
-    return core.state.overlay.policy.otc_allowance_fen[institution.grade]
+    return view.state.overlay.policy.otc_allowance_fen[institution.grade]
 
 
-def person_info(core: Core, req: Request) -> Answer:
+def person_info(view: View, req: Request) -> Answer:
     """1101: who the person is and what is left of today's OTC allowance here."""
-    patient = _patient(core, req, 0)
-    allowance_fen = _allowance_fen(core, req.institution)
-    used_fen = core.state.ledger.person_day_used(patient.psn_no, business_day(req.now_ms)) if allowance_fen else 0
+    patient = _patient(view, req, 0)
+    allowance_fen = _allowance_fen(view, req.institution)
+    used_fen = view.state.ledger.person_day_used(patient.psn_no, business_day(req.now_ms)) if allowance_fen else 0
     return Answer({"psn_no": patient.psn_no, "insutype": patient.insutype,
                    "insuplc_admdvs": patient.insuplc_admdvs,
                    "cross_province": patient.cross_province(req.institution),
@@ -103,10 +147,10 @@ def person_info(core: Core, req: Request) -> Answer:
                   facts={"cert_type": patient.cert_type})
 
 
-def _compute(core: Core, req: Request, patient: Patient, day: int, month: int) -> tuple[Bill, Usage]:
-    state, institution = core.state, req.institution
+def _compute(view: View, req: Request, patient: Patient, day: int, month: int) -> tuple[Bill, Usage]:
+    state, institution = view.state, req.institution
     usage = Usage(
-        otc_allowance_fen=_allowance_fen(core, institution),
+        otc_allowance_fen=_allowance_fen(view, institution),
         person_day_used_fen=state.ledger.person_day_used(patient.psn_no, day),
         monthly_cap_fen=institution.monthly_cap_fen,
         institution_month_used_fen=state.ledger.institution_month_used(institution.code, month))
@@ -135,18 +179,18 @@ def _setlinfo(req: Request, patient: Patient, bill: Bill, setl_ids: tuple[str, s
     return setlinfo
 
 
-def settle(core: Core, req: Request) -> Answer:
+def settle(view: View, req: Request) -> Answer:
     """2101/2102 (pharmacies) and 2206/2207 (clinics, hospitals): split the bill; settle on 2102/2207."""
-    state, env = core.state, req.env
+    state, env = view.state, req.env
     applying = env.infno not in PRE_SETTLE_INFNOS
     if applying:
-        _require_room(core, settlement=True)
-    patient = _patient(core, req, req.typed.medfee_sumamt)
+        _require_room(view, settlement=True)
+    patient = _patient(view, req, req.typed.medfee_sumamt)
     day, month = business_day(req.now_ms), business_month(req.now_ms)
-    bill, usage = _compute(core, req, patient, day, month)
+    bill, usage = _compute(view, req, patient, day, month)
     setl_n = state.setl_counter + 1
-    setl_id = core.setl_id(setl_n) if applying else ""
-    setlinfo = _setlinfo(req, patient, bill, (setl_id, core.mdtrt_id(setl_n)) if applying else None)
+    setl_id = view.setl_id(setl_n) if applying else ""
+    setlinfo = _setlinfo(req, patient, bill, (setl_id, view.mdtrt_id(setl_n)) if applying else None)
     output = {"detlcutinfo": [
         {"cut_reason": c.cut_reason, "feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt,
          "inscp_scp_amt": c.inscp_scp_amt, "preselfpay_amt": c.preselfpay_amt} for c in bill.lines],
@@ -161,15 +205,15 @@ def settle(core: Core, req: Request) -> Answer:
             "setl_time": req.now_ms, "day": day, "month": month, "medfee_sumamt": bill.medfee_sumamt,
             "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": bill.psn_cash_pay, "otc_pay": bill.otc_pay,
             "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None}
-    voucher = None if patient.voucher_key is None else [patient.voucher_key, patient.voucher_exp_ms]
-    record = {"t": "settle", "now_ms": req.now_ms, "setl": setl, "setl_n": setl_n,
-              "person_limit_fen": usage.otc_allowance_fen, "cap_fen": usage.monthly_cap_fen, "voucher": voucher,
-              "idem": [env.msgid, req.fingerprint, env.infno, setl_id]}
+    voucher = None if patient.voucher_key is None else Voucher(patient.voucher_key, patient.voucher_exp_ms)
+    record = SettleRecord(now_ms=req.now_ms, setl=setl, setl_n=setl_n, person_limit_fen=usage.otc_allowance_fen,
+                          cap_fen=usage.monthly_cap_fen, voucher=voucher,
+                          idem=Idem(env.msgid, req.fingerprint, env.infno, setl_id))
     return Answer(output, bill.warnings, record, facts)
 
 
-def _require_room(core: Core, settlement: bool = False, tombstone: bool = False) -> None:
-    state = core.state
+def _require_room(view: View, settlement: bool = False, tombstone: bool = False) -> None:
+    state = view.state
     if not state.idempotency.has_room():
         raise _overloaded("the idempotency store")
     if settlement and not (state.settlements.has_room() and state.vouchers.has_room()):
@@ -178,10 +222,10 @@ def _require_room(core: Core, settlement: bool = False, tombstone: bool = False)
         raise _overloaded("the tombstone store")
 
 
-def cancel(core: Core, req: Request) -> Answer:
+def cancel(view: View, req: Request) -> Answer:
     """2103/2208: cancel a settlement of this institution and person within its business month."""
-    _require_room(core)
-    found = core.state.settlements.get(req.typed.setl_id)
+    _require_room(view)
+    found = view.state.settlements.get(req.typed.setl_id)
     if found is None or found.institution != req.institution.code or found.psn_no != req.typed.psn_no:
         raise Rejection(ErrCode.SETTLEMENT_NOT_FOUND, "no such settlement")
     if found.status != STATUS_SETTLED:
@@ -191,15 +235,15 @@ def cancel(core: Core, req: Request) -> Answer:
     output = {"setl_id": found.setl_id, "cancel_time": req.now_ms, "medfee_sumamt": -found.medfee_sumamt,
               "fund_pay_sumamt": -found.fund_pay_sumamt, "psn_cash_pay": -found.psn_cash_pay,
               "otc_pay": -found.otc_pay, "rx_pay": -found.rx_pay}
-    record = {"t": "cancel", "now_ms": req.now_ms, "setl_id": found.setl_id,
-              "idem": [req.env.msgid, req.fingerprint, req.env.infno, found.setl_id]}
+    record = CancelRecord(now_ms=req.now_ms, setl_id=found.setl_id,
+                          idem=Idem(req.env.msgid, req.fingerprint, req.env.infno, found.setl_id))
     return Answer(output, (), record)
 
 
-def reverse(core: Core, req: Request) -> Answer:
+def reverse(view: View, req: Request) -> Answer:
     """2601: undo an applied original, or tombstone an unknown one so it is refused if it arrives."""
-    _require_room(core, tombstone=True)
-    state, omsgid, oinfno = core.state, req.typed.omsgid, req.typed.oinfno
+    _require_room(view, tombstone=True)
+    state, omsgid, oinfno = view.state, req.typed.omsgid, req.typed.oinfno
     if omsgid[:12] != req.institution.code:
         raise Rejection(ErrCode.SETTLEMENT_NOT_FOUND, "input.omsgid: not a message of this institution")
     output: dict[str, Any] = {"reversed": True}
@@ -215,8 +259,8 @@ def reverse(core: Core, req: Request) -> Answer:
         output["original_found"] = True
         setl_id = original.subject
         action = _reverse_action(state.settlements.get(setl_id), oinfno, omsgid)
-    record = {"t": "reverse", "now_ms": req.now_ms, "omsgid": omsgid, "action": action, "setl_id": setl_id,
-              "idem": [req.env.msgid, req.fingerprint, req.env.infno, omsgid]}
+    record = ReverseRecord(now_ms=req.now_ms, omsgid=omsgid, action=action, setl_id=setl_id,
+                           idem=Idem(req.env.msgid, req.fingerprint, req.env.infno, omsgid))
     return Answer(output, (), record)
 
 
@@ -238,9 +282,9 @@ def _stmt_day(text: str) -> int:
         raise Rejection(ErrCode.MALFORMED_INPUT, "input.stmt_date: not a real YYYYMMDD date") from None
 
 
-def totals(core: Core, req: Request) -> Answer:
+def totals(view: View, req: Request) -> Answer:
     """3201: compare the institution's totals for a business day with the settlements that stand."""
-    store = core.state.settlements
+    store = view.state.settlements
     rows = [store.get(i) for i in store.day_ids(req.institution.code, _stmt_day(req.typed.stmt_date))]
     standing = [s for s in rows if s is not None and s.status == STATUS_SETTLED]
     gateway = {"setl_cnt": len(standing), "medfee_sumamt": sum(s.medfee_sumamt for s in standing),
@@ -256,10 +300,10 @@ def totals(core: Core, req: Request) -> Answer:
 DETAIL_ROWS_PER_ANSWER_MAX = 200
 
 
-def detail(core: Core, req: Request) -> Answer:
+def detail(view: View, req: Request) -> Answer:
     """3202: one page of the day's settlements in setl_id order."""
     limit = min(req.typed.limit, DETAIL_ROWS_PER_ANSWER_MAX)
-    page, more = core.state.settlements.page(req.institution.code, _stmt_day(req.typed.stmt_date),
+    page, more = view.state.settlements.page(req.institution.code, _stmt_day(req.typed.stmt_date),
                                              req.typed.after, limit)
     rows = [{"setl_id": s.setl_id, "msgid": s.msgid, "psn_no": s.psn_no, "setl_time": s.setl_time,
              "medfee_sumamt": s.medfee_sumamt, "fund_pay_sumamt": s.fund_pay_sumamt,

@@ -1,7 +1,10 @@
-"""The Core: SPEC section 5's precedence pipeline around the handlers, signed answers, records.
+"""The Core: SPEC section 5's precedence pipeline around the handlers; decide and commit.
 
-One writer, no locks, no I/O, no clock: the server calls `handle_tx(body, now_ms)` synchronously
-between awaits and journals the returned record. Order of the pipeline (the first failing step
+One writer, no locks, no I/O, no clock, no keys: the shell calls `decide(body, now_ms)`
+synchronously between awaits, seals the Decision's answer (gateway/sealer.py), commits its record
+with `commit` (the one function that changes durable state; replay uses it too) and journals it.
+Protocol decoding and tag verification are `protocol`'s; the pipeline looks up what they need
+(institution, terminal key, session key) and applies SPEC's precedence. Order of the pipeline (the first failing step
 answers): frame → envelope → institution known → mdtrtarea_admvs → authentication → freshness →
 reversed msgid / idempotent replay / MSGID_REUSED → operator suspension → infno vs institution →
 input → credential → person → business rules (the last three inside the handlers).
@@ -19,21 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from gateway.core.admin import AdminMixin
-from gateway.core.clock import local_stamp
-from gateway.core.config import CoreConfig, Rejection, TxFacts, TxResult, outcome_of
-from gateway.core.handlers import HANDLERS, Answer, Request
-from gateway.core.keyring import KeyRing
-from gateway.core.refid import RefidAllocator
+from gateway.core.config import CoreConfig, Decision, Rejection, TxFacts, outcome_of
+from gateway.core.handlers import HANDLERS, Answer, Request, View
+from gateway.core.keys import PublishedKeys
+from gateway.core.records import Record
 from gateway.core.registry import Institution, Registry, Secrets
 from gateway.core.sessions import Session, SessionTable
 from gateway.core.state import State
 from protocol import (
     AUTH_MAC, AUTH_SIG, REQ_DOMAIN, ErrCode, Frame, ProtocolError, RequestEnvelope,
-    check_fresh, decode_frame, decode_request_envelope_proving_input, encode_response_fields, fingerprint,
-    parse_input,
+    check_fresh, decode_frame, decode_request_envelope_proving_input, fingerprint, parse_input,
     verify_mac, verify_sig,
 )
 
@@ -47,34 +46,32 @@ SUSPENDABLE_INFNOS = frozenset({"2101", "2102", "2206", "2207"})
 class _Trace:
     """What is known about a request so far, for the error answer and the metrics facts."""
 
-    __slots__ = ("now_ms", "msgid", "infno", "institution")
+    __slots__ = ("now_ms", "msgid", "infno", "institution", "read_op")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
         self.msgid: str | None = None
         self.infno = ""
         self.institution: Institution | None = None
+        self.read_op = 0                 # 0 until the pipeline first reads state
 
 
 class Core(AdminMixin):
     """The deterministic business core (see module docstring and docs/design.md)."""
 
-    def __init__(self, config: CoreConfig, registry: Registry, secrets: Secrets, keyring: KeyRing,
+    def __init__(self, config: CoreConfig, registry: Registry, secrets: Secrets, active_public_raw: bytes,
                  random_bytes: Callable[[int], bytes]) -> None:
+        """`active_public_raw`: the public key the shell signs with; `random_bytes`: injected entropy."""
         self.config = config
-        self.keyring = keyring
-        self.random_bytes = random_bytes
-        self.master_keys = dict(secrets.card_master_keys)
-        self.state = State(config, registry, keyring)
+        self.state = State(config, registry, PublishedKeys(active_public_raw))
         self.sessions = SessionTable(config.sessions_max)
-        self.refids = RefidAllocator(config.refid_block)
-        self._issuer_cache: tuple[int, dict[str, Ed25519PublicKey]] = (-1, {})
+        self.view = View(self.state, config, self.sessions, dict(secrets.card_master_keys), random_bytes)
 
     # -- public surface ------------------------------------------------------------------------
 
     @property
     def last_op(self) -> int:
-        """Op number of the newest record produced or replayed."""
+        """Op number of the newest record committed (live or replayed)."""
         return self.state.last_op
 
     @property
@@ -82,36 +79,33 @@ class Core(AdminMixin):
         """Sessions currently in the table."""
         return len(self.sessions)
 
+    @property
+    def keys(self) -> PublishedKeys:
+        """The published response-signing keys (GET /fsi/v1/keys)."""
+        return self.state.keys
+
     def public_keys(self) -> list[dict[str, str]]:
         """The GET /fsi/v1/keys list."""
-        return self.keyring.public_keys()
+        return self.state.keys.public_keys()
 
-    @property
-    def issuer_keys(self) -> dict[str, Ed25519PublicKey]:
-        """E-voucher issuer keys as key objects (built once per overlay version)."""
-        issuers = self.state.overlay.voucher_issuers
-        if self._issuer_cache[0] != id(issuers):
-            self._issuer_cache = (id(issuers), {kid: Ed25519PublicKey.from_public_bytes(raw)
-                                                for kid, raw in issuers.items()})
-        return self._issuer_cache[1]
-
-    def handle_tx(self, body: bytes, now_ms: int) -> TxResult:
-        """Answer one POST /fsi/v1/tx body at gateway time `now_ms` (see TxResult for the contract)."""
+    def decide(self, body: bytes, now_ms: int) -> Decision:
+        """Decide one POST /fsi/v1/tx body at gateway time `now_ms`; changes nothing (see Decision)."""
         trace = _Trace(now_ms)
         try:
             return self._pipeline(body, trace)
         except (ProtocolError, Rejection) as exc:
-            return self._error_result(exc.code, exc.msg, trace)
+            return self._refusal(exc.code, exc.msg, trace)
 
-    def error_response(self, code: ErrCode, now_ms: int, msgid: str | None = None) -> bytes:
-        """A signed error Frame for errors the server raises itself (OVERLOADED, DRAINING ...)."""
-        serial = self.refids.take()
-        return self._seal(code, code.wire, msgid, None, (), now_ms, serial)
-
-    def replay(self, record: dict[str, Any]) -> None:
-        """Recovery: re-apply one journaled record exactly as the live path applied it."""
+    def commit(self, record: Record) -> None:
+        """Apply one record: the only change of durable state, live and in replay alike."""
         self.state.commit(record)
-        self.refids.restart_from(self.state.refid_reserved_to)
+
+    def apply_sessions(self, decision: Decision) -> None:
+        """Apply a decision's session change (sessions are volatile: never journaled)."""
+        if decision.session_opened is not None:
+            self.sessions.open(decision.session_opened)
+        if decision.session_ended is not None:
+            self.sessions.end(decision.session_ended)
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able copy of all durable state."""
@@ -120,38 +114,29 @@ class Core(AdminMixin):
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Load a snapshot into this (fresh) core."""
         self.state.restore(snapshot)
-        self.refids.restart_from(self.state.refid_reserved_to)
 
-    @classmethod
-    def from_snapshot(cls, snapshot: dict[str, Any], **kwargs: Any) -> Core:
-        """Build a core from the registry/secrets/keyring in kwargs and load `snapshot`."""
-        core = cls(**kwargs)
-        core.restore(snapshot)
-        return core
+    def rebuild(self, snapshot: dict[str, Any] | None, records: list[Record], sessions_from: Core | None) -> None:
+        """Rebuild this fresh core from durable state: a snapshot, then the records after it.
 
-    def setl_id(self, number: int) -> str:
-        """The n-th setl_id: gateway admdvs + "1" + 13 digits, so ids sort in allocation order."""
-        assert 0 < number < 10**13
-        return f"{self.config.admdvs}1{number:013d}"
-
-    def mdtrt_id(self, number: int) -> str:
-        """The n-th mdtrt_id (one visit per settlement at the till)."""
-        assert 0 < number < 10**13
-        return f"{self.config.admdvs}2{number:013d}"
-
-    def new_sign_no(self) -> str:
-        """A fresh random sign_no not in the session table."""
-        while True:
-            sign_no = self.random_bytes(16).hex()
-            if self.sessions.get(sign_no) is None:
-                return sign_no
+        `sessions_from`: a core whose (volatile) sessions carry over, as after a journal failure,
+        so terminals need not sign in again.
+        """
+        assert self.state.last_op == 0
+        if snapshot is not None:
+            self.restore(snapshot)
+        for record in records:
+            self.commit(record)
+        if sessions_from is not None:
+            self.sessions = sessions_from.sessions
+            self.view.sessions = self.sessions
 
     # -- the pipeline --------------------------------------------------------------------------
 
-    def _pipeline(self, body: bytes, trace: _Trace) -> TxResult:
+    def _pipeline(self, body: bytes, trace: _Trace) -> Decision:
         frame = decode_frame(body)
         env, input_plain = decode_request_envelope_proving_input(frame.body)
         trace.msgid, trace.infno = env.msgid, env.infno
+        trace.read_op = self.state.last_op
         institution = self.state.overlay.institutions.get(env.fixmedins_code)
         if institution is None:
             raise Rejection(ErrCode.INSTITUTION_UNKNOWN, f"institution {env.fixmedins_code} is not registered")
@@ -167,7 +152,7 @@ class Core(AdminMixin):
         self._check_institution(env, institution)
         typed = parse_input(env.infno, env.input, input_proven_plain=input_plain)
         req = Request(env, institution, session, typed, print_, trace.now_ms)
-        return self._answer(HANDLERS[env.infno](self, req), trace)
+        return self._answer(HANDLERS[env.infno](self.view, req), trace)
 
     def _authenticate(self, frame: Frame, env: RequestEnvelope, institution: Institution,
                       now_ms: int) -> Session | None:
@@ -205,7 +190,7 @@ class Core(AdminMixin):
         if terminal is None or terminal.status == "revoked":
             raise Rejection(ErrCode.TERMINAL_REVOKED, "the terminal is revoked")
 
-    def _idempotent(self, env: RequestEnvelope, print_: bytes, trace: _Trace) -> TxResult | None:
+    def _idempotent(self, env: RequestEnvelope, print_: bytes, trace: _Trace) -> Decision | None:
         if env.msgid in self.state.tombstones:
             raise Rejection(ErrCode.ORIGINAL_REVERSED, "this msgid was reversed")
         entry = self.state.idempotency.get(env.msgid)
@@ -214,7 +199,7 @@ class Core(AdminMixin):
         if entry.fingerprint != print_:
             raise Rejection(ErrCode.MSGID_REUSED, "this msgid was used for another request")
         facts = TxFacts(infno=env.infno, outcome="ok", idempotent_replay=True, **self._place_facts(trace))
-        return TxResult(200, entry.response, None, entry.op, facts)
+        return Decision(None, "", env.msgid, None, (), None, facts, max(trace.read_op, entry.op), entry.response)
 
     def _check_institution(self, env: RequestEnvelope, institution: Institution) -> None:
         if env.infno != SIGN_OUT and self.state.overlay.operator_suspended(env.opter):
@@ -235,40 +220,15 @@ class Core(AdminMixin):
             return {"msgid": trace.msgid or ""}
         return {"kind": institution.kind, "grade": institution.grade or "", "msgid": trace.msgid or ""}
 
-    def _seal(self, code: ErrCode | None, msg: str, msgid: str | None, output: dict[str, Any] | None,
-              warnings: tuple[str, ...], now_ms: int, serial: int) -> bytes:
-        body = encode_response_fields(
-            infcode=0 if code is None else code.infcode, err_code="" if code is None else code.wire,
-            err_msg=msg, msgid=msgid, inf_refmsgid=f"{self.config.admdvs}{local_stamp(now_ms)}{serial:010d}",
-            respond_time=now_ms, output=output, warnings=warnings)
-        return self.keyring.seal(body)
-
-    def _answer(self, answer: Answer, trace: _Trace) -> TxResult:
-        serial = self.refids.take()
-        response = self._seal(None, "", trace.msgid, answer.output, answer.warnings, trace.now_ms, serial)
-        record = None
-        if answer.record is not None:
-            record = {"op": self.state.last_op + 1, **answer.record, "response": response}
-            self.refids.attach(record)
-            self.state.commit(record)
+    def _answer(self, answer: Answer, trace: _Trace) -> Decision:
         institution = trace.institution
         assert institution is not None   # an answer is only reached past the institution step
         # _place_facts inlined: this is every settlement's path, and it saves building a dict.
         facts = TxFacts(infno=trace.infno, outcome="ok", warnings=answer.warnings, kind=institution.kind,
                         grade=institution.grade or "", msgid=trace.msgid or "", **answer.facts)
-        return self._finish(200, response, record, serial, 0, facts)
+        return Decision(None, "", trace.msgid, answer.output, answer.warnings, answer.record, facts, trace.read_op,
+                        None, answer.session_opened, answer.session_ended)
 
-    def _error_result(self, code: ErrCode, msg: str, trace: _Trace) -> TxResult:
-        serial = self.refids.take()
-        response = self._seal(code, msg, trace.msgid, None, (), trace.now_ms, serial)
+    def _refusal(self, code: ErrCode, msg: str, trace: _Trace) -> Decision:
         facts = TxFacts(infno=trace.infno, outcome=outcome_of(code), err_code=code.wire, **self._place_facts(trace))
-        return self._finish(code.http_status, response, None, serial, 0, facts)
-
-    def _finish(self, status: int, response: bytes, record: dict[str, Any] | None, serial: int, wait_op: int,
-                facts: TxFacts) -> TxResult:
-        if record is None and self.refids.unjournaled:
-            record = {"op": self.state.last_op + 1, "t": "refid"}
-            self.refids.attach(record)
-            self.state.commit(record)
-        wait_op = max(wait_op, self.refids.wait_op(serial))
-        return TxResult(status, response, record, wait_op, facts)
+        return Decision(code, msg, trace.msgid, None, (), None, facts, trace.read_op)

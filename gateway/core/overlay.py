@@ -2,7 +2,7 @@
 
 `Overlay` holds the effective (current) views the rules read, and a compact, msgpack-able record
 of what admin changes altered (per entity, last value wins), which is what snapshots carry.
-`apply` validates a change completely before touching anything, so a bad change (ValueError naming
+`apply` validates a change completely before touching anything, so a bad change (FieldError naming
 the field) leaves no trace.
 """
 
@@ -15,6 +15,7 @@ import datetime
 import re
 from typing import Any
 
+from gateway.core.governance import FieldError
 from gateway.core.registry import (
     CAP_FEN_MAX, GRADES, ID, INSTITUTION_CODE, INSUTYPE, Filing, Operator, Policy, Registry, Terminal,
 )
@@ -46,14 +47,14 @@ assert all(k.endswith(("suspend", "resume", "revoke", "block")) for k in PROTECT
 def _text(change: dict[str, Any], field: str, pattern: str) -> str:
     value = change.get(field)
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        raise ValueError(f"{field}: bad value {value!r}")
+        raise FieldError(field, f"bad value {value!r}")
     return value
 
 
 def _int(change: dict[str, Any], field: str, low: int, high: int) -> int:
     value = change.get(field)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{field}: must be an integer within [{low}, {high}]")
+        raise FieldError(field, f"must be an integer within [{low}, {high}]")
     return value
 
 
@@ -62,7 +63,7 @@ def _date(change: dict[str, Any], field: str) -> datetime.date:
     try:
         return datetime.date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{field}: not a real date {text!r}") from None
+        raise FieldError(field, f"not a real date {text!r}") from None
 
 
 def _key32(change: dict[str, Any], field: str) -> bytes:
@@ -70,9 +71,9 @@ def _key32(change: dict[str, Any], field: str) -> bytes:
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"{field}: not standard base64") from None
+        raise FieldError(field, "not standard base64") from None
     if len(raw) != 32:
-        raise ValueError(f"{field}: must decode to 32 bytes")
+        raise FieldError(field, "must decode to 32 bytes")
     return raw
 
 
@@ -94,33 +95,33 @@ class Overlay:
         self.changes: list[dict[str, Any]] = []
 
     def apply(self, change: dict[str, Any]) -> None:
-        """Validate and apply one admin change (see CHANGE_KINDS); raises ValueError naming the field."""
+        """Validate and apply one admin change (see CHANGE_KINDS); raises FieldError naming the field."""
         action = self._plan(change)
         action()
         self.changes.append(dict(change))
 
     def check(self, change: dict[str, Any]) -> None:
-        """Validate a change without applying it; raises ValueError naming the field."""
+        """Validate a change without applying it; raises FieldError naming the field."""
         self._plan(change)
 
     def _plan(self, change: dict[str, Any]) -> Any:
         if not isinstance(change, dict):
-            raise ValueError("change: must be an object")
+            raise FieldError("change", "must be an object")
         kind = change.get("kind")
         if kind not in _FIELDS:
-            raise ValueError(f"kind: must be one of {list(CHANGE_KINDS)}")
+            raise FieldError("kind", f"must be one of {list(CHANGE_KINDS)}")
         for key in change:
             if key not in _FIELDS[kind] and key not in AUDIT_KEYS:
-                raise ValueError(f"{key}: unknown field for {kind}")
+                raise FieldError(key, f"unknown field for {kind}")
         for key in ("actor", "reason", "change_id"):
             if key in change and not isinstance(change[key], str):
-                raise ValueError(f"{key}: must be a string")
+                raise FieldError(key, "must be a string")
         return getattr(self, "_plan_" + kind.replace(".", "_"))(change)
 
     def _institution(self, change: dict[str, Any]) -> str:
         code = _text(change, "institution", INSTITUTION_CODE)
         if code not in self.institutions:
-            raise ValueError(f"institution: unknown institution {code!r}")
+            raise FieldError("institution", f"unknown institution {code!r}")
         return code
 
     def _set_institution(self, code: str, **fields: Any) -> Any:
@@ -135,7 +136,7 @@ class Overlay:
     def _plan_institution_grade(self, change: dict[str, Any]) -> Any:
         code = self._institution(change)
         if self.institutions[code].kind != "pharmacy":
-            raise ValueError("institution: grades apply to pharmacies only")
+            raise FieldError("institution", "grades apply to pharmacies only")
         grade = _text(change, "grade", "|".join(GRADES))
         return self._set_institution(code, grade=grade)
 
@@ -146,7 +147,7 @@ class Overlay:
     def _operator(self, change: dict[str, Any]) -> str:
         code = _text(change, "operator", ID)
         if code not in self.operators:
-            raise ValueError(f"operator: unknown operator {code!r}")
+            raise FieldError("operator", f"unknown operator {code!r}")
         return code
 
     def _plan_operator_suspend(self, change: dict[str, Any]) -> Any:
@@ -160,7 +161,7 @@ class Overlay:
     def _plan_terminal_revoke(self, change: dict[str, Any]) -> Any:
         dev_no = _text(change, "dev_no", ID)
         if dev_no not in self.terminals:
-            raise ValueError(f"dev_no: unknown terminal {dev_no!r}")
+            raise FieldError("dev_no", f"unknown terminal {dev_no!r}")
         return lambda: self.terminals.__setitem__(dev_no, dataclasses.replace(self.terminals[dev_no], status="revoked"))
 
     def _plan_card_block(self, change: dict[str, Any]) -> Any:
@@ -189,14 +190,14 @@ class Overlay:
     def _plan_terminal_enrol(self, change: dict[str, Any]) -> Any:
         dev_no = _text(change, "dev_no", ID)
         if dev_no in self.terminals:
-            raise ValueError(f"dev_no: terminal {dev_no!r} is already enrolled")
+            raise FieldError("dev_no", f"terminal {dev_no!r} is already enrolled")
         terminal = Terminal(dev_no, self._institution(change), _key32(change, "public_key"), "active")
         return lambda: self.terminals.__setitem__(dev_no, terminal)
 
     def _plan_operator_enrol(self, change: dict[str, Any]) -> Any:
         code = _text(change, "code", ID)
         if code in self.operators:
-            raise ValueError(f"code: operator {code!r} is already enrolled")
+            raise FieldError("code", f"operator {code!r} is already enrolled")
         operator = Operator(code, self._institution(change), "active")
         return lambda: self.operators.__setitem__(code, operator)
 
@@ -204,7 +205,7 @@ class Overlay:
         filing = Filing(_text(change, "psn_no", ID), _text(change, "admdvs", r"\d{2}|\d{6}"),
                         _date(change, "valid_from"), _date(change, "valid_to"))
         if filing.valid_to < filing.valid_from:
-            raise ValueError("valid_to: is before valid_from")
+            raise FieldError("valid_to", "is before valid_from")
         return lambda: self.filings.setdefault(filing.psn_no, []).append(filing)
 
     def value_of(self, change: dict[str, Any]) -> dict[str, Any]:

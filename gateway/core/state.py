@@ -8,15 +8,20 @@ Housekeeping (expiry of old days, idempotency records, tombstones, vouchers) als
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.core.clock import business_day, business_month
 from gateway.core.config import CoreConfig
 from gateway.core.governance import STATUS_APPLIED, STATUS_REJECTED, Governance, Proposal
 from gateway.core.idempotency import IdempotencyStore, IdemEntry, Tombstones, UsedVouchers
-from gateway.core.keyring import KeyRing
+from gateway.core.keys import PublishedKeys
 from gateway.core.ledger import InMemoryLedger
 from gateway.core.overlay import Overlay
+from gateway.core.records import (
+    AdminNoteRecord, AdminRecord, CancelRecord, ChangeApproveRecord, ChangeProposeRecord, ChangeRejectRecord,
+    KeyRotateRecord, Record, RefidRecord, ReverseRecord, SettleRecord,
+)
 from gateway.core.registry import Registry
 from gateway.core.settlements import (
     STATUS_CANCELLED, STATUS_REVERSED, STATUS_SETTLED, Settlement, SettlementStore,
@@ -28,9 +33,9 @@ SNAPSHOT_VERSION = 1
 class State:
     """Everything durable: ledgers, settlements, memories, admin overlay, counters, retired keys."""
 
-    def __init__(self, config: CoreConfig, registry: Registry, keyring: KeyRing) -> None:
+    def __init__(self, config: CoreConfig, registry: Registry, keys: PublishedKeys) -> None:
         self.config = config
-        self.keyring = keyring
+        self.keys = keys
         self.overlay = Overlay(registry)
         self.governance = Governance()
         self.ledger = InMemoryLedger()
@@ -42,15 +47,16 @@ class State:
         self.setl_counter = 0
         self.refid_reserved_to = 0
 
-    def commit(self, record: dict[str, Any]) -> None:
+    def commit(self, record: Record) -> None:
         """Apply one record (live or replayed). Records must come in op order without gaps."""
-        assert record["op"] == self.last_op + 1, f"op {record['op']} after {self.last_op}"
-        self.last_op = record["op"]
-        if "refid_to" in record:
-            self.refid_reserved_to = max(self.refid_reserved_to, record["refid_to"])
-        if "now_ms" in record:
-            self._expire(record["now_ms"])
-        _COMMITS[record["t"]](self, record)
+        assert record.op == self.last_op + 1, f"op {record.op} after {self.last_op}"
+        self.last_op = record.op
+        if record.refid_to:
+            self.refid_reserved_to = max(self.refid_reserved_to, record.refid_to)
+        now_ms = getattr(record, "now_ms", None)
+        if now_ms is not None:
+            self._expire(now_ms)
+        _COMMITS[type(record)](self, record)
 
     def _expire(self, now_ms: int) -> None:
         today = business_day(now_ms)
@@ -60,11 +66,11 @@ class State:
         self.tombstones.expire(now_ms)
         self.vouchers.expire(now_ms)
 
-    def remember(self, record: dict[str, Any]) -> None:
-        """Store the record's idempotency entry: [msgid, fingerprint, infno, subject] + response."""
-        msgid, fingerprint, infno, subject = record["idem"]
-        self.idempotency.put(msgid, IdemEntry(fingerprint, record["response"], record["op"], infno,
-                                              record["now_ms"], subject))
+    def remember(self, record: SettleRecord | CancelRecord | ReverseRecord) -> None:
+        """Store the record's idempotency entry (its answer bytes, for an idempotent retry)."""
+        idem = record.idem
+        self.idempotency.put(idem.msgid, IdemEntry(idem.fingerprint, record.response, record.op, idem.infno,
+                                                   record.now_ms, idem.subject))
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able copy of all durable state."""
@@ -73,7 +79,7 @@ class State:
             "refid_reserved_to": self.refid_reserved_to, "ledger": self.ledger.snapshot(),
             "settlements": self.settlements.snapshot(), "idempotency": self.idempotency.snapshot(),
             "tombstones": self.tombstones.snapshot(), "vouchers": self.vouchers.snapshot(),
-            "admin_changes": self.overlay.snapshot(), "retired_keys": self.keyring.snapshot(),
+            "admin_changes": self.overlay.snapshot(), "retired_keys": self.keys.snapshot(),
             "governance": self.governance.snapshot(),
         }
 
@@ -89,8 +95,9 @@ class State:
         self.tombstones.restore(snap["tombstones"])
         self.vouchers.restore(snap["vouchers"])
         self.overlay = Overlay.restore(self.overlay.registry, snap["admin_changes"])
-        self.keyring.restore(snap["retired_keys"])
+        self.keys.restore(snap["retired_keys"])
         self.governance = Governance.restore(snap.get("governance"))
+
 
 
 def _debit(state: State, settlement: Settlement, person_limit_fen: int | None, cap_fen: int | None) -> None:
@@ -107,30 +114,29 @@ def _credit(state: State, settlement: Settlement) -> None:
                         settlement.month, settlement.fund_pay_sumamt)
 
 
-def _commit_settle(state: State, record: dict[str, Any]) -> None:
-    settlement = Settlement(**record["setl"])
+def _commit_settle(state: State, record: SettleRecord) -> None:
+    settlement = Settlement(**record.setl)
     assert settlement.status == STATUS_SETTLED
-    _debit(state, settlement, record["person_limit_fen"], record["cap_fen"])
+    _debit(state, settlement, record.person_limit_fen, record.cap_fen)
     state.settlements.add(settlement)
-    state.setl_counter = max(state.setl_counter, record["setl_n"])
-    if record["voucher"] is not None:
-        key, exp_ms = record["voucher"]
-        state.vouchers.add(key, exp_ms)
+    state.setl_counter = max(state.setl_counter, record.setl_n)
+    if record.voucher is not None:
+        state.vouchers.add(record.voucher.key, record.voucher.exp_ms)
     state.remember(record)
 
 
-def _commit_cancel(state: State, record: dict[str, Any]) -> None:
-    settlement = state.settlements.get(record["setl_id"])
+def _commit_cancel(state: State, record: CancelRecord) -> None:
+    settlement = state.settlements.get(record.setl_id)
     assert settlement is not None and settlement.status == STATUS_SETTLED
     _credit(state, settlement)
     settlement.status = STATUS_CANCELLED
-    settlement.cancel_msgid = record["idem"][0]
+    settlement.cancel_msgid = record.idem.msgid
     state.remember(record)
 
 
-def _commit_reverse(state: State, record: dict[str, Any]) -> None:
-    action = record["action"]
-    settlement = state.settlements.get(record["setl_id"]) if record["setl_id"] else None
+def _commit_reverse(state: State, record: ReverseRecord) -> None:
+    action = record.action
+    settlement = state.settlements.get(record.setl_id) if record.setl_id else None
     if action == "unsettle":
         assert settlement is not None and settlement.status != STATUS_REVERSED
         if settlement.status == STATUS_SETTLED:
@@ -142,78 +148,75 @@ def _commit_reverse(state: State, record: dict[str, Any]) -> None:
         _debit(state, settlement, None, None)
         settlement.status = STATUS_SETTLED
         settlement.cancel_msgid = None
-    else:
-        assert action == "none", action
-    state.tombstones.add(record["omsgid"], record["now_ms"])
+    state.tombstones.add(record.omsgid, record.now_ms)
     state.remember(record)
 
 
-def _commit_refid(state: State, record: dict[str, Any]) -> None:
-    # The reservation itself was applied by `commit` ("refid_to"); nothing else to do.
-    assert "refid_to" in record
+def _commit_refid(state: State, record: RefidRecord) -> None:
+    # The reservation itself was applied by `commit` (refid_to); nothing else to do.
+    assert record.refid_to
 
 
-def _target(change: dict[str, Any]) -> dict[str, Any]:
+def _target(change: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a change that name what it acts on (or sets), for the audit trail."""
     return {k: v for k, v in change.items() if k not in ("kind", "actor", "reason", "change_id")}
 
 
-def _apply_audited(state: State, record: dict[str, Any], change: dict[str, Any], action: str,
+def _apply_audited(state: State, record: Record, change: Mapping[str, Any], actor: str, role: str, action: str,
                    change_id: str | None, reason: str) -> None:
     before = state.overlay.value_of(change)
-    state.overlay.apply(change)
-    state.governance.record_audit(record["op"], record["now_ms"], record.get("actor", ""), record.get("role", ""),
+    state.overlay.apply(dict(change))
+    state.governance.record_audit(record.op, record.now_ms, actor, role,  # type: ignore[attr-defined]
                                   action, _target(change), before, state.overlay.value_of(change), reason,
                                   change_id)
 
 
-def _commit_admin(state: State, record: dict[str, Any]) -> None:
-    change = record["change"]
-    _apply_audited(state, record, change, change["kind"], record.get("change_id"),
-                   record.get("reason", change.get("reason", "")))
+def _commit_admin(state: State, record: AdminRecord) -> None:
+    change = record.change
+    _apply_audited(state, record, change, record.actor, record.role, change["kind"], record.change_id,
+                   record.reason or change.get("reason", ""))
 
 
-def _commit_change_propose(state: State, record: dict[str, Any]) -> None:
-    change = record["change"]
-    state.governance.add(Proposal(id=record["id"], change=dict(change), proposer=record["actor"],
-                                  reason=record["reason"], proposed_ms=record["now_ms"],
-                                  expires_ms=record["expires_ms"]))
-    state.governance.record_audit(record["op"], record["now_ms"], record["actor"], record["role"], "change.propose",
+def _commit_change_propose(state: State, record: ChangeProposeRecord) -> None:
+    change = record.change
+    state.governance.add(Proposal(id=record.id, change=dict(change), proposer=record.actor,
+                                  reason=record.reason, proposed_ms=record.now_ms,
+                                  expires_ms=record.expires_ms))
+    state.governance.record_audit(record.op, record.now_ms, record.actor, record.role, "change.propose",
                                   {"kind": change["kind"], **_target(change)},
-                                  state.overlay.value_of(change), None, record["reason"], record["id"])
+                                  state.overlay.value_of(change), None, record.reason, record.id)
 
 
-def _commit_change_approve(state: State, record: dict[str, Any]) -> None:
-    proposal = state.governance.decide(record["id"], STATUS_APPLIED, record["actor"], record["now_ms"], "")
-    _apply_audited(state, record, proposal.change, "change.approve", proposal.id, proposal.reason)
+def _commit_change_approve(state: State, record: ChangeApproveRecord) -> None:
+    proposal = state.governance.decide(record.id, STATUS_APPLIED, record.actor, record.now_ms, "")
+    _apply_audited(state, record, proposal.change, record.actor, record.role, "change.approve", proposal.id,
+                   proposal.reason)
 
 
-def _commit_change_reject(state: State, record: dict[str, Any]) -> None:
-    proposal = state.governance.decide(record["id"], STATUS_REJECTED, record["actor"], record["now_ms"],
-                                       record["reason"])
-    state.governance.record_audit(record["op"], record["now_ms"], record["actor"], record["role"], "change.reject",
+def _commit_change_reject(state: State, record: ChangeRejectRecord) -> None:
+    proposal = state.governance.decide(record.id, STATUS_REJECTED, record.actor, record.now_ms, record.reason)
+    state.governance.record_audit(record.op, record.now_ms, record.actor, record.role, "change.reject",
                                   {"kind": proposal.change["kind"], **_target(proposal.change)}, None, None,
-                                  record["reason"], proposal.id)
+                                  record.reason, proposal.id)
 
 
-def _commit_key_rotate(state: State, record: dict[str, Any]) -> None:
-    state.keyring.apply_rotation(record)
-    state.governance.rotated_kid = record["kid"]
-    if "now_ms" in record:
-        state.governance.record_audit(record["op"], record["now_ms"], record.get("actor", ""), record.get("role", ""),
-                                      "key.rotate", {}, {"active_kid": record["retired_kid"]},
-                                      {"active_kid": record["kid"]}, record.get("reason", ""))
+def _commit_key_rotate(state: State, record: KeyRotateRecord) -> None:
+    state.keys.apply_rotation(record)
+    state.governance.rotated_kid = record.kid
+    if record.now_ms is not None:
+        state.governance.record_audit(record.op, record.now_ms, record.actor, record.role,
+                                      "key.rotate", {}, {"active_kid": record.retired_kid},
+                                      {"active_kid": record.kid}, record.reason)
 
 
-def _commit_admin_note(state: State, record: dict[str, Any]) -> None:
-    state.governance.record_audit(record["op"], record["now_ms"], record["actor"], record["role"], record["action"],
-                                  dict(record["detail"]), reason=record["reason"])
+def _commit_admin_note(state: State, record: AdminNoteRecord) -> None:
+    state.governance.record_audit(record.op, record.now_ms, record.actor, record.role, record.action,
+                                  dict(record.detail), reason=record.reason)
 
 
-_COMMITS = {
-    "settle": _commit_settle, "cancel": _commit_cancel, "reverse": _commit_reverse,
-    "refid": _commit_refid, "admin": _commit_admin, "key_rotate": _commit_key_rotate,
-    "change_propose": _commit_change_propose, "change_approve": _commit_change_approve,
-    "change_reject": _commit_change_reject, "admin_note": _commit_admin_note,
+_COMMITS: dict[type[Record], Callable[[State, Any], None]] = {
+    SettleRecord: _commit_settle, CancelRecord: _commit_cancel, ReverseRecord: _commit_reverse,
+    RefidRecord: _commit_refid, AdminRecord: _commit_admin, KeyRotateRecord: _commit_key_rotate,
+    ChangeProposeRecord: _commit_change_propose, ChangeApproveRecord: _commit_change_approve,
+    ChangeRejectRecord: _commit_change_reject, AdminNoteRecord: _commit_admin_note,
 }
-RECORD_KINDS = tuple(_COMMITS)

@@ -6,8 +6,6 @@ other than the test clock goes to its `handle` method. Without one, those paths 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from typing import Iterable, Mapping, Protocol
 
@@ -15,7 +13,8 @@ from gateway.server.clock import WallClock
 from gateway.server.data import COMMON_PATHS, common_route
 from gateway.server.http import Request, Response, plain_response
 from gateway.server.logs import log_event
-from gateway.server.runtime import Runtime
+from gateway.admin.auth import AdminToken, authenticate
+from gateway.runtime import Runtime
 
 __all__ = ["AdminApp", "AdminHandler", "AdminToken", "authenticate"]
 
@@ -25,14 +24,6 @@ _CLOCK_ROLES = ("operator", "policy")
 # Any Unix ms from 2000-01-01 to 2100-01-01: a wider value is a mistake, not a test.
 _NOW_MS_MIN = 946_684_800_000
 _NOW_MS_MAX = 4_102_444_800_000
-
-
-class AdminToken(Protocol):
-    """An admin of secrets.toml (gateway.core.registry.Admin has these fields)."""
-
-    name: str
-    role: str
-    token_sha256: str
 
 
 class AdminHandler(Protocol):
@@ -50,19 +41,6 @@ class AdminHandler(Protocol):
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str],
                      body: bytes) -> tuple[int, list[tuple[str, str]], bytes]: ...
-
-
-def authenticate(headers: Mapping[str, str], admins: Iterable[AdminToken]) -> AdminToken | None:
-    """Return the admin whose token_sha256 matches the bearer token, or None (constant-time compare)."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    digest = hashlib.sha256(token.strip().encode()).hexdigest()
-    found = None
-    for admin in admins:
-        if hmac.compare_digest(digest, admin.token_sha256):
-            found = admin
-    return found
 
 
 def _json(status: int, payload: object) -> Response:

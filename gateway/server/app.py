@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.admin import AdminApi, finish_pending_rotation
 from gateway.admin.keyfiles import KeyFileError, read_key
 from gateway.config import GatewayConfig
-from gateway.core import Core, CoreConfig, KeyRing, Registry, RegistryError, Secrets
+from gateway.core import Core, CoreConfig, Registry, RegistryError, Secrets, from_wire
 from gateway.core import load_registry, load_secrets
 from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps, Recovery
 from gateway.metrics import GatewayMetrics, JournalMetrics
@@ -42,7 +42,9 @@ from gateway.server.clock import SettableClock, WallClock
 from gateway.server.data import DataApp
 from gateway.server.listener import Listener
 from gateway.server.logs import LOGGER, log_event
-from gateway.server.runtime import Runtime, SnapshotScheduler, http_limits
+from gateway.runtime import Runtime, SnapshotScheduler
+from gateway.sealer import KeyRing, Sealer
+from gateway.server.runtime import http_limits
 
 __all__ = ["Gateway", "StartupError", "load_signing_key", "serve"]
 
@@ -99,7 +101,10 @@ class Gateway:
             queue_records_max=config.journal.queue_records_max,
             file_ops=file_ops, observer=JournalMetrics(self.metrics), logger=LOGGER)
         clock = SettableClock() if test_clock else WallClock()
-        self.runtime = Runtime(core=self._fresh_core(), journal=self.journal, clock=clock,
+        keyring = KeyRing(load_signing_key(config.paths.signing_key))
+        core_config = self._core_config()
+        self.runtime = Runtime(core=self._fresh_core(keyring), sealer=Sealer(config.admdvs, keyring, core_config.refid_block),
+                               journal=self.journal, clock=clock,
                                metrics=self.metrics, limits=config.limits,
                                on_journal_failure=self._on_journal_failure)
         self.runtime.snapshots = SnapshotScheduler(self.runtime, config.journal.snapshot_every_records)
@@ -109,24 +114,30 @@ class Gateway:
         self._listeners_done: list[trio.Event] = []
         self._stop = trio.Event()
 
-    def _fresh_core(self) -> Core:
-        core_config = CoreConfig(admdvs=self.config.admdvs,
-                                 session_ttl_s=self.config.limits.session_ttl_s)
-        keyring = KeyRing(load_signing_key(self.config.paths.signing_key))
-        return Core(core_config, self.files.registry, self.files.secrets, keyring, os.urandom)
+    def _core_config(self) -> CoreConfig:
+        return CoreConfig(admdvs=self.config.admdvs, session_ttl_s=self.config.limits.session_ttl_s)
 
-    def _rebuilt_core(self, recovery: Recovery) -> Core:
-        """Worker thread: a fresh core with the snapshot and the durable records applied."""
+    def _fresh_core(self, keyring: KeyRing) -> Core:
+        return Core(self._core_config(), self.files.registry, self.files.secrets, keyring.active_public_raw,
+                    os.urandom)
+
+    def _recovered_keyring(self, recovery: Recovery) -> KeyRing:
+        """Worker thread, at start: the signing key, after finishing a rotation a crash interrupted."""
         try:
             # A rotation a crash interrupted: install its staged key if the journal has its record.
             finish_pending_rotation(self.config.paths.signing_key, recovery.snapshot, recovery.records)
         except KeyFileError as exc:
             raise StartupError(str(exc)) from None
-        core = self._fresh_core()
-        if recovery.snapshot is not None:
-            core.restore(recovery.snapshot)
-        for record in recovery.records:
-            core.replay(record)
+        return KeyRing(load_signing_key(self.config.paths.signing_key))
+
+    def _rebuilt_core(self, recovery: Recovery, keyring: KeyRing, sessions_from: Core | None = None) -> Core:
+        """Worker thread: a fresh core with the snapshot and the durable records applied."""
+        core = self._fresh_core(keyring)
+        try:
+            records = [from_wire(record) for record in recovery.records]
+        except ValueError as exc:
+            raise StartupError(f"{self.journal.journal_dir}: {exc}") from None
+        core.rebuild(recovery.snapshot, records, sessions_from)
         if core.last_op != recovery.last_op:
             raise StartupError(f"{self.journal.journal_dir}: replay ended at op {core.last_op}, "
                                f"the journal at op {recovery.last_op}")
@@ -207,8 +218,11 @@ class Gateway:
             recovery = await trio.to_thread.run_sync(self.journal.recover)
         except JournalCorrupt as exc:
             raise StartupError(f"journal corrupt before its tail, refusing to start: {exc}") from None
-        core = await trio.to_thread.run_sync(self._rebuilt_core, recovery)
+        keyring = await trio.to_thread.run_sync(self._recovered_keyring, recovery)
+        core = await trio.to_thread.run_sync(self._rebuilt_core, recovery, keyring)
         self.runtime.core = core
+        self.runtime.sealer = Sealer(self.config.admdvs, keyring, core.config.refid_block)
+        self.runtime.sealer.follow(core)
         self.runtime.recovered = True
         log_event("recovered", snapshot_op=recovery.snapshot_op, records=recovery.records_replayed,
                   last_op=recovery.last_op, torn_tail_bytes=recovery.torn_tail_bytes,
@@ -239,13 +253,12 @@ class Gateway:
         runtime.rebuilding = True
         old = runtime.core
         recovery = await self.journal.reopen()
-        core = await trio.to_thread.run_sync(self._rebuilt_core, recovery)
-        # Sessions are not journaled state: keep them so terminals need not sign in again.
-        core.sessions = old.sessions  # type: ignore[attr-defined]
-        # Error answers of the old core may have used serials of a reservation that never became
-        # durable: continue after them so no inf_refmsgid is ever handed out twice.
-        core.refids.restart_from(old.refids.next)  # type: ignore[attr-defined]
+        # Sessions are not journaled state: they carry over, so terminals need not sign in again.
+        core = await trio.to_thread.run_sync(self._rebuilt_core, recovery, runtime.sealer.keyring, old)
         runtime.core = core
+        # Answers sealed before the failure may have used serials of a reservation that never
+        # became durable: continue after them, so no inf_refmsgid is ever handed out twice.
+        runtime.sealer.follow(core, after_failure=True)
         runtime.rebuilding = False
         log_event("rebuilt", last_op=core.last_op, records=recovery.records_replayed)
 

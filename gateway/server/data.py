@@ -1,7 +1,8 @@
 """Routes of the data listener (SPEC section 3): transactions, keys, metrics, health, readiness.
 
-A transaction goes: content type → load shedding → `core.handle_tx` (synchronous, between awaits,
-so the core needs no locks) → `journal.append` → `journal.wait_durable` → the signed answer. Every
+A transaction goes: content type → load shedding → `sealer.answer` (decide → seal → commit,
+synchronous between awaits, so the core needs no locks) → the commit gate `runtime.make_durable`
+(journal, then wait until every op the answer depends on is durable) → the signed answer. Every
 answer to POST /fsi/v1/tx is a signed Frame, including the server's own refusals.
 """
 
@@ -14,7 +15,7 @@ from gateway.journal.errors import JournalFailed, JournalFull
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.server.http import Request, Response, plain_response
 from gateway.server.logs import log_event
-from gateway.server.runtime import Runtime
+from gateway.runtime import Runtime
 from protocol import ErrCode
 
 __all__ = ["COMMON_PATHS", "DataApp", "common_route", "frame_response"]
@@ -106,7 +107,7 @@ class DataApp:
     def overflow_refusal(self) -> Response:
         """The answer to a connection over connections_max: 503 with a signed OVERLOADED Frame."""
         self.runtime.metrics.observe_shed("connections")
-        frame = self.runtime.core.error_response(ErrCode.OVERLOADED, self.runtime.clock.now_ms())
+        frame = self.runtime.sealer.error_response(ErrCode.OVERLOADED, self.runtime.clock.now_ms())
         return frame_response(503, frame, RETRY_AFTER_OVERLOADED_S, close=True)
 
     async def _tx(self, request: Request) -> Response:
@@ -139,15 +140,9 @@ class DataApp:
             return self._refusal(ErrCode.OVERLOADED, started_s, RETRY_AFTER_OVERLOADED_S)
         except JournalFailed:
             return self._refusal(ErrCode.INTERNAL, started_s, RETRY_AFTER_INTERNAL_S)
-        result = core.handle_tx(body, runtime.clock.now_ms())
+        result = runtime.sealer.answer(core, body, runtime.clock.now_ms())
         try:
-            if result.record is not None:
-                journal.append(result.record)
-                if runtime.snapshots is not None:
-                    runtime.snapshots.note_record()
-                await journal.wait_durable(result.record["op"])
-            elif result.wait_op:
-                await journal.wait_durable(result.wait_op)
+            await runtime.make_durable(result.record, result.wait_op)
         except (JournalFull, JournalFailed) as exc:
             return self._journal_refusal(exc, started_s)
         facts = result.facts
@@ -160,19 +155,17 @@ class DataApp:
         return frame_response(result.http_status, result.response)
 
     def _journal_refusal(self, exc: Exception, started_s: float) -> Response:
-        """The core applied a change the journal did not take: memory is ahead of the disk.
+        """The journal did not make durable what the answer depends on: memory may be ahead of the disk.
 
-        The answer is -1 (outcome unknown, retry); the gateway stops taking transactions and
-        rebuilds its state from disk, which rolls the change back.
+        The answer is -1 (outcome unknown, retry); the commit gate has already handed the process
+        to its rebuild, which rolls memory back to what is durable.
         """
-        log_event("journal_refused", error=type(exc).__name__, detail=str(exc)[:200])
-        self.runtime.on_journal_failure()
         if isinstance(exc, JournalFull):
             self.runtime.metrics.observe_shed("journal_full")
             return self._refusal(ErrCode.OVERLOADED, started_s, RETRY_AFTER_OVERLOADED_S)
         return self._refusal(ErrCode.INTERNAL, started_s, RETRY_AFTER_INTERNAL_S)
 
     def _refusal(self, code: ErrCode, started_s: float, retry_after_s: int | None = None) -> Response:
-        frame = self.runtime.core.error_response(code, self.runtime.clock.now_ms())
+        frame = self.runtime.sealer.error_response(code, self.runtime.clock.now_ms())
         self.runtime.metrics.observe_server_answer("other", code, time.perf_counter() - started_s)
         return frame_response(code.http_status, frame, retry_after_s)

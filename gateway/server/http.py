@@ -14,6 +14,7 @@ from typing import Protocol
 import h11
 import trio
 
+from gateway.runtime import Drain
 from gateway.server.logs import log_event
 
 __all__ = ["Drain", "HttpApp", "HttpConnection", "HttpLimits", "Request", "Response",
@@ -73,31 +74,6 @@ class HttpApp(Protocol):
 
     def body_too_large(self, request: Request) -> Response:
         """Answer a request whose body exceeds body_bytes_max (its `body` is empty)."""
-
-
-class Drain:
-    """The drain signal shared by all connections: wakes idle keep-alive connections to close."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self._idle_scopes: set[trio.CancelScope] = set()
-
-    def start(self) -> None:
-        """Ask every idle connection to close now and every busy one after its answer."""
-        self.started = True
-        for scope in list(self._idle_scopes):
-            scope.cancel()
-
-    def idle_scope(self) -> trio.CancelScope:
-        """Return a scope for an idle wait; cancelled when draining starts (or already started)."""
-        scope = trio.CancelScope()
-        if self.started:
-            scope.cancel()
-        self._idle_scopes.add(scope)
-        return scope
-
-    def forget(self, scope: trio.CancelScope) -> None:
-        self._idle_scopes.discard(scope)
 
 
 class _PeerGone(Exception):

@@ -24,7 +24,9 @@ from gateway.core.registry import Admin  # noqa: E402
 from gateway.journal import Journal  # noqa: E402
 from gateway.metrics import GatewayMetrics  # noqa: E402
 from gateway.server.clock import WallClock  # noqa: E402
-from gateway.server.runtime import Runtime, SnapshotScheduler  # noqa: E402
+from gateway.core import from_wire  # noqa: E402
+from gateway.runtime import Runtime, SnapshotScheduler  # noqa: E402
+from gateway.sealer import KeyRing, Sealer  # noqa: E402
 
 __all__ = ["ADMINS", "AdminWorld", "aw", "C1", "P1", "P2", "T0_MS", "TOKENS", "card", "line"]
 
@@ -65,13 +67,14 @@ class AdminWorld:
         recovery = journal.recover()
         self.recovery = recovery
         self.rotation_outcome = finish_pending_rotation(self.key_path, recovery.snapshot, recovery.records)
-        core = self.world.make_core(read_key(self.key_path))
-        if recovery.snapshot is not None:
-            core.restore(recovery.snapshot)
-        for record in recovery.records:
-            core.replay(record)
+        key = read_key(self.key_path)
+        core = self.world.make_core(key)
+        core.rebuild(recovery.snapshot, [from_wire(record) for record in recovery.records], None)
         self.world.core = core
-        self.runtime = Runtime(core=core, journal=journal, clock=WallClock(lambda: self.now_ms),
+        self.world.sealer = Sealer(core.config.admdvs, KeyRing(key), core.config.refid_block)
+        self.world.sealer.follow(core)
+        self.runtime = Runtime(core=core, sealer=self.world.sealer, journal=journal,
+                               clock=WallClock(lambda: self.now_ms),
                                metrics=self.metrics, limits=LimitsConfig(), recovered=True,
                                on_journal_failure=self._on_failure)
         self.runtime.snapshots = SnapshotScheduler(self.runtime, 10_000)
@@ -125,7 +128,7 @@ class AdminWorld:
         """Journal the records the world produced through the core directly; wait until durable."""
         assert self.runtime is not None
         for record in self.world.records:
-            self.runtime.journal.append(record)
+            self.runtime.journal.append(record.to_wire())
         self.world.records.clear()
         await self.runtime.journal.drain()
 

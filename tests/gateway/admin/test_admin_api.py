@@ -246,14 +246,14 @@ async def test_start_finishes_or_discards_an_interrupted_rotation(tmp_path: path
     retired.unlink()
     async with trio.open_nursery() as nursery:
         gateway, client = await start_gateway(nursery, region)
-        assert gateway.runtime.core.keyring.active_kid == rotated["kid"]
+        assert gateway.runtime.core.keys.active_kid == rotated["kid"]
         assert not staged.exists() and retired.exists()
         gateway.stop()
     # A staged key the journal never heard of (a crash before the record) is dropped.
     staged.write_bytes(retired.read_bytes())
     async with trio.open_nursery() as nursery:
         gateway, client = await start_gateway(nursery, region)
-        assert gateway.runtime.core.keyring.active_kid == rotated["kid"]
+        assert gateway.runtime.core.keys.active_kid == rotated["kid"]
         assert not staged.exists()
         keys = {k["kid"]: k["status"] for k in json.loads((await client.get("/fsi/v1/keys"))[1])["keys"]}
         assert keys == {rotated["kid"]: "active", rotated["retired_kid"]: "retired"}

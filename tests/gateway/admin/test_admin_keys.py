@@ -7,7 +7,7 @@ import pytest
 from admin_world import P1, AdminWorld, aw, card, line  # noqa: F401
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.admin import keyfiles
-from protocol import decode_frame
+from protocol import decode_frame, public_raw
 
 
 def _statuses(aw: AdminWorld) -> dict[str, str]:
@@ -47,7 +47,7 @@ async def test_rotation_signs_with_the_new_key_and_keeps_replays(aw: AdminWorld)
 
 
 async def test_two_rotations_list_both_retired_keys(aw: AdminWorld) -> None:
-    kids = [aw.core.keyring.active_kid]
+    kids = [aw.core.keys.active_kid]
     for _ in range(2):
         kids.append((await aw.call("POST", "/admin/v1/keys/rotate", "policy"))[1]["kid"])
     await aw.restart()
@@ -56,7 +56,7 @@ async def test_two_rotations_list_both_retired_keys(aw: AdminWorld) -> None:
 
 
 async def test_crash_after_staging_before_journal_discards_the_staged_key(aw: AdminWorld) -> None:
-    old_kid = aw.core.keyring.active_kid
+    old_kid = aw.core.keys.active_kid
     keyfiles.stage_key(aw.key_path, Ed25519PrivateKey.generate())
     await aw.restart()
     assert aw.rotation_outcome == "discarded"
@@ -66,7 +66,7 @@ async def test_crash_after_staging_before_journal_discards_the_staged_key(aw: Ad
 
 async def test_crash_after_journal_before_install_completes_at_start(
         aw: AdminWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    old_kid = aw.core.keyring.active_kid
+    old_kid = aw.core.keys.active_kid
 
     def crash(path: object) -> str:
         raise OSError(5, "Input/output error")
@@ -74,7 +74,7 @@ async def test_crash_after_journal_before_install_completes_at_start(
     monkeypatch.setattr(keyfiles, "install_staged", crash)
     status, answer = await aw.call("POST", "/admin/v1/keys/rotate", "operator")
     assert status == 500 and "completes at the next start" in answer["error"]
-    new_kid = aw.core.keyring.active_kid
+    new_kid = aw.core.keys.active_kid
     assert new_kid != old_kid and keyfiles.staged_path(aw.key_path).exists()
     assert keyfiles.key_kid(keyfiles.read_key(aw.key_path)) == old_kid
     monkeypatch.undo()
@@ -86,11 +86,13 @@ async def test_crash_after_journal_before_install_completes_at_start(
 
 async def test_crash_between_retired_copy_and_rename_completes_at_start(aw: AdminWorld) -> None:
     """install_staged is idempotent: the retired copy may already exist."""
-    old_kid = aw.core.keyring.active_kid
+    old_kid = aw.core.keys.active_kid
     new_key = Ed25519PrivateKey.generate()
     keyfiles.stage_key(aw.key_path, new_key)
-    record = aw.core.rotate_key(new_key, aw.now_ms, actor="otto", role="operator", activate=False)
-    aw.runtime.journal.append(record)  # type: ignore[union-attr]
+    record = aw.world.commit(aw.core.rotate_key(public_raw(new_key.public_key()), aw.now_ms, actor="otto",
+                                                role="operator"))
+    aw.world.records.clear()
+    aw.runtime.journal.append(record.to_wire())  # type: ignore[union-attr]
     await aw.runtime.journal.drain()  # type: ignore[union-attr]
     keyfiles.retired_path(aw.key_path, old_kid).write_bytes(aw.key_path.read_bytes())
     await aw.restart()
@@ -111,7 +113,7 @@ async def test_rotation_refused_by_the_journal_discards_the_staged_key(aw: Admin
     assert aw.runtime is not None
     inner = aw.runtime.journal
     aw.runtime.journal = Full()  # type: ignore[assignment]
-    old_kid = aw.core.keyring.active_kid
+    old_kid = aw.core.keys.active_kid
     assert (await aw.call("POST", "/admin/v1/keys/rotate", "operator"))[0] == 503
     assert not keyfiles.staged_path(aw.key_path).exists()
     assert _statuses(aw) == {old_kid: "active"}

@@ -11,7 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gateway.core import Core, CoreConfig, KeyRing, load_registry, load_secrets
+from gateway.core import Core, CoreConfig, Record, load_registry, load_secrets
+from gateway.sealer import KeyRing, Sealer, TxResult
 from protocol import (
     ResponseEnvelope, TerminalSession, VoucherClaims, card_key, decode_frame, decode_response_envelope,
     mint_voucher, msgid,
@@ -151,14 +152,33 @@ class World:
         self.gateway_key = _seed_key(50)
         self.config = CoreConfig(admdvs=ADMDVS, **config)
         self.seed = seed
+        self.sealer = Sealer(ADMDVS, KeyRing(self.gateway_key), self.config.refid_block)
         self.core = self.make_core()
         self.serial = 0
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
 
     def make_core(self, gateway_key: Ed25519PrivateKey | None = None) -> Core:
+        """A fresh core publishing `gateway_key` (default: the world's), with seeded randomness."""
         rng = random.Random(self.seed)
+        key = gateway_key or self.gateway_key
         return Core(config=self.config, registry=self.registry, secrets=self.secrets,
-                    keyring=KeyRing(gateway_key or self.gateway_key), random_bytes=rng.randbytes)
+                    active_public_raw=KeyRing(key).active_public_raw, random_bytes=rng.randbytes)
+
+    def restart(self, core: Core) -> None:
+        """Continue with `core` (restored from a snapshot) as a restarted gateway would: a new sealer."""
+        self.core = core
+        self.sealer = Sealer(ADMDVS, KeyRing(self.gateway_key), self.config.refid_block)
+        self.sealer.follow(core)
+
+    def handle_tx(self, body: bytes, now_ms: int) -> TxResult:
+        """Decide, seal and commit one request as the data path does (without the journal)."""
+        return self.sealer.answer(self.core, body, now_ms)
+
+    def commit(self, record: Record) -> Record:
+        """Commit an admin record as the admin path does, and keep it as the journal would."""
+        placed = self.sealer.commit_record(self.core, record)
+        self.records.append(placed)
+        return placed
 
     def keep(self, result: Any) -> None:
         """Remember the result's record, as the journal would."""
@@ -178,7 +198,7 @@ class World:
         term = self.terminal(dev_no, opter)
         frame = term.signin_frame(self.next_msgid(term.fixmedins_code, now_ms), now_ms,
                                   X25519PrivateKey.from_private_bytes(bytes([self.serial % 250 + 1]) * 32))
-        result = self.core.handle_tx(frame, now_ms)
+        result = self.handle_tx(frame, now_ms)
         self.keep(result)
         env = term.on_signin_answer(result.response)
         assert env.infcode == 0, env
@@ -187,7 +207,7 @@ class World:
     def send(self, term: TerminalSession, infno: str, input_: dict[str, Any], now_ms: int = T0_MS,
              msgid_: str | None = None) -> tuple[Any, ResponseEnvelope]:
         mid = msgid_ or self.next_msgid(term.fixmedins_code, now_ms)
-        result = self.core.handle_tx(term.request_frame(infno, mid, input_, now_ms), now_ms)
+        result = self.handle_tx(term.request_frame(infno, mid, input_, now_ms), now_ms)
         self.keep(result)
         return result, decode_response_envelope(decode_frame(result.response).body)
 

@@ -16,7 +16,7 @@ ERROR_KEYS = {"infcode", "err_code", "err_msg", "inf_refmsgid", "respond_time", 
 
 
 def answer(world: World, data: bytes, now_ms: int = T0_MS):
-    result = world.core.handle_tx(data, now_ms)
+    result = world.handle_tx(data, now_ms)
     world.keep(result)
     return result.http_status, decode_response_envelope(decode_frame(result.response).body)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgpack
 
 from core_world import C1, P1, P2, T0_MS, World, card, line
+from gateway.core import from_wire
 from gateway.core.handlers import DETAIL_ROWS_PER_ANSWER_MAX
-from protocol import ErrCode
+from protocol import ErrCode, public_raw
 
 HOUR_MS = 3_600_000
 
@@ -25,7 +26,7 @@ def test_settle_split_matches_spec(world: World) -> None:
     assert (info["otc_pay"], info["rx_pay"], info["fund_pay_sumamt"], info["psn_cash_pay"]) == (5000, 1890, 6890, 2110)
     assert info["crt_payb_lmt_amt"] == 12000 and info["person_day_remaining"] == 7000
     assert info["setl_id"] < world.settle(t, [line("1", 100)])[1].output["setlinfo"]["setl_id"]
-    assert r.record["op"] == world.core.last_op - 1 and r.facts.fund_fen == 6890
+    assert r.record.op == world.core.last_op - 1 and r.facts.fund_fen == 6890
 
 
 def test_person_day_binds_and_warns(world: World) -> None:
@@ -40,7 +41,7 @@ def test_person_day_binds_and_warns(world: World) -> None:
 def test_near_limit_warning_on_pre_settle_changes_nothing(world: World) -> None:
     t = world.sign_in()
     r, env = world.settle(t, [line("1", 9600)], infno="2101")
-    assert env.warnings == ("PERSON_DAY_NEAR_LIMIT",) and r.record is None or r.record["t"] == "refid"
+    assert env.warnings == ("PERSON_DAY_NEAR_LIMIT",) and r.record is None or r.record.KIND == "refid"
     assert "setl_id" not in env.output["setlinfo"]
     assert world.core.state.ledger.person_day_used("PSN1", 19797) == 0
 
@@ -79,7 +80,7 @@ def test_idempotent_replay_bytes_and_reuse(world: World) -> None:
     first, _ = world.settle(t, [line("1", 1000)], msgid_=mid)
     snap = world.core.snapshot()
     again, _ = world.settle(t, [line("1", 1000)], msgid_=mid, now_ms=T0_MS + 5000)
-    assert again.response == first.response and again.wait_op == first.record["op"] and again.record is None
+    assert again.response == first.response and again.wait_op >= first.record.op and again.record is None
     assert again.facts.idempotent_replay and world.core.snapshot() == snap
     reused = world.settle(t, [line("1", 2000)], msgid_=mid)[1]
     assert reused.err_code == "MSGID_REUSED"
@@ -176,11 +177,11 @@ def test_replay_and_snapshot_reproduce_state(world: World) -> None:
                               who=card(f"S{n % 2}"), now_ms=T0_MS + n * HOUR_MS)
     info = world.core.state.settlements.snapshot()[0]
     world.send(t, "2103", {"setl_id": info["setl_id"], "psn_no": info["psn_no"]})
-    world.records.append(world.core.admin_apply({"kind": "institution.grade", "institution": P1, "grade": "B"}, T0_MS))
-    wire = [msgpack.unpackb(msgpack.packb(rec, use_bin_type=True), raw=False) for rec in world.records]
+    world.commit(world.core.admin_apply({"kind": "institution.grade", "institution": P1, "grade": "B"}, T0_MS))
+    wire = [msgpack.unpackb(msgpack.packb(rec.to_wire(), use_bin_type=True), raw=False) for rec in world.records]
     other = world.make_core()
     for rec in wire:
-        other.replay(rec)
+        other.commit(from_wire(rec))
     assert other.snapshot() == world.core.snapshot()
     snap = msgpack.unpackb(msgpack.packb(world.core.snapshot(), use_bin_type=True), raw=False)
     restored = world.make_core()
@@ -196,7 +197,7 @@ def test_refid_serials_never_reused_after_restart(world: World) -> None:
     other = world.make_core()
     other.restore(records[0])
     term = world.terminal()
-    world.core = other
+    world.restart(other)
     t = world.sign_in()
     env2 = world.settle(t, [line("1", 100)])[1]
     assert int(env2.inf_refmsgid[-10:]) >= int(env.inf_refmsgid[-10:]) + world.config.refid_block // 2
@@ -204,7 +205,7 @@ def test_refid_serials_never_reused_after_restart(world: World) -> None:
 
 
 def test_error_response_and_keys(world: World) -> None:
-    data = world.core.error_response(ErrCode.OVERLOADED, T0_MS, msgid="m")
+    data = world.sealer.error_response(ErrCode.OVERLOADED, T0_MS, msgid="m")
     from protocol import decode_frame, decode_response_envelope
     env = decode_response_envelope(decode_frame(data).body)
     assert (env.infcode, env.err_code, env.msgid, env.output) == (-1, "OVERLOADED", "m", None)
@@ -218,8 +219,10 @@ def test_key_rotation_keeps_old_answers_and_lists_retired(world: World) -> None:
     mid = world.next_msgid(P1, T0_MS)
     first, _ = world.settle(t, [line("1", 100)], msgid_=mid)
     old_kid = world.core.public_keys()[0]["kid"]
-    record = world.core.rotate_key(Ed25519PrivateKey.from_private_bytes(b"\x09" * 32), T0_MS)
-    assert "private" not in str(record.keys())
+    new_key = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
+    record = world.commit(world.core.rotate_key(public_raw(new_key.public_key()), T0_MS))
+    world.sealer.activate(world.core, new_key)
+    assert "private" not in str(record.to_wire().keys())
     assert [k["status"] for k in world.core.public_keys()] == ["active", "retired"]
     assert world.core.public_keys()[1]["kid"] == old_kid
     assert world.settle(t, [line("1", 100)], msgid_=mid)[0].response == first.response
@@ -228,7 +231,7 @@ def test_key_rotation_keeps_old_answers_and_lists_retired(world: World) -> None:
 def test_suspended_institution_may_query_cancel_not_settle(world: World) -> None:
     t = world.sign_in()
     info = _ok(world.settle(t, [line("1", 100)])[1])["setlinfo"]
-    world.core.admin_apply({"kind": "institution.suspend", "institution": P1, "actor": "ops"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "institution.suspend", "institution": P1, "actor": "ops"}, T0_MS))
     assert world.settle(t, [line("1", 100)])[1].err_code == "INSTITUTION_SUSPENDED"
     mid = world.next_msgid(P1, T0_MS)
     assert _ok(world.send(t, "1101", world.card_fields(t, mid, "1101", 0, card()), msgid_=mid)[1])

@@ -12,7 +12,7 @@ DAY_MS = 86_400_000
 
 
 def answer(world: World, data: bytes, now_ms: int = T0_MS):
-    result = world.core.handle_tx(data, now_ms)
+    result = world.handle_tx(data, now_ms)
     return result.http_status, decode_response_envelope(decode_frame(result.response).body)
 
 
@@ -84,7 +84,7 @@ def test_sign_in_rules(world: World) -> None:
 
 def test_revoked_terminal_sessions_answer_revoked(world: World) -> None:
     t = world.sign_in("T5")
-    world.core.admin_apply({"kind": "terminal.revoke", "dev_no": "T5"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "terminal.revoke", "dev_no": "T5"}, T0_MS))
     assert answer(world, _frame(world, t, "3201", {}))[1].err_code == "TERMINAL_REVOKED"
 
 
@@ -162,14 +162,14 @@ def test_precedence_stale_beats_idempotent_replay(tmp_path) -> None:
 
 def test_precedence_operator_suspension_beats_wrong_kind_and_input(world: World) -> None:
     t = world.sign_in()
-    world.core.admin_apply({"kind": "operator.suspend", "operator": "OP1"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "operator.suspend", "operator": "OP1"}, T0_MS))
     assert world.send(t, "2207", {"bad": 1})[1].err_code == "OPERATOR_SUSPENDED"
     assert world.send(t, "9002", {})[1].infcode == 0
 
 
 def test_precedence_suspension_beats_input_and_credential(world: World) -> None:
     t = world.sign_in()
-    world.core.admin_apply({"kind": "institution.suspend", "institution": P1}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "institution.suspend", "institution": P1}, T0_MS))
     assert world.send(t, "2102", {"garbage": True})[1].err_code == "INSTITUTION_SUSPENDED"
 
 
@@ -190,15 +190,15 @@ def test_precedence_reversed_beats_msgid_reuse(world: World) -> None:
 
 def test_admin_changes_validate(world: World) -> None:
     with pytest.raises(ValueError, match="monthly_cap_fen"):
-        world.core.admin_apply({"kind": "institution.monthly_cap", "institution": P1, "monthly_cap_fen": -1}, T0_MS)
+        world.commit(world.core.admin_apply({"kind": "institution.monthly_cap", "institution": P1, "monthly_cap_fen": -1}, T0_MS))
     with pytest.raises(ValueError, match="institution"):
-        world.core.admin_apply({"kind": "institution.grade", "institution": "NOPE", "grade": "A"}, T0_MS)
+        world.commit(world.core.admin_apply({"kind": "institution.grade", "institution": "NOPE", "grade": "A"}, T0_MS))
     with pytest.raises(ValueError, match="bogus"):
-        world.core.admin_apply({"kind": "card.block", "card_no": "C", "bogus": 1}, T0_MS)
+        world.commit(world.core.admin_apply({"kind": "card.block", "card_no": "C", "bogus": 1}, T0_MS))
     op = world.core.last_op
-    world.core.admin_apply({"kind": "policy.otc_allowance", "grade": "A", "otc_allowance_fen": 100}, T0_MS)
-    world.core.admin_apply({"kind": "filing.add", "psn_no": "Z9", "admdvs": "510182", "valid_from": "2024-03-01",
-                            "valid_to": "2024-03-31"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "policy.otc_allowance", "grade": "A", "otc_allowance_fen": 100}, T0_MS))
+    world.commit(world.core.admin_apply({"kind": "filing.add", "psn_no": "Z9", "admdvs": "510182",
+                                         "valid_from": "2024-03-01", "valid_to": "2024-03-31"}, T0_MS))
     assert world.core.last_op == op + 2
     t = world.sign_in()
     info = world.settle(t, [line("1", 5000)], who=card("Z9", admdvs="440100"))[1].output["setlinfo"]

@@ -8,6 +8,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_world import P1, P2, T0_MS, World, card, line
+from gateway.core import from_wire
 from gateway.core.clock import business_day, business_month
 from gateway.core.settlements import STATUS_SETTLED
 
@@ -92,7 +93,7 @@ def test_random_sequences_keep_invariants_and_replay(tmp_path_factory, commands)
         _check_ledgers(world, now_ms)
     replayed = world.make_core()
     for record in world.records:
-        replayed.replay(msgpack.unpackb(msgpack.packb(record, use_bin_type=True), raw=False))
+        replayed.commit(from_wire(msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)))
     assert replayed.snapshot() == world.core.snapshot()
     restored = world.make_core()
     restored.restore(msgpack.unpackb(msgpack.packb(world.core.snapshot(), use_bin_type=True), raw=False))

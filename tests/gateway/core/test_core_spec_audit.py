@@ -50,7 +50,7 @@ def test_error_codes_are_exactly_the_spec_table() -> None:
 def test_an_error_answer_is_signed_and_carries_every_required_key(world: World) -> None:
     t = world.sign_in()
     mid = world.next_msgid(P1, T0_MS)
-    result = world.core.handle_tx(crafted(world, t, "3201", {}, msgid=mid, inf_time=T0_MS - DAY_MS - 1), T0_MS)
+    result = world.handle_tx(crafted(world, t, "3201", {}, msgid=mid, inf_time=T0_MS - DAY_MS - 1), T0_MS)
     frame = decode_frame(result.response)
     public = Ed25519PublicKey.from_public_bytes(public_raw(world.gateway_key.public_key()))
     assert (frame.auth, frame.key_id) == ("sig", gateway_kid(public_raw(world.gateway_key.public_key())))
@@ -159,7 +159,7 @@ def test_sign_in_of_an_unenrolled_terminal_is_unknown_terminal(world: World) -> 
 
 def test_sign_in_answer_fields_and_session_lifetime(world: World) -> None:
     term = world.terminal("T1")
-    result = world.core.handle_tx(term.signin_frame(world.next_msgid(P1, T0_MS), T0_MS), T0_MS)
+    result = world.handle_tx(term.signin_frame(world.next_msgid(P1, T0_MS), T0_MS), T0_MS)
     out = ok_output(term.on_signin_answer(result.response))
     assert out["sign_time"] == T0_MS and out["session_expires"] == T0_MS + 12 * HOUR_MS
     assert isinstance(out["x25519_pub"], bytes) and len(out["x25519_pub"]) == 32
@@ -213,7 +213,7 @@ def test_bad_mac_is_checked_before_sign_no_mismatch(world: World) -> None:
 
 def test_mismatch_is_checked_before_revocation(world: World) -> None:
     t = world.sign_in("T5")
-    world.core.admin_apply({"kind": "terminal.revoke", "dev_no": "T5"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "terminal.revoke", "dev_no": "T5"}, T0_MS))
     assert answer(world, crafted(world, t, "3201", {}, opter="OTHER"))[1].err_code == "SESSION_MISMATCH"
     assert answer(world, crafted(world, t, "9002", {}))[1].err_code == "TERMINAL_REVOKED"
 
@@ -246,21 +246,21 @@ def test_freshness_window_is_inclusive(world: World, offset_ms: int, code: str) 
 def test_replay_through_another_terminal_and_session_is_byte_for_byte(world: World) -> None:
     t1, t5 = world.sign_in("T1"), world.sign_in("T5")
     mid = world.next_msgid(P1, T0_MS)
-    first = world.core.handle_tx(settle_frame(world, t1, mid), T0_MS)
+    first = world.handle_tx(settle_frame(world, t1, mid), T0_MS)
     world.keep(first)
-    again = world.core.handle_tx(settle_frame(world, t5, mid, now_ms=T0_MS + 60_000), T0_MS + 60_000)
+    again = world.handle_tx(settle_frame(world, t5, mid, now_ms=T0_MS + 60_000), T0_MS + 60_000)
     assert again.response == first.response and again.record is None
 
 
 def test_replay_answers_before_operator_and_institution_suspension(world: World) -> None:
     t = world.sign_in()
     mid = world.next_msgid(P1, T0_MS)
-    first = world.core.handle_tx(settle_frame(world, t, mid), T0_MS)
+    first = world.handle_tx(settle_frame(world, t, mid), T0_MS)
     world.keep(first)
-    world.core.admin_apply({"kind": "operator.suspend", "operator": "OP1"}, T0_MS)
-    world.core.admin_apply({"kind": "institution.suspend", "institution": P1}, T0_MS)
-    assert world.core.handle_tx(settle_frame(world, t, mid), T0_MS).response == first.response
-    reused = world.core.handle_tx(settle_frame(world, t, mid, fee_fen=2000), T0_MS)
+    world.commit(world.core.admin_apply({"kind": "operator.suspend", "operator": "OP1"}, T0_MS))
+    world.commit(world.core.admin_apply({"kind": "institution.suspend", "institution": P1}, T0_MS))
+    assert world.handle_tx(settle_frame(world, t, mid), T0_MS).response == first.response
+    reused = world.handle_tx(settle_frame(world, t, mid, fee_fen=2000), T0_MS)
     assert decode_response_envelope(decode_frame(reused.response).body).err_code == "MSGID_REUSED"
 
 
@@ -416,7 +416,7 @@ def test_sign_in_input_rules(world: World) -> None:
                                            ("2601", {}), ("2101", {})])
 def test_suspended_operator_is_refused_on_every_infno_but_sign_out(world: World, infno, input_) -> None:
     t = world.sign_in()
-    world.core.admin_apply({"kind": "operator.suspend", "operator": "OP1"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "operator.suspend", "operator": "OP1"}, T0_MS))
     assert world.send(t, infno, input_)[1].err_code == "OPERATOR_SUSPENDED"
 
 
@@ -424,11 +424,11 @@ def test_stored_answer_is_replayed_after_twenty_five_hours(tmp_path) -> None:
     world = World(tmp_path)
     t = world.sign_in()
     mid = world.next_msgid(P1, T0_MS)
-    first = world.core.handle_tx(settle_frame(world, t, mid), T0_MS)
+    first = world.handle_tx(settle_frame(world, t, mid), T0_MS)
     world.keep(first)
     late_ms = T0_MS + 25 * HOUR_MS
     t2 = world.sign_in(now_ms=late_ms)
-    again = world.core.handle_tx(settle_frame(world, t2, mid, now_ms=late_ms), late_ms)
+    again = world.handle_tx(settle_frame(world, t2, mid, now_ms=late_ms), late_ms)
     assert again.response == first.response
 
 

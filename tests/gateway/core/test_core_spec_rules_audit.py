@@ -45,7 +45,7 @@ def test_settlement_output_layout(world: World) -> None:
                                                           ("T2", "B", 9000), ("T2", "D", 6000), ("T2", "E", 6000)])
 def test_allowance_follows_the_grade(world: World, dev_no: str, grade: str | None, allowance_fen: int) -> None:
     if grade is not None:
-        world.core.admin_apply({"kind": "institution.grade", "institution": P2, "grade": grade}, T0_MS)
+        world.commit(world.core.admin_apply({"kind": "institution.grade", "institution": P2, "grade": grade}, T0_MS))
     t = world.sign_in(dev_no)
     mid = world.next_msgid(t.fixmedins_code, T0_MS)
     out = ok_output(world.send(t, "1101", world.card_fields(t, mid, "1101", 0, card("Q1")), msgid_=mid)[1])
@@ -83,7 +83,7 @@ def test_month_near_cap_warning_at_ninety_percent(world: World) -> None:
 
 def test_clinic_bound_by_month_and_no_day_warnings(tmp_path) -> None:
     world = World(tmp_path)
-    world.core.admin_apply({"kind": "institution.monthly_cap", "institution": C1, "monthly_cap_fen": 1000}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "institution.monthly_cap", "institution": C1, "monthly_cap_fen": 1000}, T0_MS))
     t = world.sign_in("T3")
     env = world.settle(t, [line("1", 20000)], infno="2207")[1]
     info = ok_output(env)["setlinfo"]
@@ -93,8 +93,8 @@ def test_clinic_bound_by_month_and_no_day_warnings(tmp_path) -> None:
 
 
 def test_doctor_suspended_cut_applies_at_clinics_too(world: World) -> None:
-    world.core.admin_apply({"kind": "operator.enrol", "code": "DRC", "institution": C1}, T0_MS)
-    world.core.admin_apply({"kind": "operator.suspend", "operator": "DRC"}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "operator.enrol", "code": "DRC", "institution": C1}, T0_MS))
+    world.commit(world.core.admin_apply({"kind": "operator.suspend", "operator": "DRC"}, T0_MS))
     t = world.sign_in("T3")
     env = world.settle(t, [line("1", 1000, otc=False, dr="DRC"), line("2", 1000, otc=False)], infno="2206")[1]
     cuts = [c["cut_reason"] for c in ok_output(env)["detlcutinfo"]]
@@ -109,7 +109,7 @@ def test_settlement_infnos_follow_the_institution_kind(world: World, dev_no: str
 
 
 def test_suspended_clinic_may_sign_in_and_reconcile_but_not_settle(world: World) -> None:
-    world.core.admin_apply({"kind": "institution.suspend", "institution": C1}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "institution.suspend", "institution": C1}, T0_MS))
     t = world.sign_in("T3")
     assert world.send(t, "3202", {"stmt_date": "20240315", "limit": 5})[1].infcode == 0
     for infno in ("2206", "2207"):
@@ -117,7 +117,7 @@ def test_suspended_clinic_may_sign_in_and_reconcile_but_not_settle(world: World)
 
 
 def test_kind_is_checked_before_suspension(world: World) -> None:
-    world.core.admin_apply({"kind": "institution.suspend", "institution": P1}, T0_MS)
+    world.commit(world.core.admin_apply({"kind": "institution.suspend", "institution": P1}, T0_MS))
     t = world.sign_in()
     assert world.settle(t, [line("1", 100)], infno="2207")[1].err_code == "WRONG_INSTITUTION_KIND"
 
@@ -183,7 +183,7 @@ def test_clinic_reversal_of_a_settlement(world: World) -> None:
     assert ok_output(world.send(t, "2601", {"omsgid": mid, "oinfno": "2207"})[1]) == {"reversed": True,
                                                                                 "original_found": True}
     assert world.core.state.ledger.institution_month_used(C1, world.core.state.settlements.get(
-        world.core.setl_id(1)).month) == 0
+        world.core.view.setl_id(1)).month) == 0
 
 
 def test_totals_balance_only_on_standing_settlements(world: World) -> None:

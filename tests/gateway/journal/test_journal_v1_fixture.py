@@ -15,8 +15,9 @@ import shutil
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.core import Core, CoreConfig, KeyRing, load_registry, load_secrets
+from gateway.core import Core, CoreConfig, from_wire, load_registry, load_secrets
 from gateway.journal import Journal
+from protocol import public_raw
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "v1_region"
 ROTATED_KEY_SEED = 77          # the key the fixture's key_rotate record activated
@@ -29,12 +30,10 @@ def _recovered_core(tmp_path: pathlib.Path) -> tuple[Core, Journal]:
     recovery = journal.recover()
     core = Core(CoreConfig(admdvs="510182"), load_registry(str(region / "registry.toml")),
                 load_secrets(str(region / "secrets.toml")),
-                KeyRing(Ed25519PrivateKey.from_private_bytes(bytes([ROTATED_KEY_SEED]) * 32)),
+                public_raw(Ed25519PrivateKey.from_private_bytes(bytes([ROTATED_KEY_SEED]) * 32).public_key()),
                 random_bytes=lambda n: b"\x01" * n)
     assert recovery.snapshot is not None
-    core.restore(recovery.snapshot)
-    for record in recovery.records:
-        core.replay(record)
+    core.rebuild(recovery.snapshot, [from_wire(record) for record in recovery.records], None)
     return core, journal
 
 
@@ -49,7 +48,7 @@ def test_v1_data_directory_recovers_to_the_same_state(tmp_path: pathlib.Path) ->
     assert settlements == expected["settlements"]
     assert (len(state.tombstones), len(state.idempotency), len(state.governance.audit)) == (
         expected["tombstones"], expected["idempotency"], expected["audit"])
-    assert core.keyring.active_kid == expected["active_kid"]
+    assert core.keys.active_kid == expected["active_kid"]
     assert state.overlay.institutions["P51018200001"].grade == expected["grade_P1"]
     assert state.overlay.institutions["C51018200001"].monthly_cap_fen == expected["cap_C1"]
     assert sorted(state.overlay.blocked_persons) == expected["blocked"]

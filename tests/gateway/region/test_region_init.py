@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.config import load_config
-from gateway.core import Core, CoreConfig, KeyRing, load_registry, load_secrets
+from gateway.core import Core, CoreConfig, load_registry, load_secrets
+from gateway.sealer import KeyRing, Sealer
 from gateway.core.registry import Registry, Secrets
 from gateway.region import FILES, PROFILES, RegionError, init_region, keygen
 from protocol import (
@@ -234,8 +235,10 @@ class Till:
     def __init__(self, region: Loaded) -> None:
         self.region = region
         core_config = CoreConfig(admdvs=region.config.admdvs, session_ttl_s=region.config.limits.session_ttl_s)
+        keyring = KeyRing(region.gateway_key)
         self.core = Core(config=core_config, registry=region.registry, secrets=region.secrets,
-                         keyring=KeyRing(region.gateway_key), random_bytes=random.Random(1).randbytes)
+                         active_public_raw=keyring.active_public_raw, random_bytes=random.Random(1).randbytes)
+        self.sealer = Sealer(region.config.admdvs, keyring, core_config.refid_block)
         self.gateway_keys = {gateway_kid(public_raw(region.gateway_key.public_key())): region.gateway_key.public_key()}
         self.serial = 0
 
@@ -247,7 +250,7 @@ class Till:
                                opter=row["opter"], opter_type="1", private_key=key,
                                gateway_public_keys=self.gateway_keys)
         frame = term.signin_frame(self.next_msgid(term), NOW_MS, X25519PrivateKey.from_private_bytes(b"\x07" * 32))
-        assert term.on_signin_answer(self.core.handle_tx(frame, NOW_MS).response).infcode == 0
+        assert term.on_signin_answer(self.sealer.answer(self.core, frame, NOW_MS).response).infcode == 0
         return term
 
     def next_msgid(self, term: TerminalSession) -> str:
@@ -264,7 +267,7 @@ class Till:
             master = base64.b64decode(self.region.sim["card_master_keys"][person["insuplc_admdvs"][:2]])
             cert = term.card_input(card_key(master, person["card_no"], person["card_sn"]), mid, infno, 3000, person)
         frame = term.request_frame(infno, mid, {**cert, "medfee_sumamt": 3000, "items": items}, NOW_MS)
-        return term.verify_answer(self.core.handle_tx(frame, NOW_MS).response)
+        return term.verify_answer(self.sealer.answer(self.core, frame, NOW_MS).response)
 
 
 def test_small_region_settles_a_card_2102(small: tuple[pathlib.Path, Any]) -> None:

@@ -38,12 +38,31 @@ class FakeFacts:
 
 
 @dataclasses.dataclass(frozen=True)
+class FakeRecord:
+    op: int
+    t: str = "settle"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": self.op, "t": self.t}
+
+
+@dataclasses.dataclass(frozen=True)
 class FakeTxResult:
     http_status: int
     response: bytes
-    record: dict[str, Any] | None
+    record: FakeRecord | None
     wait_op: int
     facts: FakeFacts
+
+
+class FakeSealer:
+    """Stand-in for gateway.sealer.Sealer: the FakeCore answers whole requests itself."""
+
+    def answer(self, core: FakeCore, body: bytes, now_ms: int) -> FakeTxResult:
+        return core.handle_tx(body, now_ms)
+
+    def error_response(self, code: Any, now_ms: int, msgid: str | None = None) -> bytes:
+        return msgpack.packb({"err_code": code.wire, "infcode": code.infcode, "now_ms": now_ms})
 
 
 class FakeCore:
@@ -60,15 +79,11 @@ class FakeCore:
         answer = msgpack.packb({"ok": body[:16], "now_ms": now_ms})
         if body.startswith(b"S"):
             self.last_op += 1
-            record = {"op": self.last_op, "t": "settle"}
-            return FakeTxResult(200, answer, record, 0, FakeFacts())
+            return FakeTxResult(200, answer, FakeRecord(self.last_op), self.last_op, FakeFacts())
         if body.startswith(b"R"):
             return FakeTxResult(200, answer, None, self.last_op,
                                 FakeFacts(idempotent_replay=True))
         return FakeTxResult(200, answer, None, 0, FakeFacts(infno="1101"))
-
-    def error_response(self, code: Any, now_ms: int, msgid: str | None = None) -> bytes:
-        return msgpack.packb({"err_code": code.wire, "infcode": code.infcode, "now_ms": now_ms})
 
     def public_keys(self) -> list[dict[str, Any]]:
         return [{"kid": "gw-0123456789abcdef", "alg": "Ed25519", "public_key": "AAAA",
@@ -133,7 +148,7 @@ class FakeJournal:
 
 def make_runtime(*, clock: WallClock | None = None, limits: LimitsConfig | None = None,
                  journal: FakeJournal | None = None) -> Runtime:
-    runtime = Runtime(core=FakeCore(), journal=journal or FakeJournal(),
+    runtime = Runtime(core=FakeCore(), sealer=FakeSealer(), journal=journal or FakeJournal(),  # type: ignore[arg-type]
                       clock=clock or SettableClock(lambda: 1_700_000_000_000),
                       metrics=GatewayMetrics(), limits=limits or LimitsConfig())
     runtime.recovered = True

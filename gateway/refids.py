@@ -7,7 +7,7 @@ one is used, so in steady state the reservation is long durable when its first s
 After a restart, numbering resumes at the end of everything ever reserved; the unused rest of the
 last block is skipped.
 
-One gap: `Core.error_response` (errors the server raises itself) has no record to carry a
+One gap: `Sealer.error_response` (errors the server raises itself) has no record to carry a
 reservation. When it needs a new block, the reservation rides on the next record; if the process
 dies before one is written, those error answers' serials could be handed out again. Half a block
 (50 000 by default) of server-raised errors in a row is needed to get there.
@@ -16,7 +16,6 @@ dies before one is written, those error answers' serials could be handed out aga
 from __future__ import annotations
 
 import collections
-from typing import Any
 
 SERIAL_MAX = 10**10
 
@@ -40,6 +39,15 @@ class RefidAllocator:
             self.unjournaled = 0
             self._covers.clear()
 
+    def forget_reservations(self) -> None:
+        """After a journal failure: reservations not yet durable may be lost, so reserve afresh.
+
+        Serials already handed out stay behind `next`; the next one taken starts a new block.
+        """
+        self.reserved_to = self.next
+        self.unjournaled = 0
+        self._covers.clear()
+
     def take(self) -> int:
         """The next serial; schedules a reservation when the current block runs low."""
         serial = self.next
@@ -53,12 +61,13 @@ class RefidAllocator:
             self.unjournaled = self.reserved_to
         return serial
 
-    def attach(self, record: dict[str, Any]) -> None:
-        """Put a pending reservation on `record` (which must already carry its op)."""
-        if self.unjournaled:
-            record["refid_to"] = self.unjournaled
-            self._covers.append((self.unjournaled, record["op"]))
+    def attach(self, op: int) -> int:
+        """The pending reservation end to put on the record at `op` (0 when none is pending)."""
+        reserved_to = self.unjournaled
+        if reserved_to:
+            self._covers.append((reserved_to, op))
             self.unjournaled = 0
+        return reserved_to
 
     def wait_op(self, serial: int) -> int:
         """The op whose durability makes `serial` safe to send (0 when reserved before this run)."""

@@ -1,11 +1,13 @@
-"""`python -m gateway.core.bench` (make bench-core): cost of the core per settlement and per record.
+"""`python -m gateway.bench_core` (make bench-core): cost of the core per settlement and per record.
 
 For a 3-line card 2102 with fresh msgids, prints medians of:
   (a) the business apply: the 2102 handler (card cryptogram, person checks, split, limits, record
       building) and the commit of its record (ledgers, settlement store, idempotency record with
       its packed answer), from an already decoded and parsed request;
-  (b) the whole `Core.handle_tx`: (a) plus frame/envelope decode, session MAC, input parsing,
-      fingerprint, answer encoding and Ed25519 signing;
+  (a') `Core.decide` alone: frame/envelope decode, session MAC, input parsing, fingerprint and
+      the handler (no seal, no commit);
+  (b) the whole synchronous step `Sealer.answer`: decide, answer encoding, Ed25519 signing and
+      the commit;
   (c) the Ed25519 signature of one answer alone, for reference;
   (d) the bytes retained per idempotency record (tracemalloc);
 and, to account for (b), the request decode without MAC (frame, envelope, input, fingerprint)
@@ -19,13 +21,15 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gateway.core import Core, CoreConfig, KeyRing, parse_registry, parse_secrets
+from gateway.core import Core, CoreConfig, parse_registry, parse_secrets
 from gateway.core.handlers import HANDLERS, Request
 from gateway.core.idempotency import IdemEntry, IdempotencyStore, pack_response
+from gateway.sealer import KeyRing, Sealer
 from protocol import (
     RESP_DOMAIN, ResponseEnvelope, TerminalSession, card_key, decode_frame, decode_request_envelope_proving_input,
     encode_response_envelope, fingerprint, msgid, parse_input, public_raw, sign,
@@ -52,18 +56,20 @@ def _region(terminal_key: Ed25519PrivateKey) -> tuple[dict, dict]:
 
 
 def build(count: int) -> tuple[Core, list[bytes], int]:
-    """A core with a signed-in terminal and `count` distinct 3-line 2102 frames."""
+    """A core with a signed-in terminal and `count` distinct 3-line 2102 frames (sealer: `_SEALERS`)."""
     terminal_key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
     registry, secrets = _region(terminal_key)
     rng = random.Random(1)
-    core = Core(CoreConfig(admdvs=ADMDVS, idempotency_records_max=10**7), parse_registry(registry, "bench"),
-                parse_secrets(secrets, "bench"), KeyRing(Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)),
+    keyring = KeyRing(Ed25519PrivateKey.from_private_bytes(b"\x02" * 32))
+    config = CoreConfig(admdvs=ADMDVS, idempotency_records_max=10**7)
+    core = Core(config, parse_registry(registry, "bench"), parse_secrets(secrets, "bench"), keyring.active_public_raw,
                 rng.randbytes)
+    _SEALERS[id(core)] = Sealer(ADMDVS, keyring, config.refid_block)
     term = TerminalSession("T1", INSTITUTION, ADMDVS, "OP1", "1", terminal_key)
     now_ms = T0_MS
-    term.on_signin_answer(core.handle_tx(term.signin_frame(msgid(INSTITUTION, now_ms, 0), now_ms,
-                                                           X25519PrivateKey.from_private_bytes(b"\x03" * 32)),
-                                         now_ms).response)
+    term.on_signin_answer(_answer(core, term.signin_frame(msgid(INSTITUTION, now_ms, 0), now_ms,
+                                                          X25519PrivateKey.from_private_bytes(b"\x03" * 32)),
+                                  now_ms).response)
     items = [{"feedetl_sn": str(n), "med_list_codg": "M", "chrgitm_lv": lv, "otc": otc, "rxno": "RX", "cnt": 2,
               "pric": 1500, "det_item_fee_sumamt": 3000, "bilg_dr_codg": "D1"}
              for n, (lv, otc) in enumerate((("01", True), ("02", False), ("03", True)))]
@@ -77,6 +83,13 @@ def build(count: int) -> tuple[Core, list[bytes], int]:
         fields = term.card_input(key, mid, "2102", 9000, who)
         frames.append(term.request_frame("2102", mid, {**fields, "medfee_sumamt": 9000, "items": items}, now_ms))
     return core, frames, now_ms
+
+
+_SEALERS: dict[int, Sealer] = {}
+
+
+def _answer(core: Core, frame: bytes, now_ms: int) -> Any:
+    return _SEALERS[id(core)].answer(core, frame, now_ms)
 
 
 def _median_us(run: Callable[[int], None], count: int) -> float:
@@ -93,9 +106,15 @@ def _assert_ok(record: object) -> None:
 
 
 def bench_full(count: int) -> float:
-    """(b) Median µs of handle_tx for fresh 3-line card 2102 frames."""
+    """(b) Median µs of decide + seal + commit for fresh 3-line card 2102 frames."""
     core, frames, now_ms = build(count)
-    return _median_us(lambda n: _assert_ok(core.handle_tx(frames[n], now_ms).record), count)
+    return _median_us(lambda n: _assert_ok(_answer(core, frames[n], now_ms).record), count)
+
+
+def bench_decide(count: int) -> float:
+    """(a') Median µs of `Core.decide` alone (each frame decided once; nothing committed)."""
+    core, frames, now_ms = build(count)
+    return _median_us(lambda n: _assert_ok(core.decide(frames[n], now_ms).record), count)
 
 
 def _requests(core: Core, frames: list[bytes], now_ms: int) -> list[Request]:
@@ -113,13 +132,13 @@ def bench_apply(count: int) -> float:
     idempotency record stored by the commit is what the live path stores.
     """
     core, frames, now_ms = build(count + 1)
-    response = core.handle_tx(frames[count], now_ms).response
+    response = _answer(core, frames[count], now_ms).response
     requests = _requests(core, frames[:count], now_ms)
 
     def run(n: int) -> None:
-        answer = HANDLERS["2102"](core, requests[n])
+        answer = HANDLERS["2102"](core.view, requests[n])
         assert answer.record is not None
-        core.state.commit({"op": core.state.last_op + 1, **answer.record, "response": response})
+        core.commit(answer.record.sealed(core.last_op + 1, 0, response))
     return _median_us(run, count)
 
 
@@ -140,7 +159,7 @@ def bench_encode(count: int) -> float:
     requests = _requests(core, frames, now_ms)
     envelopes = []
     for n, req in enumerate(requests):
-        answer = HANDLERS["2102"](core, req)
+        answer = HANDLERS["2102"](core.view, req)
         envelopes.append(ResponseEnvelope(0, "", "", req.env.msgid, f"{ADMDVS}{n:024d}", now_ms, answer.output,
                                           answer.warnings))
     return _median_us(lambda n: encode_response_envelope(envelopes[n]), count)
@@ -149,14 +168,14 @@ def bench_encode(count: int) -> float:
 def bench_pack(count: int) -> float:
     """Median µs of packing one 2102 answer for the idempotency store (part of (a)'s commit)."""
     core, frames, now_ms = build(count)
-    responses = [core.handle_tx(frame, now_ms).response for frame in frames]
+    responses = [_answer(core, frame, now_ms).response for frame in frames]
     return _median_us(lambda n: pack_response(responses[n]), count)
 
 
 def bench_sign(count: int) -> float:
     """(c) Median µs of one Ed25519 signature over a 2102 answer body (the reference floor)."""
     core, frames, now_ms = build(1)
-    body = decode_frame(core.handle_tx(frames[0], now_ms).response).body
+    body = decode_frame(_answer(core, frames[0], now_ms).response).body
     key = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
     return _median_us(lambda n: sign(key, RESP_DOMAIN, body), count)
 
@@ -165,11 +184,11 @@ def bytes_per_record(count: int) -> tuple[float, float]:
     """(d) Bytes retained per idempotency record (tracemalloc over `count` settlements), and the
     mean size of the answer it remembers, as sent."""
     core, frames, now_ms = build(count)
-    results = [core.handle_tx(frame, now_ms) for frame in frames]
+    results = [_answer(core, frame, now_ms) for frame in frames]
     # The settlement store also grows with each 2102; measure the idempotency store's share by
     # filling a second store with the same entries, built from private copies (bytes(b) would alias
     # b, and a replayed journal holds its own copies too), as the replay of a journal fills it.
-    copies = [(r.record["idem"], bytes(bytearray(r.response))) for r in results]
+    copies = [(r.record.idem, bytes(bytearray(r.response))) for r in results]
     answer_bytes = statistics.mean(len(response) for _, response in copies)
     del results
     tracemalloc.start()
@@ -193,7 +212,8 @@ def main() -> None:
     print(f"3-line card 2102, fresh msgids, {count} requests per measurement; medians")
     print(f"(a) business apply (handler + commit):            {bench_apply(count):8.1f} µs")
     print(f"    of which packing the remembered answer:      {bench_pack(count):8.1f} µs")
-    print(f"(b) handle_tx, whole pipeline:                    {bench_full(count):8.1f} µs")
+    print(f"(a') decide (decode, MAC, checks, handler):       {bench_decide(count):8.1f} µs")
+    print(f"(b) decide + seal + commit, whole step:           {bench_full(count):8.1f} µs")
     print(f"    of which request decode, no MAC:              {bench_decode(count):8.1f} µs")
     print(f"    of which answer encoding, no signature:       {bench_encode(count):8.1f} µs")
     print(f"(c) Ed25519 sign of one answer (reference):       {bench_sign(count):8.1f} µs")
