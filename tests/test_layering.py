@@ -11,8 +11,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "protocol": {"trio", "gateway", "simulators", "load_tests", "prometheus_client", "socket", "h11"},
     "gateway/core": {"trio", "prometheus_client", "socket", "h11", "gateway.journal", "gateway.server",
-                     "gateway.admin", "gateway.metrics", "simulators", "load_tests"},
+                     "gateway.admin", "gateway.metrics", "gateway.sealer", "gateway.runtime", "simulators",
+                     "load_tests", "time", "random", "os", "secrets"},
     "gateway/journal": {"prometheus_client", "gateway.server", "gateway.admin", "simulators", "load_tests"},
+    # The admin API is a shell beside the server, not inside it: it shares the runtime and the
+    # commit gate (gateway/runtime.py), never the server's modules.
+    "gateway/admin": {"gateway.server", "simulators", "load_tests", "h11", "socket"},
     "simulators": {"gateway"},
 }
 # Only this module may talk to prometheus_client.
@@ -70,3 +74,27 @@ def test_layering_check_catches_a_violation(tmp_path: pathlib.Path) -> None:
     bad.write_text("import trio\nfrom gateway.core import x\n", encoding="utf-8")
     assert violates("trio", FORBIDDEN["protocol"])
     assert {"trio", "gateway.core"} <= imported_modules(bad)
+
+
+# Names the deterministic core must never call: files, the wall clock and ambient randomness come
+# in through parameters (time as now_ms, entropy as an injected random_bytes).
+CORE_FORBIDDEN_CALLS = {"open", "input", "print", "exec", "eval"}
+
+
+def called_names(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return {node.func.id for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+
+
+def test_core_opens_no_file_and_reads_no_clock() -> None:
+    bad = [f"{path.relative_to(ROOT)} calls {name}()" for path in python_files("gateway/core")
+           for name in sorted(called_names(path) & CORE_FORBIDDEN_CALLS)]
+    assert not bad, "\n".join(bad)
+
+
+def test_core_call_check_catches_a_violation(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import time\nwith open('x') as f:\n    time.time()\n", encoding="utf-8")
+    assert called_names(bad) & CORE_FORBIDDEN_CALLS == {"open"}
+    assert violates("time", FORBIDDEN["gateway/core"])

@@ -12,11 +12,11 @@ from gateway.core.machine import Core
 from gateway.core.overlay import CHANGE_KINDS
 from gateway.core.records import RECORD_TYPES, Record, from_wire
 from gateway.core.registry import (
-    Registry, RegistryError, Secrets, load_registry, load_secrets, parse_registry, parse_secrets,
+    Registry, RegistryError, Secrets, parse_registry, parse_secrets,
 )
 
 __all__ = [
     "AdminRefusal", "CHANGE_KINDS", "Core", "CoreConfig", "Decision", "FieldError", "Grant", "InMemoryLedger",
     "LedgerPort", "PublishedKeys", "RECORD_TYPES", "Record", "Registry", "RegistryError", "Secrets", "TxFacts",
-    "from_wire", "load_registry", "load_secrets", "parse_registry", "parse_secrets",
+    "from_wire", "parse_registry", "parse_secrets",
 ]

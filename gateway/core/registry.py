@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,26 +118,6 @@ class Secrets:
 
     card_master_keys: Mapping[str, bytes]
     admins: tuple[Admin, ...]
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def load_registry(path: str) -> Registry:
-    """Read and validate `registry.toml`; raises RegistryError (one line) on any problem."""
-    return parse_registry(_read_toml(path), path)
-
-
-def load_secrets(path: str) -> Secrets:
-    """Read and validate `secrets.toml`; raises RegistryError (one line) on any problem."""
-    return parse_secrets(_read_toml(path), path)
 
 
 def parse_policy(file: str, table: Any) -> Policy:
@@ -284,5 +263,5 @@ def parse_secrets(data: Mapping[str, Any], file: str) -> Secrets:
 
 
 __all__ = ["Admin", "Filing", "Institution", "Operator", "Policy", "Registry", "RegistryError",
-           "Secrets", "Terminal", "load_registry", "load_secrets", "parse_registry", "parse_secrets",
+           "Secrets", "Terminal", "parse_registry", "parse_secrets",
            "check_int", "GRADES", "KINDS"]

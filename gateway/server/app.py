@@ -34,7 +34,7 @@ from gateway.admin import AdminApi, finish_pending_rotation
 from gateway.admin.keyfiles import KeyFileError, read_key
 from gateway.config import GatewayConfig
 from gateway.core import Core, CoreConfig, Registry, RegistryError, Secrets, from_wire
-from gateway.core import load_registry, load_secrets
+from gateway.files import load_registry, load_secrets
 from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps, Recovery
 from gateway.metrics import GatewayMetrics, JournalMetrics
 from gateway.server.admin_routes import AdminApp

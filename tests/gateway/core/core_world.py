@@ -11,7 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gateway.core import Core, CoreConfig, Record, load_registry, load_secrets
+from gateway.core import Core, CoreConfig, Record
+from gateway.files import load_registry, load_secrets
 from gateway.sealer import KeyRing, Sealer, TxResult
 from protocol import (
     ResponseEnvelope, TerminalSession, VoucherClaims, card_key, decode_frame, decode_response_envelope,

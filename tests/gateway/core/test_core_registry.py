@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from core_world import SECRETS_TOML, registry_toml
-from gateway.core import RegistryError, load_registry, load_secrets
+from gateway.core import RegistryError
+from gateway.files import load_registry, load_secrets
 
 
 def _load(tmp_path: pathlib.Path, text: str):

@@ -15,7 +15,8 @@ import shutil
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.core import Core, CoreConfig, from_wire, load_registry, load_secrets
+from gateway.core import Core, CoreConfig, from_wire
+from gateway.files import load_registry, load_secrets
 from gateway.journal import Journal
 from protocol import public_raw
 

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.config import load_config
-from gateway.core import Core, CoreConfig, load_registry, load_secrets
+from gateway.core import Core, CoreConfig
+from gateway.files import load_registry, load_secrets
 from gateway.sealer import KeyRing, Sealer
 from gateway.core.registry import Registry, Secrets
 from gateway.region import FILES, PROFILES, RegionError, init_region, keygen
