@@ -224,7 +224,8 @@ def test_init_writes_the_spec_files_with_the_spec_keys(tmp_path: pathlib.Path,
     gateway_toml = tomllib.loads((out / "gateway.toml").read_text(encoding="utf-8"))
     assert gateway_toml["listen"] == {"data": "127.0.0.1:8600", "admin": "127.0.0.1:8601"}
     assert gateway_toml["paths"] == {"registry": "registry.toml", "secrets": "secrets.toml",
-                                     "signing_key": "gateway_ed25519.pem", "data_dir": "data"}
+                                     "signing_key": "gateway_ed25519.pem", "data_dir": "data",
+                                     "catalogue": "catalogue.csv"}   # SPEC 13: init writes v2's data
     assert (out / "gateway_ed25519.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
     registry = tomllib.loads((out / "registry.toml").read_text(encoding="utf-8"))
     assert set(registry["policy"]) == {"otc_allowance_fen", "coverage_permille", "selfpay_prop_permille",
