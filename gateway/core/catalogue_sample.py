@@ -6,7 +6,7 @@ so the same profile and seed give the same file. Codes follow the national forma
 - Western drugs (西药), 23 characters: "X" + ATC group (5) + generic-name serial (4) + dosage
   form (4) + specification (4) + manufacturer (5), e.g. "XA01ABD075A002010100483";
 - Chinese patent medicines (中成药), 20: "Z" + category (5) + name serial (5) + form (2) + spec (2)
-  + manufacturer (5), e.g. "ZA04BAJ000601012475" style;
+  + manufacturer (5), e.g. "ZA04BAJ0006010102475";
 - medical services (医疗服务项目), 15 digits: "00" + chapter (2) + section (2) + item (9),
   e.g. "001102000010000";
 - medical consumables (医用耗材), 27: "C" + category (6) + generic name (5) + material and
