@@ -75,8 +75,9 @@ class Files:
 
     registry: Registry
     secrets: Secrets
-    # The catalogue as the file holds it (None: the feature is off). A core gets a copy of it,
-    # since admin changes mutate a core's catalogue in place.
+    # The catalogue as the file holds it (None: the feature is off). A core must be given
+    # `catalogue.copy()`: admin changes mutate a core's catalogue in place, and a rebuilt core
+    # starts again from the file's rows.
     catalogue: Catalogue | None = None
 
 

@@ -6,6 +6,8 @@ import datetime
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.core import catalogue as catalogue_module
 from gateway.core.catalogue import (
@@ -300,3 +302,42 @@ def test_a_copy_is_independent_of_its_original() -> None:
     twin.upsert(row("ZZ01"))
     assert original.lookup("XA01", day("2024-03-06")) is not None and original.rows_of("ZZ01") == ()
     assert original.rows_count == 4 and original.snapshot() == [] and len(twin.snapshot()) == 2
+
+
+# -- the index against a plain scan ---------------------------------------------------------------
+
+SPANS = st.lists(st.tuples(st.sampled_from(["A", "B"]), st.none() | st.integers(0, 30), st.none() | st.integers(0, 30)),
+                 max_size=12)
+
+
+def days(row: Row) -> set[int]:
+    """The row's days within the test's calendar -1..31 (open ends reach its edges)."""
+    low = -1 if row.valid_from is None else row.valid_from
+    return set(range(low, (31 if row.valid_to is None else row.valid_to) + 1))
+
+
+def naive_overlap(rows: list[Row], new: Row) -> bool:
+    return any(r.med_list_codg == new.med_list_codg and days(r) & days(new) for r in rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(SPANS)
+def test_upserts_and_lookups_agree_with_a_plain_scan(spans: list[tuple[str, int | None, int | None]]) -> None:
+    catalogue, kept = Catalogue(), []
+    for code, low, high in spans:
+        if low is not None and high is not None and high < low:
+            low, high = high, low
+        new = Row(code, "x", "01", True, None, None, False, low, high)
+        if naive_overlap(kept, new):
+            with pytest.raises(RowError):
+                catalogue.upsert(new)
+        else:
+            catalogue.upsert(new)
+            kept.append(new)
+    assert catalogue.rows_count == len(kept)
+    for code in ("A", "B"):
+        for when in range(-1, 32):
+            expected = [r for r in kept if r.med_list_codg == code
+                        and (r.valid_from is None or r.valid_from <= when)
+                        and (r.valid_to is None or when <= r.valid_to)]
+            assert catalogue.lookup(code, when) == (expected[0] if expected else None)
