@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 REGION ?= region
 PYTEST_FLAGS ?=
 
-.PHONY: run test soak bench bench-core bench-journal ops-tools clean
+.PHONY: run test soak bench bench-core bench-catalogue bench-journal ops-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ soak: $(STAMP) ops-tools
 
 bench-core: $(STAMP)
 	$(BIN)/python -m gateway.bench_core
+
+bench-catalogue: $(STAMP)
+	$(BIN)/python -m gateway.core.catalogue_bench
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench

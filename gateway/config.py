@@ -50,10 +50,14 @@ class ListenConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PathsConfig:
+    """Files of the region; `catalogue` and `accounts` (SPEC 13) are None when the feature is off."""
+
     registry: pathlib.Path
     secrets: pathlib.Path
     signing_key: pathlib.Path
     data_dir: pathlib.Path
+    catalogue: pathlib.Path | None = None
+    accounts: pathlib.Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +102,8 @@ _PATH_DEFAULTS = {
     "signing_key": "gateway_ed25519.pem",
     "data_dir": "data",
 }
+# Data files whose absence switches their feature off (SPEC section 13 "Data").
+_OPTIONAL_PATHS = ("catalogue", "accounts")
 # Lower bounds per numeric key: zero or negative timeouts and caps make no sense.
 _MINIMUM = {
     "body_bytes_max": 1, "session_ttl_s": 1, "connections_max": 1, "requests_in_flight_max": 1,
@@ -188,10 +194,10 @@ class _Parser:
         return HostPort(host.strip("[]"), int(port_text))
 
     def paths(self, table: dict[str, Any]) -> PathsConfig:
-        self.reject_unknown(table, set(_PATH_DEFAULTS), "paths.")
+        self.reject_unknown(table, set(_PATH_DEFAULTS) | set(_OPTIONAL_PATHS), "paths.")
         resolved = {}
-        for key, default in _PATH_DEFAULTS.items():
-            value = table.get(key, default)
+        # Defaults for the required files; an optional one is resolved only when present.
+        for key, value in {**_PATH_DEFAULTS, **table}.items():
             if not isinstance(value, str) or not value:
                 raise self.fail(f"paths.{key}", "must be a non-empty string")
             resolved[key] = self.base / value

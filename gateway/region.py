@@ -10,10 +10,14 @@ A region holds everything one gateway and its simulators need (SPEC section 10, 
 | `secrets.toml`        | 0600 | the gateway: card master keys, admins' token hashes              |
 | `gateway_ed25519.pem` | 0600 | the gateway: its response-signing key (PKCS8 PEM, Ed25519)       |
 | `sim.toml`            | 0600 | simulators, load tests, admin CLI: private keys, tokens, persons |
+| `catalogue.csv`       | 0644 | the gateway: the fund's catalogue (SPEC section 13, docs/catalogue.md) |
 
 Profiles: `small` (five pharmacies, one per grade A..E, plus a second grade-B one; two clinics;
 one hospital; the grade-E pharmacy has a cap a short simulator run exhausts) and `pengzhou`
 (415 pharmacies with Zhoushan's grade mix, 122 clinics, 2 hospitals, all in admdvs 510182).
+The catalogue: `small` has a few dozen rows, one for each case the rules tell apart; `pengzhou`
+has PENGZHOU_ROWS rows in the national code formats (gateway/core/catalogue_sample.py). Both hold
+the codes that the simulators, the load generator and the end-to-end tests sell.
 
 Identifier formats, all fixed length:
 - institution code (12): kind letter (P pharmacy, C clinic, H hospital) + admdvs (6) + 5-digit
@@ -37,17 +41,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
 import random
-import re
-from collections.abc import Iterable
 from typing import Any
 
+import tomli_w
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.core.catalogue_sample import PENGZHOU_ROWS, catalogue_csv, generated_rows, small_rows
 from protocol import gateway_kid, public_raw
 
 __all__ = ["PROFILES", "RegionError", "RegionSummary", "init_region", "keygen"]
@@ -56,7 +59,8 @@ PROFILES = ("small", "pengzhou")
 ADMDVS = "510182"
 DATA_LISTEN = "127.0.0.1:8600"
 ADMIN_LISTEN = "127.0.0.1:8601"
-FILES = ("gateway.toml", "registry.toml", "secrets.toml", "gateway_ed25519.pem", "sim.toml")
+CATALOGUE_FILE = "catalogue.csv"
+FILES = ("gateway.toml", "registry.toml", "secrets.toml", "gateway_ed25519.pem", "sim.toml", CATALOGUE_FILE)
 SECRET_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 # Card issuers: Sichuan (home), Zhejiang and Beijing, whose insured come here as cross-province patients.
@@ -310,60 +314,34 @@ def _build(profile_name: str, seed: int) -> tuple[_Profile, _Region]:
 
 # -- TOML output ---------------------------------------------------------------------------------
 
-def _toml_key(key: str) -> str:
-    # Digit-only keys (insutypes, provinces) are quoted as in SPEC section 10, for readability.
-    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        # A JSON string literal is a valid TOML basic string (same escapes; control characters become \u00 escapes).
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def _toml_pairs(table: dict[str, Any]) -> str:
-    return "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in table.items())
-
-
-def _toml(comment: str, top: dict[str, Any], tables: Iterable[tuple[str, Any]]) -> str:
-    """A TOML document: `comment` lines, top-level pairs, then tables ([name]) and arrays ([[name]])."""
-    parts = ["".join(f"# {line}\n" for line in comment.splitlines()), _toml_pairs(top)]
-    for name, content in tables:
-        if isinstance(content, dict):
-            parts.append(f"\n[{name}]\n{_toml_pairs(content)}")
-        else:
-            parts.extend(f"\n[[{name}]]\n{_toml_pairs(item)}" for item in content)
-    return "".join(parts)
+def _toml(comment: str, document: dict[str, Any]) -> str:
+    """A TOML document: `comment` as `#` lines, then `document` (dicts become tables, lists of
+    dicts arrays of tables or inline arrays, as the writer finds them readable)."""
+    return "".join(f"# {line}\n" for line in comment.splitlines()) + tomli_w.dumps(document)
 
 
 def _gateway_toml() -> str:
     comment = ("yibao-gateway configuration (SPEC section 10). Paths are relative to this file.\n"
                "Further [limits] and [journal] keys and their defaults: see gateway/config.py.")
-    return _toml(comment, {"admdvs": ADMDVS}, [
-        ("listen", {"data": DATA_LISTEN, "admin": ADMIN_LISTEN}),
-        ("paths", {"registry": "registry.toml", "secrets": "secrets.toml",
-                   "signing_key": "gateway_ed25519.pem", "data_dir": "data"}),
-        ("limits", {"body_bytes_max": 65536, "session_ttl_s": 43200}),
-        ("journal", {"fsync": True, "group_commit_ms": 2}),
-    ])
+    return _toml(comment, {
+        "admdvs": ADMDVS,
+        "listen": {"data": DATA_LISTEN, "admin": ADMIN_LISTEN},
+        "paths": {"registry": "registry.toml", "secrets": "secrets.toml",
+                  "signing_key": "gateway_ed25519.pem", "data_dir": "data", "catalogue": CATALOGUE_FILE},
+        "limits": {"body_bytes_max": 65536, "session_ttl_s": 43200},
+        "journal": {"fsync": True, "group_commit_ms": 2},
+    })
 
 
 def _registry_toml(region: _Region, keys: _Keys, profile: str, seed: int) -> str:
     comment = (f"Region registry (public data), profile {profile}, seed {seed}. The gateway never rewrites\n"
                "this file: admin changes are journaled and applied on top of it at start.")
     issuers = [{"kid": kid, "public_key": _public_b64(keys.ed25519(f"issuer/{kid}"))} for kid in VOUCHER_ISSUERS]
-    return _toml(comment, {}, [
-        ("policy", POLICY), ("institutions", region.institutions), ("terminals", region.terminals),
-        ("operators", region.operators), ("voucher_issuers", issuers), ("filings", region.filings),
-        ("blocked_cards", region.blocked_cards), ("blocked_persons", region.blocked_persons),
-    ])
+    return _toml(comment, {
+        "policy": POLICY, "institutions": region.institutions, "terminals": region.terminals,
+        "operators": region.operators, "voucher_issuers": issuers, "filings": region.filings,
+        "blocked_cards": region.blocked_cards, "blocked_persons": region.blocked_persons,
+    })
 
 
 def _master_keys(keys: _Keys) -> dict[str, str]:
@@ -375,7 +353,7 @@ def _secrets_toml(keys: _Keys) -> str:
                "token_sha256": hashlib.sha256(keys.token(f"admin/{name}").encode("utf-8")).hexdigest()}
               for name, role in ADMINS]
     return _toml("Gateway secrets: card master keys per province and admin token hashes. Keep it 0600.",
-                 {"card_master_keys": _master_keys(keys)}, [("admins", admins)])
+                 {"card_master_keys": _master_keys(keys), "admins": admins})
 
 
 def _sim_toml(region: _Region, profile: _Profile, keys: _Keys, seed: int) -> str:
@@ -388,8 +366,8 @@ def _sim_toml(region: _Region, profile: _Profile, keys: _Keys, seed: int) -> str
     population = {"size": profile.population_size, "seed": seed,
                   "employee_share_permille": profile.employee_share_permille,
                   "cross_province_share_permille": profile.cross_province_share_permille}
-    return _toml(comment, top, [("terminals", region.sim_terminals), ("voucher_issuers", issuers),
-                                ("admins", admins), ("population", population), ("persons", region.persons)])
+    return _toml(comment, {**top, "terminals": region.sim_terminals, "voucher_issuers": issuers,
+                           "admins": admins, "population": population, "persons": region.persons})
 
 
 def _pem(key: Ed25519PrivateKey) -> bytes:
@@ -444,12 +422,17 @@ def _prepare_dir(out_dir: pathlib.Path) -> None:
             raise RegionError(f"{out_dir / name}: already exists; refusing to overwrite it")
 
 
-def _counts(region: _Region) -> dict[str, int]:
+def _catalogue_rows(profile: str, seed: int) -> list[tuple[str, ...]]:
+    return small_rows() if profile == "small" else generated_rows(PENGZHOU_ROWS, seed)
+
+
+def _counts(region: _Region, catalogue_rows: int) -> dict[str, int]:
     kinds = [i["kind"] for i in region.institutions]
     return {"pharmacies": kinds.count("pharmacy"), "clinics": kinds.count("clinic"),
             "hospitals": kinds.count("hospital"), "terminals": len(region.terminals),
             "operators": len(region.operators), "voucher issuers": len(VOUCHER_ISSUERS),
-            "filings": len(region.filings), "persons": len(region.persons), "admins": len(ADMINS)}
+            "filings": len(region.filings), "persons": len(region.persons), "admins": len(ADMINS),
+            "catalogue rows": catalogue_rows}
 
 
 def init_region(out_dir: pathlib.Path, profile: str = "small", seed: int = 1) -> RegionSummary:
@@ -476,9 +459,11 @@ def init_region(out_dir: pathlib.Path, profile: str = "small", seed: int = 1) ->
     _write_new(out_dir / "secrets.toml", _secrets_toml(keys).encode(), SECRET_FILE_MODE)
     _write_new(out_dir / "gateway_ed25519.pem", _pem(gateway_key), SECRET_FILE_MODE)
     _write_new(out_dir / "sim.toml", _sim_toml(region, shape, keys, seed).encode(), SECRET_FILE_MODE)
+    catalogue = _catalogue_rows(profile, seed)
+    _write_new(out_dir / CATALOGUE_FILE, catalogue_csv(catalogue).encode(), PUBLIC_FILE_MODE)
     _write_new(out_dir / "gateway.toml", _gateway_toml().encode(), PUBLIC_FILE_MODE)
     _fsync_dir(out_dir)
-    return RegionSummary(out_dir=out_dir, profile=profile, seed=seed, counts=_counts(region),
+    return RegionSummary(out_dir=out_dir, profile=profile, seed=seed, counts=_counts(region, len(catalogue)),
                          kid=gateway_kid(public_raw(gateway_key.public_key())))
 
 

@@ -2,7 +2,8 @@
 
 Start-up order (each step logged as one JSON line):
 
-1. read registry.toml, secrets.toml and the signing key (a bad file stops here with one line);
+1. read registry.toml, secrets.toml, the catalogue (if configured) and the signing key (a bad
+   file stops here with one line);
 2. bind the admin listener, so /healthz, /readyz (503) and /metrics answer while recovering;
 3. recover: newest valid snapshot + journal records after it, replayed into a fresh core in a
    worker thread (a torn tail is truncated and counted; corruption before the tail stops start);
@@ -32,8 +33,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.admin import AdminApi, finish_pending_rotation
 from gateway.admin.keyfiles import KeyFileError, read_key
+from gateway.catalogue_file import load_catalogue
 from gateway.config import GatewayConfig
 from gateway.core import Core, CoreConfig, Registry, RegistryError, Secrets, from_wire
+from gateway.core.catalogue import Catalogue, CatalogueError
 from gateway.files import load_registry, load_secrets
 from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps, Recovery
 from gateway.metrics import GatewayMetrics, JournalMetrics
@@ -74,14 +77,21 @@ class Files:
 
     registry: Registry
     secrets: Secrets
+    # The catalogue as the file holds it (None: the feature is off). A core must be given
+    # `catalogue.copy()`: admin changes mutate a core's catalogue in place, and a rebuilt core
+    # starts again from the file's rows.
+    catalogue: Catalogue | None = None
 
 
 def load_files(config: GatewayConfig) -> Files:
-    """Read registry.toml and secrets.toml; raises StartupError with the loader's one line."""
+    """Read registry.toml, secrets.toml and the catalogue; raises StartupError with the loader's one line."""
+    paths = config.paths
     try:
-        return Files(load_registry(str(config.paths.registry)), load_secrets(str(config.paths.secrets)))
-    except RegistryError as exc:
+        registry, secrets = load_registry(str(paths.registry)), load_secrets(str(paths.secrets))
+        catalogue = None if paths.catalogue is None else load_catalogue(paths.catalogue)
+    except (RegistryError, CatalogueError) as exc:
         raise StartupError(str(exc)) from None
+    return Files(registry, secrets, catalogue)
 
 
 class Gateway:

@@ -167,7 +167,7 @@ def test_secret_files_are_private_even_with_an_open_umask(tmp_path: pathlib.Path
         os.umask(old_umask)
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in FILES}
     assert modes == {"gateway.toml": 0o644, "registry.toml": 0o644, "secrets.toml": 0o600,
-                     "gateway_ed25519.pem": 0o600, "sim.toml": 0o600}
+                     "gateway_ed25519.pem": 0o600, "sim.toml": 0o600, "catalogue.csv": 0o644}
 
 
 def test_sim_terminal_keys_match_the_registry(small: tuple[pathlib.Path, Any]) -> None:

@@ -209,6 +209,7 @@ def test_gateway_toml_defaults_are_the_spec_values(tmp_path: pathlib.Path) -> No
     base = tmp_path.resolve()
     assert (config.paths.registry, config.paths.secrets, config.paths.signing_key, config.paths.data_dir) == (
         base / "registry.toml", base / "secrets.toml", base / "gateway_ed25519.pem", base / "data")
+    assert (config.paths.catalogue, config.paths.accounts) == (None, None)   # SPEC 13: absent → off
     assert (config.limits.body_bytes_max, config.limits.session_ttl_s) == (65536, 43200)
     assert (config.journal.fsync, config.journal.group_commit_ms) == (True, 2)
 
@@ -223,7 +224,8 @@ def test_init_writes_the_spec_files_with_the_spec_keys(tmp_path: pathlib.Path,
     gateway_toml = tomllib.loads((out / "gateway.toml").read_text(encoding="utf-8"))
     assert gateway_toml["listen"] == {"data": "127.0.0.1:8600", "admin": "127.0.0.1:8601"}
     assert gateway_toml["paths"] == {"registry": "registry.toml", "secrets": "secrets.toml",
-                                     "signing_key": "gateway_ed25519.pem", "data_dir": "data"}
+                                     "signing_key": "gateway_ed25519.pem", "data_dir": "data",
+                                     "catalogue": "catalogue.csv"}   # SPEC 13: init writes v2's data
     assert (out / "gateway_ed25519.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
     registry = tomllib.loads((out / "registry.toml").read_text(encoding="utf-8"))
     assert set(registry["policy"]) == {"otc_allowance_fen", "coverage_permille", "selfpay_prop_permille",

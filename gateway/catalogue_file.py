@@ -1,0 +1,43 @@
+"""Reading the catalogue file named by gateway.toml `[paths] catalogue` (SPEC section 13 "Data").
+
+The parsing and the index are the core's (gateway/core/catalogue.py, pure); this module only reads
+the bytes, with a size bound, and hands them over.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from gateway.core.catalogue import Catalogue, CatalogueError, parse_catalogue
+
+__all__ = ["CATALOGUE_FILE_BYTES_MAX", "load_catalogue"]
+
+# CATALOGUE_ROWS_MAX rows of ~120 bytes (a national code, a Chinese name with its specification,
+# two dates) with ample room for longer names: the bound only stops a wrong file early.
+CATALOGUE_FILE_BYTES_MAX = 128 * 1024 * 1024
+
+
+def _read_bytes(path: pathlib.Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(CATALOGUE_FILE_BYTES_MAX + 1)
+    except OSError as exc:
+        raise CatalogueError(str(path), None, None, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > CATALOGUE_FILE_BYTES_MAX:
+        raise CatalogueError(str(path), None, None,
+                             f"larger than {CATALOGUE_FILE_BYTES_MAX} bytes (CATALOGUE_FILE_BYTES_MAX)")
+    return data
+
+
+def load_catalogue(path: str | pathlib.Path) -> Catalogue:
+    """Read and parse a catalogue CSV file.
+
+    Args:
+        path: the file.
+    Returns:
+        the Catalogue, with no changes applied.
+    Raises:
+        CatalogueError: one line naming the file and, where there is one, the line and the field.
+    """
+    file = pathlib.Path(path)
+    return parse_catalogue(_read_bytes(file), str(file))
