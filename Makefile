@@ -38,7 +38,7 @@ bench-core: $(STAMP)
 	$(BIN)/python -m gateway.bench_core
 
 bench-catalogue: $(STAMP)
-	$(BIN)/python -m gateway.core.catalogue_bench
+	$(BIN)/python -m gateway.bench_catalogue
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench

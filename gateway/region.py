@@ -16,7 +16,7 @@ Profiles: `small` (five pharmacies, one per grade A..E, plus a second grade-B on
 one hospital; the grade-E pharmacy has a cap a short simulator run exhausts) and `pengzhou`
 (415 pharmacies with Zhoushan's grade mix, 122 clinics, 2 hospitals, all in admdvs 510182).
 The catalogue: `small` has a few dozen rows, one for each case the rules tell apart; `pengzhou`
-has PENGZHOU_ROWS rows in the national code formats (gateway/core/catalogue_sample.py). Both hold
+has PENGZHOU_ROWS rows in the national code formats (gateway/catalogue_sample.py). Both hold
 the codes that the simulators, the load generator and the end-to-end tests sell.
 
 Identifier formats, all fixed length:
@@ -50,7 +50,7 @@ import tomli_w
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.core.catalogue_sample import PENGZHOU_ROWS, catalogue_csv, generated_rows, small_rows
+from gateway.catalogue_sample import PENGZHOU_ROWS, catalogue_csv, generated_rows, small_rows
 from protocol import gateway_kid, public_raw
 
 __all__ = ["PROFILES", "RegionError", "RegionSummary", "init_region", "keygen"]

@@ -14,7 +14,7 @@ import pytest
 from gateway.catalogue_file import load_catalogue
 from gateway.config import load_config
 from gateway.core.catalogue import Catalogue, Row
-from gateway.core.catalogue_sample import LEGACY_ROWS, PENGZHOU_ROWS
+from gateway.catalogue_sample import LEGACY_ROWS, PENGZHOU_ROWS
 from gateway.core.clock import date_day
 from gateway.region import init_region
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core import catalogue_bench
+from gateway import bench_catalogue as catalogue_bench
 
 
 def test_the_bench_prints_its_figures(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""`python -m gateway.core.catalogue_bench` (make bench-catalogue): the catalogue's start and look-up cost.
+"""`python -m gateway.bench_catalogue` (make bench-catalogue): the catalogue's start and look-up cost.
 
 For a generated catalogue of BENCH_ROWS rows (the sample generator's mix of code families,
 classes, caps and successive rows), prints:
@@ -25,7 +25,7 @@ import tracemalloc
 from collections.abc import Callable
 
 from gateway.core.catalogue import CATALOGUE_ROWS_MAX, Catalogue, parse_catalogue
-from gateway.core.catalogue_sample import catalogue_csv, iter_generated_rows
+from gateway.catalogue_sample import catalogue_csv, iter_generated_rows
 from gateway.core.clock import date_day
 
 BENCH_ROWS = 100_000
