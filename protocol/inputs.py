@@ -69,6 +69,9 @@ class BillLine:
     pric: int
     det_item_fee_sumamt: int
     bilg_dr_codg: str
+    hosp_appr_flag: str = "0"                 # "1": restricted use approved (SPEC 13)
+    drug_trac_codg: tuple[str, ...] = ()      # traceability codes, at most cnt
+    trdn_flag: str = "0"                      # "1": split package (拆零), codes neither checked nor held
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

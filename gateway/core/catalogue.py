@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gateway.core.clock import date_day, day_date
+from gateway.core.governance import FieldError
 from protocol import limits
 
 __all__ = [
@@ -77,12 +78,11 @@ class Row(NamedTuple):
     valid_to: int | None
 
 
-class RowError(ValueError):
+class RowError(FieldError):
     """A row or a change that cannot be applied; str() is one line `FIELD: problem`."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+        super().__init__(field, problem)
         self.problem = problem
 
 

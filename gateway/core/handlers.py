@@ -15,13 +15,13 @@ from typing import Any, NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gateway.core.clock import business_day, business_month, day_date, parse_stmt_date
+from gateway.core.clock import business_day, business_month, date_day, day_date, parse_stmt_date
 from gateway.core.config import CoreConfig, Rejection
 from gateway.core.patient import Patient, check_credential, check_person
 from gateway.core.registry import Institution
 from gateway.core.records import CancelRecord, Idem, Record, ReverseRecord, SettleRecord, Voucher
 from gateway.core.sessions import Session, SessionTable
-from gateway.core.settlement import Bill, Usage, compute_bill
+from gateway.core.settlement import Bill, LineRules, Usage, compute_bill
 from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement
 from gateway.core.state import State
 from protocol import ErrCode, RequestEnvelope, session_key, x25519_public_raw
@@ -147,23 +147,68 @@ def person_info(view: View, req: Request) -> Answer:
                   facts={"cert_type": patient.cert_type})
 
 
+def _check_lines_complete(view: View, req: Request) -> None:
+    """Without a catalogue the terminal's class and OTC flag decide, so both must be sent."""
+    if view.state.catalogue is not None:
+        return
+    for index, item in enumerate(req.typed.items):
+        for field in ("chrgitm_lv", "otc"):
+            if getattr(item, field) is None:
+                raise Rejection(ErrCode.MALFORMED_INPUT, f"input.items[{index}].{field}: required "
+                                                         "(no catalogue decides it)")
+
+
+def _catalogue_rows(view: View, req: Request, day: int) -> list[Any]:
+    catalogue = view.state.catalogue
+    if catalogue is None:
+        return [None] * len(req.typed.items)
+    return [catalogue.lookup(item.med_list_codg, day) for item in req.typed.items]
+
+
+def _held_codes(req: Request) -> list[str]:
+    """The codes a pharmacy settlement holds: whole-package lines' (split packages are never held)."""
+    if req.institution.kind != "pharmacy":
+        return []
+    return [code for item in req.typed.items if item.trdn_flag == "0" for code in item.drug_trac_codg]
+
+
+def _check_trace_codes(view: View, req: Request, codes: list[str]) -> None:
+    """TRACE_CODE_REUSED when a standing settlement holds one of `codes` (naming only this request's line)."""
+    state = view.state
+    reused = state.trace.held_by_other(codes, req.now_ms, state.overlay.policy.trace_retention_days)
+    if reused is None:
+        return
+    line = next(item for item in req.typed.items if item.trdn_flag == "0" and reused in item.drug_trac_codg)
+    raise Rejection(ErrCode.TRACE_CODE_REUSED, f"line {line.feedetl_sn}: traceability code {reused} "
+                                               "was already sold")
+
+
 def _compute(view: View, req: Request, patient: Patient, day: int, month: int) -> tuple[Bill, Usage]:
     state, institution = view.state, req.institution
+    policy = state.overlay.policy
     usage = Usage(
         otc_allowance_fen=_allowance_fen(view, institution),
         person_day_used_fen=state.ledger.person_day_used(patient.psn_no, day),
         monthly_cap_fen=institution.monthly_cap_fen,
         institution_month_used_fen=state.ledger.institution_month_used(institution.code, month))
-    bill = compute_bill(req.typed.items, req.typed.medfee_sumamt, patient.insutype, state.overlay.policy,
-                        institution.kind == "pharmacy", usage, state.overlay.operator_suspended)
+    pharmacy = institution.kind == "pharmacy"
+    trace_from = policy.trace_required_from
+    rules = LineRules(pharmacy=pharmacy, catalogue_on=state.catalogue is not None,
+                      trace_required=trace_from is not None and date_day(trace_from) <= day,
+                      selfpay_prop_permille=policy.selfpay_prop_permille,
+                      doctor_suspended=state.overlay.operator_suspended)
+    bill = compute_bill(req.typed.items, _catalogue_rows(view, req, day), req.typed.medfee_sumamt,
+                        patient.insutype, policy, rules, usage)
     return bill, usage
 
 
 # The answer maps below are built in canonical key order (UTF-8 byte order), so that sealing packs
 # them as they are; the encoding is canonical whatever the order, this only saves the re-sorting.
 def _setlinfo(req: Request, patient: Patient, bill: Bill, setl_ids: tuple[str, str] | None) -> dict[str, Any]:
+    # The "who pays" keys of SPEC 13 with no pooling policy and no account payment: nil and 0.
     setlinfo = {
-        "acct_pay": 0, "bound_by": list(bill.bound_by), "crt_payb_lmt_amt": bill.crt_payb_lmt_amt,
+        "acct_mulaid_pay": 0, "acct_pay": 0, "acct_payer_psn_no": None, "act_pay_dedc": 0, "balc": None,
+        "bound_by": list(bill.bound_by), "crt_payb_lmt_amt": bill.crt_payb_lmt_amt,
         "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "fund_pay_sumamt": bill.fund_pay_sumamt,
         "inscp_scp_amt": bill.inscp_scp_amt, "institution_month_remaining": bill.institution_month_remaining,
         "insuplc_admdvs": patient.insuplc_admdvs, "insutype": patient.insutype}
@@ -171,8 +216,10 @@ def _setlinfo(req: Request, patient: Patient, bill: Bill, setl_ids: tuple[str, s
         setlinfo["mdtrt_id"] = setl_ids[1]
     setlinfo.update({
         "medfee_sumamt": bill.medfee_sumamt, "medins_setl_id": req.env.msgid, "otc_pay": bill.otc_pay,
-        "person_day_remaining": bill.person_day_remaining, "preselfpay_amt": bill.preselfpay_amt,
-        "psn_cash_pay": bill.psn_cash_pay, "psn_no": patient.psn_no, "rx_pay": bill.rx_pay})
+        "overlmt_selfpay": bill.overlmt_amt, "person_day_remaining": bill.person_day_remaining,
+        "person_year_pool_remaining": None, "preselfpay_amt": bill.preselfpay_amt,
+        "psn_cash_pay": bill.psn_cash_pay, "psn_no": patient.psn_no,
+        "psn_part_amt": bill.medfee_sumamt - bill.fund_pay_sumamt, "rx_pay": bill.rx_pay})
     if setl_ids is not None:
         setlinfo["setl_id"] = setl_ids[0]
     setlinfo["setl_time"] = req.now_ms
@@ -183,17 +230,22 @@ def settle(view: View, req: Request) -> Answer:
     """2101/2102 (pharmacies) and 2206/2207 (clinics, hospitals): split the bill; settle on 2102/2207."""
     state, env = view.state, req.env
     applying = env.infno not in PRE_SETTLE_INFNOS
+    held = _held_codes(req)
     if applying:
-        _require_room(view, settlement=True)
+        _require_room(view, settlement=True, trace_codes=len(held))
+    _check_lines_complete(view, req)
     patient = _patient(view, req, req.typed.medfee_sumamt)
+    _check_trace_codes(view, req, held)
     day, month = business_day(req.now_ms), business_month(req.now_ms)
     bill, usage = _compute(view, req, patient, day, month)
     setl_n = state.setl_counter + 1
     setl_id = view.setl_id(setl_n) if applying else ""
     setlinfo = _setlinfo(req, patient, bill, (setl_id, view.mdtrt_id(setl_n)) if applying else None)
     output = {"detlcutinfo": [
-        {"cut_reason": c.cut_reason, "feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt,
-         "inscp_scp_amt": c.inscp_scp_amt, "preselfpay_amt": c.preselfpay_amt} for c in bill.lines],
+        {"chrgitm_lv": c.chrgitm_lv, "cut_reason": c.cut_reason, "drug_trac_codg": list(item.drug_trac_codg),
+         "feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt, "inscp_scp_amt": c.inscp_scp_amt,
+         "otc": c.otc, "overlmt_amt": c.overlmt_amt, "preselfpay_amt": c.preselfpay_amt}
+        for c, item in zip(bill.lines, req.typed.items)],
         "setlinfo": setlinfo}
     facts = {"cert_type": patient.cert_type, "medfee_fen": bill.medfee_sumamt, "fund_fen": bill.fund_pay_sumamt,
              "cash_fen": bill.psn_cash_pay, "bound_by": bill.bound_by}
@@ -204,7 +256,8 @@ def settle(view: View, req: Request) -> Answer:
             "psn_no": patient.psn_no, "insutype": patient.insutype, "insuplc_admdvs": patient.insuplc_admdvs,
             "setl_time": req.now_ms, "day": day, "month": month, "medfee_sumamt": bill.medfee_sumamt,
             "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": bill.psn_cash_pay, "otc_pay": bill.otc_pay,
-            "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None}
+            "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None,
+            "overlmt_amt": bill.overlmt_amt, "acct_pay": 0, "trace_codes": held}
     voucher = None if patient.voucher_key is None else Voucher(patient.voucher_key, patient.voucher_exp_ms)
     record = SettleRecord(now_ms=req.now_ms, setl=setl, setl_n=setl_n, person_limit_fen=usage.otc_allowance_fen,
                           cap_fen=usage.monthly_cap_fen, voucher=voucher,
@@ -212,12 +265,14 @@ def settle(view: View, req: Request) -> Answer:
     return Answer(output, bill.warnings, record, facts)
 
 
-def _require_room(view: View, settlement: bool = False, tombstone: bool = False) -> None:
+def _require_room(view: View, settlement: bool = False, tombstone: bool = False, trace_codes: int = 0) -> None:
     state = view.state
     if not state.idempotency.has_room():
         raise _overloaded("the idempotency store")
     if settlement and not (state.settlements.has_room() and state.vouchers.has_room()):
         raise _overloaded("the settlement store")
+    if trace_codes and not state.trace.has_room(trace_codes):
+        raise _overloaded("the traceability code memory")
     if tombstone and not state.tombstones.has_room():
         raise _overloaded("the tombstone store")
 
@@ -234,7 +289,8 @@ def cancel(view: View, req: Request) -> Answer:
         raise Rejection(ErrCode.CANCEL_WINDOW_CLOSED, "only settlements of the current month can be cancelled")
     output = {"setl_id": found.setl_id, "cancel_time": req.now_ms, "medfee_sumamt": -found.medfee_sumamt,
               "fund_pay_sumamt": -found.fund_pay_sumamt, "psn_cash_pay": -found.psn_cash_pay,
-              "otc_pay": -found.otc_pay, "rx_pay": -found.rx_pay}
+              "otc_pay": -found.otc_pay, "rx_pay": -found.rx_pay, "acct_pay": -found.acct_pay,
+              "act_pay_dedc": 0}
     record = CancelRecord(now_ms=req.now_ms, setl_id=found.setl_id,
                           idem=Idem(req.env.msgid, req.fingerprint, req.env.infno, found.setl_id))
     return Answer(output, (), record)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.core.admin import AdminMixin
+from gateway.core.catalogue import Catalogue
 from gateway.core.config import CoreConfig, Decision, Rejection, TxFacts, outcome_of
 from gateway.core.handlers import HANDLERS, Answer, Request, View
 from gateway.core.keys import PublishedKeys
@@ -60,10 +61,11 @@ class Core(AdminMixin):
     """The deterministic business core (see module docstring and docs/design.md)."""
 
     def __init__(self, config: CoreConfig, registry: Registry, secrets: Secrets, active_public_raw: bytes,
-                 random_bytes: Callable[[int], bytes]) -> None:
-        """`active_public_raw`: the public key the shell signs with; `random_bytes`: injected entropy."""
+                 random_bytes: Callable[[int], bytes], catalogue: Catalogue | None = None) -> None:
+        """`active_public_raw`: the public key the shell signs with; `random_bytes`: injected entropy;
+        `catalogue`: this core's own copy of the loaded catalogue (None: off; see Catalogue.copy)."""
         self.config = config
-        self.state = State(config, registry, PublishedKeys(active_public_raw))
+        self.state = State(config, registry, PublishedKeys(active_public_raw), catalogue)
         self.sessions = SessionTable(config.sessions_max)
         self.view = View(self.state, config, self.sessions, dict(secrets.card_master_keys), random_bytes)
 

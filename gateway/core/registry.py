@@ -27,6 +27,22 @@ ID = r"[0-9A-Za-z_.:\-]{1,64}"
 INSUTYPE = r"\d{1,8}"
 
 
+TRACE_RETENTION_DAYS_DEFAULT = 400
+TRACE_RETENTION_DAYS_MAX = 3660
+LARGE_BILL_FEN_DEFAULT = 100_000
+ALERT_INSTITUTIONS_PER_DAY_DEFAULT = 3
+AVG_BILL_YOY_MAX_PERMILLE_DEFAULT = 1050
+RELATIONS = ("spouse", "parent", "child")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pooling:
+    """Outpatient pooling (门诊统筹) of one insutype: yearly deductible and cap of pooled payment."""
+
+    deductible_fen: int
+    annual_cap_fen: int
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Fund policy: daily OTC allowance per pharmacy grade, coverage per insurance type, thresholds."""
@@ -36,6 +52,12 @@ class Policy:
     selfpay_prop_permille: int
     warn_person_day_permille: int
     warn_institution_month_permille: int
+    trace_required_from: datetime.date | None = None     # pharmacy lines need a trace code from this day
+    trace_retention_days: int = TRACE_RETENTION_DAYS_DEFAULT
+    large_bill_fen: int = LARGE_BILL_FEN_DEFAULT
+    alert_institutions_per_day: int = ALERT_INSTITUTIONS_PER_DAY_DEFAULT
+    avg_bill_yoy_max_permille: int = AVG_BILL_YOY_MAX_PERMILLE_DEFAULT
+    pooling: Mapping[str, Pooling] = dataclasses.field(default_factory=dict)
 
     def coverage(self, insutype: str) -> int:
         """Coverage in permille for an insurance type; types the policy does not name get 0."""
@@ -53,6 +75,7 @@ class Institution:
     grade: str | None
     monthly_cap_fen: int
     status: str
+    outpatient_pooling: bool = True        # pharmacies: rx lines paid by outpatient pooling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +113,17 @@ class Filing:
 
 
 @dataclasses.dataclass(frozen=True)
+class FamilyLink:
+    """Family mutual aid (家庭共济): `owner`'s account may pay for `member`, between two dates inclusive."""
+
+    owner: str
+    member: str
+    relation: str
+    valid_from: datetime.date
+    valid_to: datetime.date
+
+
+@dataclasses.dataclass(frozen=True)
 class Registry:
     """The public registry as loaded from its file."""
 
@@ -101,6 +135,7 @@ class Registry:
     filings: tuple[Filing, ...]
     blocked_cards: Mapping[str, str]
     blocked_persons: Mapping[str, str]
+    family_links: tuple[FamilyLink, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +159,9 @@ def parse_policy(file: str, table: Any) -> Policy:
     """Validate the [policy] table."""
     entry = Entry(file, "policy", table)
     entry.only(["otc_allowance_fen", "coverage_permille", "selfpay_prop_permille",
-                "warn_person_day_permille", "warn_institution_month_permille"])
+                "warn_person_day_permille", "warn_institution_month_permille", "trace_required_from",
+                "trace_retention_days", "large_bill_fen", "alert_institutions_per_day",
+                "avg_bill_yoy_max_permille", "pooling"])
     allowance = Entry(file, "policy.otc_allowance_fen", entry.raw("otc_allowance_fen"))
     allowance.only(GRADES)
     coverage = Entry(file, "policy.coverage_permille", entry.raw("coverage_permille"))
@@ -137,12 +174,35 @@ def parse_policy(file: str, table: Any) -> Policy:
         selfpay_prop_permille=entry.integer("selfpay_prop_permille", 0, 1000),
         warn_person_day_permille=entry.integer("warn_person_day_permille", 0, 1000),
         warn_institution_month_permille=entry.integer("warn_institution_month_permille", 0, 1000),
+        trace_required_from=entry.date("trace_required_from", None),
+        trace_retention_days=entry.integer("trace_retention_days", 1, TRACE_RETENTION_DAYS_MAX,
+                                           TRACE_RETENTION_DAYS_DEFAULT),
+        large_bill_fen=entry.integer("large_bill_fen", 0, CAP_FEN_MAX, LARGE_BILL_FEN_DEFAULT),
+        alert_institutions_per_day=entry.integer("alert_institutions_per_day", 1, 1000,
+                                                 ALERT_INSTITUTIONS_PER_DAY_DEFAULT),
+        avg_bill_yoy_max_permille=entry.integer("avg_bill_yoy_max_permille", 0, 1_000_000,
+                                                AVG_BILL_YOY_MAX_PERMILLE_DEFAULT),
+        pooling=_pooling(file, entry.raw("pooling", {})),
     )
+
+
+def _pooling(file: str, table: Any) -> dict[str, Pooling]:
+    """Validate [policy.pooling."INSUTYPE"] tables."""
+    pooling = Entry(file, "policy.pooling", table)
+    result: dict[str, Pooling] = {}
+    for insutype in pooling.table:
+        if not isinstance(insutype, str) or not insutype.isdigit() or len(insutype) > 8:
+            raise pooling.error(str(insutype), "insutype must be 1..8 digits")
+        one = Entry(file, f"policy.pooling.{insutype}", pooling.raw(insutype))
+        one.only(["deductible_fen", "annual_cap_fen"])
+        result[insutype] = Pooling(deductible_fen=one.integer("deductible_fen", 0, CAP_FEN_MAX),
+                                   annual_cap_fen=one.integer("annual_cap_fen", 0, CAP_FEN_MAX))
+    return result
 
 
 def parse_institution(entry: Entry) -> Institution:
     """Validate one [[institutions]] entry."""
-    entry.only(["code", "name", "kind", "admdvs", "grade", "monthly_cap_fen", "status"])
+    entry.only(["code", "name", "kind", "admdvs", "grade", "monthly_cap_fen", "status", "outpatient_pooling"])
     kind = entry.choice("kind", KINDS)
     grade = None
     if kind == "pharmacy" or "grade" in entry.table:
@@ -152,7 +212,28 @@ def parse_institution(entry: Entry) -> Institution:
         admdvs=entry.text("admdvs", ADMDVS), grade=grade,
         monthly_cap_fen=entry.integer("monthly_cap_fen", 0, CAP_FEN_MAX),
         status=entry.choice("status", ("active", "suspended")),
+        outpatient_pooling=_flag(entry, "outpatient_pooling", True),
     )
+
+
+def _flag(entry: Entry, field: str, default: bool) -> bool:
+    value = entry.raw(field, default)
+    if not isinstance(value, bool):
+        raise entry.error(field, "must be true or false")
+    return value
+
+
+def parse_family_link(entry: Entry) -> FamilyLink:
+    """Validate one [[family_links]] entry."""
+    entry.only(["owner", "member", "relation", "valid_from", "valid_to"])
+    link = FamilyLink(owner=entry.text("owner", ID), member=entry.text("member", ID),
+                      relation=entry.choice("relation", RELATIONS), valid_from=entry.date("valid_from"),
+                      valid_to=entry.date("valid_to"))
+    if link.valid_to < link.valid_from:
+        raise entry.error("valid_to", "is before valid_from")
+    if link.owner == link.member:
+        raise entry.error("member", "is the owner")
+    return link
 
 
 def parse_terminal(entry: Entry) -> Terminal:
@@ -224,7 +305,7 @@ def parse_registry(data: Mapping[str, Any], file: str) -> Registry:
     """Validate a parsed registry document; raises RegistryError (one line) on any problem."""
     top = Entry(file, "registry", data)
     top.only(["policy", "institutions", "terminals", "operators", "voucher_issuers", "filings",
-              "blocked_cards", "blocked_persons"])
+              "blocked_cards", "blocked_persons", "family_links"])
     registry = Registry(
         policy=parse_policy(file, top.raw("policy")),
         institutions=_keyed(file, data, "institutions", "code", parse_institution),
@@ -234,6 +315,7 @@ def parse_registry(data: Mapping[str, Any], file: str) -> Registry:
         filings=tuple(parse_filing(e) for e in entries(file, data, "filings")),
         blocked_cards=_blocked(file, data, "blocked_cards", "card_no"),
         blocked_persons=_blocked(file, data, "blocked_persons", "psn_no"),
+        family_links=tuple(parse_family_link(e) for e in entries(file, data, "family_links")),
     )
     _check_references(file, registry)
     return registry
@@ -262,6 +344,6 @@ def parse_secrets(data: Mapping[str, Any], file: str) -> Secrets:
     return Secrets(card_master_keys=master_keys, admins=tuple(admins))
 
 
-__all__ = ["Admin", "Filing", "Institution", "Operator", "Policy", "Registry", "RegistryError",
+__all__ = ["Admin", "FamilyLink", "Filing", "Institution", "Operator", "Policy", "Pooling", "Registry", "RegistryError",
            "Secrets", "Terminal", "parse_registry", "parse_secrets",
            "check_int", "GRADES", "KINDS"]

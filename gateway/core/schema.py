@@ -63,13 +63,17 @@ class Entry:
             raise self.error(field, f"must be one of {options_list}, not {value!r}")
         return value
 
-    def integer(self, field: str, low: int, high: int) -> int:
-        """Return an integer field (bools refused) within [low, high]."""
+    def integer(self, field: str, low: int, high: int, default: Any = ...) -> int:
+        """Return an integer field (bools refused) within [low, high]; `default` when absent (if given)."""
+        if default is not ... and field not in self.table:
+            return default
         value = self.raw(field)
         return check_int(self, field, value, low, high)
 
-    def date(self, field: str) -> datetime.date:
-        """Return a "YYYY-MM-DD" string field as a date."""
+    def date(self, field: str, default: Any = ...) -> datetime.date:
+        """Return a "YYYY-MM-DD" string field as a date; `default` when absent (if given)."""
+        if default is not ... and field not in self.table:
+            return default
         value = self.text(field, r"\d{4}-\d{2}-\d{2}")
         try:
             return datetime.date.fromisoformat(value)

@@ -18,7 +18,9 @@ STATUS_CANCELLED = "cancelled"
 STATUS_REVERSED = "reversed"
 _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "insuplc_admdvs",
            "setl_time", "day", "month", "medfee_sumamt", "fund_pay_sumamt", "psn_cash_pay", "otc_pay",
-           "rx_pay", "status", "cancel_msgid")
+           "rx_pay", "status", "cancel_msgid",
+           # Since settlement v2 (SPEC 13); records and snapshots from before lack them: defaults.
+           "overlmt_amt", "acct_pay", "trace_codes")
 
 
 _ALL_FIELDS = operator.attrgetter(*_FIELDS)   # one C call reads every field, in _FIELDS order
@@ -35,7 +37,8 @@ class Settlement:
     def __init__(self, *, setl_id: str, msgid: str, infno: str, institution: str, psn_no: str, insutype: str,
                  insuplc_admdvs: str, setl_time: int, day: int, month: int, medfee_sumamt: int,
                  fund_pay_sumamt: int, psn_cash_pay: int, otc_pay: int, rx_pay: int, status: str,
-                 cancel_msgid: str | None) -> None:
+                 cancel_msgid: str | None, overlmt_amt: int = 0, acct_pay: int = 0,
+                 trace_codes: tuple[str, ...] | list[str] = ()) -> None:
         self.setl_id = setl_id
         self.msgid = msgid
         self.infno = infno
@@ -53,6 +56,9 @@ class Settlement:
         self.rx_pay = rx_pay
         self.status = status
         self.cancel_msgid = cancel_msgid
+        self.overlmt_amt = overlmt_amt
+        self.acct_pay = acct_pay
+        self.trace_codes = tuple(trace_codes)      # the traceability codes it holds while it stands
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-able form."""

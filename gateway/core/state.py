@@ -8,6 +8,7 @@ Housekeeping (expiry of old days, idempotency records, tombstones, vouchers) als
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,25 +18,45 @@ from gateway.core.governance import STATUS_APPLIED, STATUS_REJECTED, Governance,
 from gateway.core.idempotency import IdempotencyStore, IdemEntry, Tombstones, UsedVouchers
 from gateway.core.keys import PublishedKeys
 from gateway.core.ledger import InMemoryLedger
-from gateway.core.overlay import Overlay
+from gateway.core.catalogue import CATALOGUE_HEADER, Catalogue, row_as_change, row_from_change
+from gateway.core.clock import date_day
+from gateway.core.governance import FieldError
+from gateway.core.overlay import AUDIT_KEYS, Overlay
 from gateway.core.records import (
     AdminNoteRecord, AdminRecord, CancelRecord, ChangeApproveRecord, ChangeProposeRecord, ChangeRejectRecord,
     KeyRotateRecord, Record, RefidRecord, ReverseRecord, SettleRecord,
 )
 from gateway.core.registry import Registry
+from gateway.core.trace import TraceCodes
 from gateway.core.settlements import (
     STATUS_CANCELLED, STATUS_REVERSED, STATUS_SETTLED, Settlement, SettlementStore,
 )
 
 SNAPSHOT_VERSION = 1
+# Admin change kinds that act on the catalogue (maker-checker, like the overlay's policy kinds).
+CATALOGUE_KINDS = {"catalogue.upsert": CATALOGUE_HEADER, "catalogue.retire": ("med_list_codg", "valid_to")}
+
+
+def _day_of(change: Mapping[str, Any], field: str) -> int:
+    text = change.get(field)
+    if not isinstance(text, str):
+        raise FieldError(field, "must be a YYYY-MM-DD string")
+    try:
+        return date_day(datetime.date.fromisoformat(text))
+    except ValueError:
+        raise FieldError(field, f"not a real date {text[:40]!r}") from None
 
 
 class State:
     """Everything durable: ledgers, settlements, memories, admin overlay, counters, retired keys."""
 
-    def __init__(self, config: CoreConfig, registry: Registry, keys: PublishedKeys) -> None:
+    def __init__(self, config: CoreConfig, registry: Registry, keys: PublishedKeys,
+                 catalogue: Catalogue | None = None) -> None:
+        """`catalogue`: this core's own copy of the loaded catalogue file (None: the catalogue is off)."""
         self.config = config
         self.keys = keys
+        self.catalogue = catalogue
+        self.trace = TraceCodes()
         self.overlay = Overlay(registry)
         self.governance = Governance()
         self.ledger = InMemoryLedger()
@@ -62,6 +83,7 @@ class State:
         today = business_day(now_ms)
         self.ledger.expire(today, business_month(now_ms))
         self.settlements.expire(today)
+        self.trace.expire(now_ms, self.overlay.policy.trace_retention_days)
         self.idempotency.expire(now_ms)
         self.tombstones.expire(now_ms)
         self.vouchers.expire(now_ms)
@@ -80,7 +102,8 @@ class State:
             "settlements": self.settlements.snapshot(), "idempotency": self.idempotency.snapshot(),
             "tombstones": self.tombstones.snapshot(), "vouchers": self.vouchers.snapshot(),
             "admin_changes": self.overlay.snapshot(), "retired_keys": self.keys.snapshot(),
-            "governance": self.governance.snapshot(),
+            "governance": self.governance.snapshot(), "trace_codes": self.trace.snapshot(),
+            "catalogue": None if self.catalogue is None else self.catalogue.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -97,6 +120,51 @@ class State:
         self.overlay = Overlay.restore(self.overlay.registry, snap["admin_changes"])
         self.keys.restore(snap["retired_keys"])
         self.governance = Governance.restore(snap.get("governance"))
+        self.trace.restore(snap.get("trace_codes", ()))
+        if self.catalogue is not None:
+            self.catalogue.restore(snap.get("catalogue") or ())
+
+    # -- admin changes: the registry overlay's kinds and the catalogue's -------------------------
+
+    def check_change(self, change: dict[str, Any]) -> None:
+        """Validate an admin change without applying it; raises FieldError naming the field."""
+        if isinstance(change, dict) and change.get("kind") in CATALOGUE_KINDS:
+            self._catalogue_plan(change)
+        else:
+            self.overlay.check(change)
+
+    def apply_change(self, change: Mapping[str, Any]) -> None:
+        """Apply a checked admin change."""
+        if change.get("kind") in CATALOGUE_KINDS:
+            self._catalogue_plan(dict(change))()
+        else:
+            self.overlay.apply(dict(change))
+
+    def value_of(self, change: Mapping[str, Any]) -> Any:
+        """What the change's target looks like now, for the audit trail's before/after."""
+        if change.get("kind") in CATALOGUE_KINDS:
+            assert self.catalogue is not None
+            return {"rows": [row_as_change(row) for row in self.catalogue.rows_of(change["med_list_codg"])]}
+        return self.overlay.value_of(dict(change))
+
+    def _catalogue_plan(self, change: dict[str, Any]) -> Callable[[], Any]:
+        catalogue = self.catalogue
+        if catalogue is None:
+            raise FieldError("kind", "the catalogue is off ([paths] catalogue is not set)")
+        fields = CATALOGUE_KINDS[change["kind"]]
+        for key in change:
+            if key not in fields and key not in AUDIT_KEYS:
+                raise FieldError(key, f"unknown field for {change['kind']}")
+        if change["kind"] == "catalogue.upsert":
+            row = row_from_change(change)
+            catalogue.check_upsert(row)
+            return lambda: catalogue.upsert(row)
+        code = change.get("med_list_codg")
+        if not isinstance(code, str) or not code:
+            raise FieldError("med_list_codg", "must be a non-empty string")
+        day = _day_of(change, "valid_to")
+        catalogue.check_retire(code, day)
+        return lambda: catalogue.retire(code, day)
 
 
 
@@ -119,6 +187,8 @@ def _commit_settle(state: State, record: SettleRecord) -> None:
     assert settlement.status == STATUS_SETTLED
     _debit(state, settlement, record.person_limit_fen, record.cap_fen)
     state.settlements.add(settlement)
+    if settlement.trace_codes:
+        state.trace.hold(settlement.trace_codes, settlement.setl_id, settlement.setl_time)
     state.setl_counter = max(state.setl_counter, record.setl_n)
     if record.voucher is not None:
         state.vouchers.add(record.voucher.key, record.voucher.exp_ms)
@@ -129,6 +199,7 @@ def _commit_cancel(state: State, record: CancelRecord) -> None:
     settlement = state.settlements.get(record.setl_id)
     assert settlement is not None and settlement.status == STATUS_SETTLED
     _credit(state, settlement)
+    state.trace.release(settlement.trace_codes, settlement.setl_id)
     settlement.status = STATUS_CANCELLED
     settlement.cancel_msgid = record.idem.msgid
     state.remember(record)
@@ -141,11 +212,14 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
         assert settlement is not None and settlement.status != STATUS_REVERSED
         if settlement.status == STATUS_SETTLED:
             _credit(state, settlement)
+            state.trace.release(settlement.trace_codes, settlement.setl_id)
         settlement.status = STATUS_REVERSED
     elif action == "reinstate":
         assert settlement is not None and settlement.status == STATUS_CANCELLED
         # Re-instating a cancellation is an undo, not a new settlement: no limit checks (SPEC §7).
         _debit(state, settlement, None, None)
+        # Held again without a check, as the limits are (SPEC 13).
+        state.trace.hold(settlement.trace_codes, settlement.setl_id, settlement.setl_time)
         settlement.status = STATUS_SETTLED
         settlement.cancel_msgid = None
     state.tombstones.add(record.omsgid, record.now_ms)
@@ -164,10 +238,10 @@ def _target(change: Mapping[str, Any]) -> dict[str, Any]:
 
 def _apply_audited(state: State, record: Record, change: Mapping[str, Any], actor: str, role: str, action: str,
                    change_id: str | None, reason: str) -> None:
-    before = state.overlay.value_of(change)
-    state.overlay.apply(dict(change))
+    before = state.value_of(change)
+    state.apply_change(change)
     state.governance.record_audit(record.op, record.now_ms, actor, role,  # type: ignore[attr-defined]
-                                  action, _target(change), before, state.overlay.value_of(change), reason,
+                                  action, _target(change), before, state.value_of(change), reason,
                                   change_id)
 
 
@@ -184,7 +258,7 @@ def _commit_change_propose(state: State, record: ChangeProposeRecord) -> None:
                                   expires_ms=record.expires_ms))
     state.governance.record_audit(record.op, record.now_ms, record.actor, record.role, "change.propose",
                                   {"kind": change["kind"], **_target(change)},
-                                  state.overlay.value_of(change), None, record.reason, record.id)
+                                  state.value_of(change), None, record.reason, record.id)
 
 
 def _commit_change_approve(state: State, record: ChangeApproveRecord) -> None:

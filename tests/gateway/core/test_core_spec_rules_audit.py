@@ -36,7 +36,13 @@ def test_settlement_output_layout(world: World) -> None:
     assert info["medins_setl_id"] == mid and info["acct_pay"] == 0 and info["setl_time"] == T0_MS
     assert (info["fulamt_ownpay_amt"], info["inscp_scp_amt"], info["psn_cash_pay"]) == (500, 1000, 500)
     assert env.output["detlcutinfo"][1] == {"feedetl_sn": "2", "fulamt_ownpay_amt": 500, "preselfpay_amt": 0,
-                                            "inscp_scp_amt": 0, "cut_reason": ""}
+                                            "inscp_scp_amt": 0, "cut_reason": "", "overlmt_amt": 0,
+                                            "chrgitm_lv": "03", "otc": True, "drug_trac_codg": []}
+    # SPEC 13's keys are always present: with no catalogue, pooling or account, as v1 would pay.
+    assert {key: info[key] for key in ("overlmt_selfpay", "act_pay_dedc", "person_year_pool_remaining",
+                                       "psn_part_amt", "acct_mulaid_pay", "acct_payer_psn_no", "balc")} == {
+        "overlmt_selfpay": 0, "act_pay_dedc": 0, "person_year_pool_remaining": None, "psn_part_amt": 500,
+        "acct_mulaid_pay": 0, "acct_payer_psn_no": None, "balc": None}
     pre = ok_output(world.settle(t, [line("1", 1000)], infno="2101")[1])["setlinfo"]
     assert "setl_id" not in pre and "mdtrt_id" not in pre
 
@@ -156,7 +162,7 @@ def test_cancel_output_is_flat_and_negated(world: World) -> None:
     out = ok_output(world.send(t, "2103", {"setl_id": info["setl_id"], "psn_no": "PSN1"}, now_ms=T0_MS + 1000)[1])
     assert out == {"setl_id": info["setl_id"], "cancel_time": T0_MS + 1000, "medfee_sumamt": -3000,
                    "fund_pay_sumamt": -info["fund_pay_sumamt"], "psn_cash_pay": -info["psn_cash_pay"],
-                   "otc_pay": -1000, "rx_pay": -1400}
+                   "otc_pay": -1000, "rx_pay": -1400, "acct_pay": 0, "act_pay_dedc": 0}
 
 
 def test_only_the_settling_institution_may_cancel(world: World) -> None:
