@@ -26,8 +26,8 @@ import trio
 
 from gateway.server.logs import log_event
 
-__all__ = ["Drain", "HttpApp", "HttpConnection", "HttpLimits", "Request", "Response",
-           "plain_response", "serve_connection"]
+__all__ = ["Drain", "HttpApp", "HttpConnection", "HttpLimits", "IdleConnections", "Request",
+           "Response", "plain_response", "serve_connection"]
 
 RECEIVE_BYTES_MAX = 16384
 # After answering a peer that may still be sending (e.g. a refused oversized body), keep reading
@@ -118,6 +118,42 @@ class Drain:
         self._idle_scopes.discard(scope)
 
 
+class IdleConnections:
+    """The connections of one listener waiting for their next request line, longest-waiting first.
+
+    A full listener closes the longest-waiting of them to make room for a new connection: RFC 9112
+    section 9.6 lets a server close an idle connection at any time, and a client then retries on a
+    fresh one. Without this, anyone holding idle connections up to the cap locks everyone else out.
+    """
+
+    def __init__(self) -> None:
+        # Insertion order is waiting order (dicts keep it): the first entry waited longest.
+        self._waiting: dict[trio.CancelScope, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, scope: trio.CancelScope, peer: str) -> None:
+        """Note a connection from `peer` that waits inside `scope` for its next request."""
+        self._waiting[scope] = peer
+
+    def discard(self, scope: trio.CancelScope) -> None:
+        self._waiting.pop(scope, None)
+
+    def close_longest_waiting(self, peer: str | None = None) -> bool:
+        """Cancel the wait of the longest-waiting connection (from `peer` when given).
+
+        Returns:
+            False when no connection (from `peer`) is waiting.
+        """
+        for scope, owner in self._waiting.items():
+            if peer is None or owner == peer:
+                del self._waiting[scope]
+                scope.cancel()
+                return True
+        return False
+
+
 class _PeerGone(Exception):
     """The peer closed, went idle too long, was too slow, or drain asked us to stop."""
 
@@ -135,11 +171,18 @@ class HttpConnection:
     """Serves requests on one stream until either side closes it."""
 
     def __init__(self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits,
-                 drain: Drain) -> None:
+                 drain: Drain, idle: IdleConnections | None = None, peer: str = "") -> None:
+        """Args:
+            idle: where the listener finds this connection while it waits for a request, so it
+                can close it to make room (None: nobody closes it early).
+            peer: the peer's address, as the listener counts connections per address.
+        """
         self.stream = stream
         self.app = app
         self.limits = limits
         self.drain = drain
+        self.idle = idle
+        self.peer = peer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes_max)
         self._linger = False
         # An answer to HEAD carries the head only (h11 refuses body bytes for it).
@@ -239,9 +282,12 @@ class HttpConnection:
     async def _wait_for_request_start(self) -> bytes | None:
         """The first bytes of a request within idle_timeout_s; None ends the connection.
 
-        The wait ends early when draining starts.
+        The wait ends early when draining starts or the listener closes this idle connection
+        to make room for another.
         """
         scope = self.drain.idle_scope()
+        if self.idle is not None:
+            self.idle.add(scope, self.peer)
         try:
             with scope:
                 scope.deadline = trio.current_time() + self.limits.idle_timeout_s
@@ -249,6 +295,8 @@ class HttpConnection:
             return None
         finally:
             self.drain.forget(scope)
+            if self.idle is not None:
+                self.idle.discard(scope)
 
     async def _receive_body(self, declared: str | None, deadline: float) -> bytes | None:
         limit = self.limits.body_bytes_max
@@ -392,6 +440,6 @@ def _log_connection_error(exc: Exception) -> None:
 
 
 async def serve_connection(stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits,
-                           drain: Drain) -> None:
-    """Serve one connection to its end (the listener's per-connection task)."""
-    await HttpConnection(stream, app, limits, drain).run()
+                           drain: Drain, idle: IdleConnections | None = None, peer: str = "") -> None:
+    """Serve one connection to its end (the listener's per-connection task; see HttpConnection)."""
+    await HttpConnection(stream, app, limits, drain, idle, peer).run()
