@@ -133,6 +133,8 @@ ABUSES = [
     Abuse("NUL in a header value", b"GET /healthz HTTP/1.1\r\nhost: t\x00\r\n\r\n", (400,), CLOSED),
     Abuse("bare LF line ends", b"GET /healthz HTTP/1.1\nhost: t\n\n", (200,), KEPT),
     # Request line.
+    Abuse("empty line before the request line", b"\r\nGET /healthz HTTP/1.1\r\nhost: t\r\n\r\n",
+          (400,), CLOSED),
     Abuse("bad method token", b"G@T /healthz HTTP/1.1\r\nhost: t\r\n\r\n", (400,), CLOSED),
     Abuse("unknown method", b"BREW /healthz HTTP/1.1\r\nhost: t\r\n\r\n", (405,), KEPT),
     Abuse("lower-case method", b"get /healthz HTTP/1.1\r\nhost: t\r\n\r\n", (405,), KEPT),
