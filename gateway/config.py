@@ -67,6 +67,7 @@ class LimitsConfig:
     body_bytes_max: int = 65536
     session_ttl_s: int = 43200
     connections_max: int = 1024
+    connections_per_address_max: int = 256
     requests_in_flight_max: int = 256
     header_bytes_max: int = 16384
     read_timeout_s: float = 10.0
@@ -106,9 +107,9 @@ _PATH_DEFAULTS = {
 _OPTIONAL_PATHS = ("catalogue", "accounts")
 # Lower bounds per numeric key: zero or negative timeouts and caps make no sense.
 _MINIMUM = {
-    "body_bytes_max": 1, "session_ttl_s": 1, "connections_max": 1, "requests_in_flight_max": 1,
-    "header_bytes_max": 256, "read_timeout_s": 0.001, "write_timeout_s": 0.001,
-    "idle_timeout_s": 0.001, "drain_timeout_s": 0.0, "group_commit_ms": 0,
+    "body_bytes_max": 1, "session_ttl_s": 1, "connections_max": 1, "connections_per_address_max": 1,
+    "requests_in_flight_max": 1, "header_bytes_max": 256, "read_timeout_s": 0.001,
+    "write_timeout_s": 0.001, "idle_timeout_s": 0.001, "drain_timeout_s": 0.0, "group_commit_ms": 0,
     "batch_records_max": 1, "queue_records_max": 1, "snapshot_every_records": 1,
 }
 # Upper bounds: the frame decoder refuses msgpack strings/bins longer than the protocol's bound,

@@ -22,6 +22,7 @@ the journal durable, write a snapshot (fast restart), exit 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import signal
@@ -42,8 +43,9 @@ from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps,
 from gateway.metrics import GatewayMetrics, JournalMetrics
 from gateway.server.admin_routes import AdminApp
 from gateway.server.clock import SettableClock, WallClock
-from gateway.server.data import DataApp
-from gateway.server.listener import Listener
+from gateway.server.data import COMMON_PATHS, RETRY_AFTER_OVERLOADED_S, TX_PATH, DataApp
+from gateway.server.http import Request, Response, plain_response
+from gateway.server.listener import Listener, OverCap
 from gateway.server.logs import LOGGER, log_event
 from gateway.runtime import Runtime, SnapshotScheduler
 from gateway.sealer import KeyRing, Sealer
@@ -196,13 +198,17 @@ class Gateway:
             data_app = DataApp(runtime)
             app: Any = data_app
             address, cap, refusal = self.config.listen.data, limits.connections_max, data_app.overflow_refusal
+            over_cap = OverCap(data_app, COMMON_PATHS, functools.partial(_data_over_cap, data_app))
         else:
             admin_app = AdminApp(runtime, self.files.secrets.admins,
                                  AdminApi(runtime, self.files.secrets.admins, self.config.paths.signing_key))
             app = admin_app
             address, cap, refusal = self.config.listen.admin, ADMIN_CONNECTIONS_MAX, admin_app.overflow_refusal
+            over_cap = OverCap(admin_app, COMMON_PATHS, lambda request: admin_app.overflow_refusal())
         listener = Listener(name, address, app, http_limits(limits), runtime.drain, cap, refusal,
-                            self.metrics.connections_open.inc)
+                            self.metrics.connections_open.inc,
+                            connections_per_address_max=limits.connections_per_address_max,
+                            over_cap=over_cap)
         try:
             port: int = await nursery.start(self._run_listener, listener)
         except OSError as exc:
@@ -312,6 +318,15 @@ class Gateway:
             with trio.move_on_after(DRAIN_SNAPSHOT_TIMEOUT_S):
                 assert runtime.snapshots is not None
                 await runtime.snapshots.take()
+
+
+def _data_over_cap(data_app: DataApp, request: Request) -> Response:
+    """A request on a data connection over a cap: a signed OVERLOADED Frame for a transaction,
+    plain text elsewhere (SPEC section 3: only /fsi/v1/tx answers are Frames)."""
+    if request.path == TX_PATH:
+        return data_app.overflow_refusal()
+    return plain_response(503, "too many connections",
+                          ("retry-after", str(RETRY_AFTER_OVERLOADED_S)), close=True)
 
 
 def _find(group: BaseExceptionGroup, kind: type[Exception]) -> Exception | None:

@@ -4,11 +4,21 @@ The connection reads one request at a time (head, then a body of at most `body_b
 hands it to an `HttpApp`, sends the answer and, with keep-alive, waits for the next request no
 longer than `idle_timeout_s`. Whatever the peer sends, the task ends with an answer or a closed
 connection; it never raises into the listener's nursery.
+
+Framing is strict (RFC 9112; the table of answers is in docs/protocol.md, "HTTP framing"): h11
+parses, and this module adds what h11 lets through: a request head (request line to the blank line)
+of more than `header_bytes_max` bytes is 431; obsolete line folding, Transfer-Encoding together with
+Content-Length, and Transfer-Encoding in HTTP/1.0 are 400 (each a request-smuggling hazard when a
+proxy reads the message differently); an HTTP version other than 1.x is 505; an expectation other
+than 100-continue is 417. All of these close the connection, since the rest of the stream can no
+longer be framed with certainty.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import urllib.parse
 from typing import Protocol
 
 import h11
@@ -17,8 +27,8 @@ import trio
 from gateway.runtime import Drain
 from gateway.server.logs import log_event
 
-__all__ = ["Drain", "HttpApp", "HttpConnection", "HttpLimits", "Request", "Response",
-           "plain_response", "serve_connection"]
+__all__ = ["Drain", "HttpApp", "HttpConnection", "HttpLimits", "IdleConnections", "Request",
+           "Response", "plain_response", "serve_connection"]
 
 RECEIVE_BYTES_MAX = 16384
 # After answering a peer that may still be sending (e.g. a refused oversized body), keep reading
@@ -26,11 +36,19 @@ RECEIVE_BYTES_MAX = 16384
 # destroy the answer in flight. Bounded in time and bytes.
 LINGER_S = 1.0
 LINGER_BYTES_MAX = 256 * 1024
+# A line of a head that starts with a space or a tab continues the previous one (obs-fold).
+_OBS_FOLD = re.compile(rb"\n[ \t]")
+_ABSOLUTE_FORM = re.compile(r"https?://", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
 class HttpLimits:
-    """Per-connection limits (from gateway.toml [limits])."""
+    """Per-connection limits (from gateway.toml [limits]).
+
+    `header_bytes_max` bounds the request head: the request line, the header lines and the blank
+    line that ends them, in bytes as received. A head of exactly that size is read; one byte more
+    is 431 and the connection closes.
+    """
 
     body_bytes_max: int = 65536
     header_bytes_max: int = 16384
@@ -76,19 +94,71 @@ class HttpApp(Protocol):
         """Answer a request whose body exceeds body_bytes_max (its `body` is empty)."""
 
 
+class IdleConnections:
+    """The connections of one listener waiting for their next request line, longest-waiting first.
+
+    A full listener closes the longest-waiting of them to make room for a new connection: RFC 9112
+    section 9.6 lets a server close an idle connection at any time, and a client then retries on a
+    fresh one. Without this, anyone holding idle connections up to the cap locks everyone else out.
+    """
+
+    def __init__(self) -> None:
+        # Insertion order is waiting order (dicts keep it): the first entry waited longest.
+        self._waiting: dict[trio.CancelScope, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, scope: trio.CancelScope, peer: str) -> None:
+        """Note a connection from `peer` that waits inside `scope` for its next request."""
+        self._waiting[scope] = peer
+
+    def discard(self, scope: trio.CancelScope) -> None:
+        self._waiting.pop(scope, None)
+
+    def close_longest_waiting(self, peer: str | None = None) -> bool:
+        """Cancel the wait of the longest-waiting connection (from `peer` when given).
+
+        Returns:
+            False when no connection (from `peer`) is waiting.
+        """
+        for scope, owner in self._waiting.items():
+            if peer is None or owner == peer:
+                del self._waiting[scope]
+                scope.cancel()
+                return True
+        return False
+
+
 class _PeerGone(Exception):
     """The peer closed, went idle too long, was too slow, or drain asked us to stop."""
+
+
+class _Refused(Exception):
+    """A request the connection answers itself with `status` before closing (framing or syntax)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class HttpConnection:
     """Serves requests on one stream until either side closes it."""
 
     def __init__(self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits,
-                 drain: Drain) -> None:
+                 drain: Drain, idle: IdleConnections | None = None, peer: str = "") -> None:
+        """Args:
+            idle: where the listener finds this connection while it waits for a request, so it
+                can close it to make room (None: nobody closes it early).
+            peer: the peer's address, as the listener counts connections per address.
+        """
         self.stream = stream
         self.app = app
         self.limits = limits
         self.drain = drain
+        self.idle = idle
+        self.peer = peer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes_max)
         self._linger = False
         # An answer to HEAD carries the head only (h11 refuses body bytes for it).
@@ -113,8 +183,13 @@ class HttpConnection:
         try:
             request = await self._receive_request()
         except h11.RemoteProtocolError as exc:
+            # h11's hint: 431 for an unfinished head over the cap, 501 for a transfer coding
+            # other than chunked, 400 for the rest.
             status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
             await self._send_if_allowed(plain_response(status, "bad request", close=True))
+            return False
+        except _Refused as refused:
+            await self._send_if_allowed(plain_response(refused.status, refused.reason, close=True))
             return False
         except _ReadTimeout:
             await self._send_if_allowed(plain_response(408, "request timeout", close=True))
@@ -131,17 +206,13 @@ class HttpConnection:
 
     async def _receive_request(self) -> Request | _TooLarge | None:
         self._answering_head = False
-        event = await self._wait_for_request_start()
-        if event is None:
+        event = await self._receive_head()
+        if event is None or isinstance(event, h11.ConnectionClosed):
             return None
         deadline = trio.current_time() + self.limits.read_timeout_s
-        if event is h11.NEED_DATA:
-            event = await self._next_event(deadline)
-        if isinstance(event, h11.ConnectionClosed):
-            return None
         assert isinstance(event, h11.Request), event
-        target = event.target.decode("ascii", "replace")
-        path, _, query = target.partition("?")
+        _check_framing(event)
+        path, query = _split_target(event.target.decode("ascii", "replace"))
         method = event.method.decode("ascii", "replace")
         self._answering_head = method == "HEAD"
         # h11 has already lower-cased the names.
@@ -151,30 +222,76 @@ class HttpConnection:
             return _TooLarge(Request(method, path, headers, b"", query))
         return Request(method, path, headers, body, query)
 
-    async def _wait_for_request_start(self) -> h11.Request | h11.ConnectionClosed | object | None:
-        """Wait for the first bytes of a request within idle_timeout_s; None ends the connection."""
+    async def _receive_head(self) -> object | None:
+        """The next request head (an h11 event) checked against header_bytes_max and obs-fold.
+
+        The first bytes may take idle_timeout_s, the rest of the head read_timeout_s. Returns
+        None when the connection ends while idle. The head's size is what h11 consumed from the
+        bytes it was given: a pipelined body or request after the head does not count.
+        """
+        raw = bytearray(self.conn.trailing_data[0])
         event = self.conn.next_event()
-        pending, _ = self.conn.trailing_data
-        if event is not h11.NEED_DATA or pending:
-            return event
+        if event is h11.NEED_DATA and not raw:
+            data = await self._wait_for_request_start()
+            if data is None:
+                return None
+            raw += self._feed(data)
+            event = self.conn.next_event()
+        deadline = trio.current_time() + self.limits.read_timeout_s
+        while event is h11.NEED_DATA:
+            raw += self._feed(await self._receive_by(deadline))
+            event = self.conn.next_event()
+        if isinstance(event, h11.Request):
+            self._check_head(raw[:len(raw) - len(self.conn.trailing_data[0])])
+        return event
+
+    def _check_head(self, head: bytes | bytearray) -> None:
+        if len(head) > self.limits.header_bytes_max:
+            raise _Refused(431, "request header fields too large")
+        if _OBS_FOLD.search(head):
+            raise _Refused(400, "obsolete line folding")
+
+    def _feed(self, data: bytes) -> bytes:
+        self.conn.receive_data(data)
+        return data
+
+    async def _wait_for_request_start(self) -> bytes | None:
+        """The first bytes of a request within idle_timeout_s; None ends the connection.
+
+        The wait ends early when draining starts or the listener closes this idle connection
+        to make room for another.
+        """
         scope = self.drain.idle_scope()
+        if self.idle is not None:
+            self.idle.add(scope, self.peer)
         try:
             with scope:
                 scope.deadline = trio.current_time() + self.limits.idle_timeout_s
-                data = await self.stream.receive_some(RECEIVE_BYTES_MAX)
+                return await self.stream.receive_some(RECEIVE_BYTES_MAX)
+            return None
         finally:
             self.drain.forget(scope)
-        if scope.cancelled_caught:
-            return None
-        self.conn.receive_data(data)
-        return self.conn.next_event()
+            if self.idle is not None:
+                self.idle.discard(scope)
 
     async def _receive_body(self, declared: str | None, deadline: float) -> bytes | None:
         limit = self.limits.body_bytes_max
         if declared is not None and int(declared) > limit:
-            # Refused without reading it: the connection closes after the answer.
+            # Refused without reading it (and without 100 Continue): the connection closes
+            # after the answer.
             self._linger = True
             return None
+        if self.conn.they_are_waiting_for_100_continue:
+            await self._send(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        try:
+            return await self._receive_chunks(limit, deadline)
+        except h11.RemoteProtocolError:
+            # Within a body every framing error is the client's (h11 hints 431 for an endless
+            # chunk header line, which is no header field).
+            raise _Refused(400, "bad request body") from None
+
+    async def _receive_chunks(self, limit: int, deadline: float) -> bytes | None:
+        """The body's data up to its end; None once it exceeds `limit`."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -193,10 +310,12 @@ class HttpConnection:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            with trio.move_on_at(deadline):
-                self.conn.receive_data(await self.stream.receive_some(RECEIVE_BYTES_MAX))
-                continue
-            raise _ReadTimeout
+            self.conn.receive_data(await self._receive_by(deadline))
+
+    async def _receive_by(self, deadline: float) -> bytes:
+        with trio.move_on_at(deadline):
+            return await self.stream.receive_some(RECEIVE_BYTES_MAX)
+        raise _ReadTimeout
 
     async def _send_response(self, response: Response) -> None:
         close = response.close or self.drain.started
@@ -257,11 +376,46 @@ class _ReadTimeout(Exception):
     """A request did not arrive in full within read_timeout_s of its first byte."""
 
 
+def _check_framing(event: h11.Request) -> None:
+    """Refuse what h11 accepts but RFC 9112 (or this gateway) does not; raises _Refused."""
+    if not event.http_version.startswith(b"1."):
+        raise _Refused(505, "HTTP version not supported")
+    names = {name for name, _ in event.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        # RFC 9112 section 6.1: "ought to be handled as an error"; h11 would let chunked win.
+        raise _Refused(400, "both transfer-encoding and content-length")
+    if b"transfer-encoding" in names and event.http_version == b"1.0":
+        # RFC 9112 section 6.1: the framing of such a message is faulty.
+        raise _Refused(400, "transfer-encoding in HTTP/1.0")
+    for expectation in _comma_values(event, b"expect"):
+        if expectation != b"100-continue":
+            raise _Refused(417, "expectation failed")
+
+
+def _comma_values(event: h11.Request, name: bytes) -> list[bytes]:
+    """The lower-cased members of every `name` field of the head."""
+    return [member.strip().lower() for field, value in event.headers if field == name
+            for member in value.split(b",") if member.strip()]
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target in origin form or absolute form.
+
+    RFC 9112 section 3.2.2: a server must accept the absolute form ("http://host/path?q"), which
+    a client sends when it believes it talks to a proxy; its path is routed as usual.
+    """
+    if _ABSOLUTE_FORM.match(target):
+        parts = urllib.parse.urlsplit(target)
+        return parts.path or "/", parts.query
+    path, _, query = target.partition("?")
+    return path, query
+
+
 def _log_connection_error(exc: Exception) -> None:
     log_event("connection_error", error=type(exc).__name__, detail=str(exc)[:200])
 
 
 async def serve_connection(stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits,
-                           drain: Drain) -> None:
-    """Serve one connection to its end (the listener's per-connection task)."""
-    await HttpConnection(stream, app, limits, drain).run()
+                           drain: Drain, idle: IdleConnections | None = None, peer: str = "") -> None:
+    """Serve one connection to its end (the listener's per-connection task; see HttpConnection)."""
+    await HttpConnection(stream, app, limits, drain, idle, peer).run()

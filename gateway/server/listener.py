@@ -1,30 +1,67 @@
-"""A TCP listener that serves each connection in its own task, with a cap on open connections.
+"""A TCP listener that serves each connection in its own task, with caps on open connections.
 
 Like `trio.serve_tcp`, `run(task_status=...)` reports the bound port once the socket listens, so
 tests bind port 0 without races. Draining stops the accept loop while the connections already open
 finish in the listener's own nursery.
+
+Two caps bound what clients hold: `connections_max` for the listener and
+`connections_per_address_max` for one source address. A new connection that would exceed either
+first closes the longest-idle connection (of that address, or of anyone): idle keep-alive
+connections cost the client nothing to hold, so they must not lock anyone out. Only when every
+connection concerned is busy in a request is the new one refused: it gets one answer (health,
+readiness and metrics as usual, so ops can see a full gateway; a refusal otherwise) and is closed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-from typing import Callable
+from typing import Callable, Collection
 
 import trio
 
-from gateway.config import HostPort
-from gateway.server.http import Drain, HttpApp, HttpLimits, Response, serve_connection
+from gateway.config import HostPort, LimitsConfig
+from gateway.server.http import (Drain, HttpApp, HttpLimits, IdleConnections, Request, Response,
+                                 serve_connection)
 from gateway.server.logs import log_event
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "OverCap"]
 
 # Accept errors that mean "out of resources right now": wait and retry rather than die.
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY_S = 0.1
-# Connections over the cap get a short canned refusal; at most this many refusals run at once,
-# beyond that the socket is closed at once. Each refusal ends within REFUSAL_S.
+# Connections over a cap get one answer; at most this many such connections are served at once,
+# beyond that the socket is closed at once. Each ends within REFUSAL_S, its request included.
 REFUSALS_MAX = 64
 REFUSAL_S = 1.0
+# A closed idle connection frees its slot at its task's next turn; this bounds the wait for the
+# rare one whose request arrived just as it was closed (it is served, and another one is closed).
+EVICTION_WAIT_S = 1.0
+
+
+class OverCap:
+    """The `HttpApp` of a connection over a cap: one answer, then the connection closes.
+
+    GET of `open_paths` (health, readiness, metrics) is answered by the listener's app as usual:
+    those answers are cheap and are most needed when the gateway is full. Every other request
+    gets `refusal(request)`.
+    """
+
+    def __init__(self, app: HttpApp, open_paths: Collection[str],
+                 refusal: Callable[[Request], Response]) -> None:
+        self.app = app
+        self.open_paths = frozenset(open_paths)
+        self.refusal = refusal
+
+    async def handle(self, request: Request) -> Response:
+        if request.method == "GET" and request.path in self.open_paths:
+            response = await self.app.handle(request)
+        else:
+            response = self.refusal(request)
+        return dataclasses.replace(response, close=True)
+
+    def body_too_large(self, request: Request) -> Response:
+        return dataclasses.replace(self.refusal(request), close=True)
 
 
 class Listener:
@@ -32,12 +69,17 @@ class Listener:
 
     def __init__(self, name: str, address: HostPort, app: HttpApp, limits: HttpLimits,
                  drain: Drain, connections_max: int,
-                 refusal: Callable[[], Response], on_count: Callable[[int], None]) -> None:
+                 refusal: Callable[[], Response], on_count: Callable[[int], None], *,
+                 connections_per_address_max: int = LimitsConfig.connections_per_address_max,
+                 over_cap: HttpApp | None = None) -> None:
         """Args:
             name: "data" or "admin", for logs.
             address: where to listen (port 0: any free port).
-            refusal: builds the answer for a connection over `connections_max`.
+            refusal: builds the answer to any request on a connection over a cap (unless
+                `over_cap` is given).
             on_count: called with +1 / -1 as connections open and close (metrics).
+            connections_per_address_max: open connections from one source address.
+            over_cap: serves the one request of a connection over a cap (see OverCap).
         """
         self.name = name
         self.address = address
@@ -45,9 +87,14 @@ class Listener:
         self.limits = limits
         self.drain = drain
         self.connections_max = connections_max
-        self.refusal = refusal
+        self.connections_per_address_max = connections_per_address_max
+        self.over_cap = over_cap or OverCap(app, (), lambda request: refusal())
         self.on_count = on_count
         self.open_connections = 0
+        self.idle = IdleConnections()
+        self.idle_closed = 0
+        self._per_address: dict[str, int] = {}
+        self._slot_freed = trio.Event()
         self._refusals = 0
         self._accept_scope = trio.CancelScope()
         self._connections_scope = trio.CancelScope()
@@ -92,46 +139,73 @@ class Listener:
                 log_event("accept_error", listener=self.name, error=errno.errorcode[exc.errno])
                 await trio.sleep(_ACCEPT_RETRY_S)
                 continue
-            if self.open_connections < self.connections_max:
-                self._count(+1)
-                connections.start_soon(self._serve, stream)
-            elif self._refusals < REFUSALS_MAX:
-                self._refusals += 1
-                connections.start_soon(self._refuse, stream)
-            else:
-                await trio.aclose_forcefully(stream)
+            await self._admit(stream, connections)
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _admit(self, stream: trio.SocketStream, connections: trio.Nursery) -> None:
+        """Serve `stream`, refuse it, or (when even refusals are full) close it at once."""
+        peer = _peer_address(stream)
+        if peer is not None and await self._make_room(peer):
+            self._count(peer, +1)
+            connections.start_soon(self._serve, stream, peer)
+        elif peer is not None and self._refusals < REFUSALS_MAX:
+            self._refusals += 1
+            connections.start_soon(self._refuse, stream)
+        else:
+            await trio.aclose_forcefully(stream)
+
+    async def _make_room(self, peer: str) -> bool:
+        """Close idle connections until `peer` may open one more; False when all are busy."""
+        while self._per_address.get(peer, 0) >= self.connections_per_address_max:
+            if not await self._close_idle(peer):
+                return False
+        while self.open_connections >= self.connections_max:
+            if not await self._close_idle(None):
+                return False
+        return True
+
+    async def _close_idle(self, peer: str | None) -> bool:
+        """Close the longest-idle connection (from `peer`, or any) and wait for it to end."""
+        if not self.idle.close_longest_waiting(peer):
+            return False
+        self.idle_closed += 1
+        with trio.move_on_after(EVICTION_WAIT_S):
+            await self._slot_freed.wait()
+        return True
+
+    async def _serve(self, stream: trio.SocketStream, peer: str) -> None:
         try:
-            await serve_connection(stream, self.app, self.limits, self.drain)
+            await serve_connection(stream, self.app, self.limits, self.drain, self.idle, peer)
         finally:
-            self._count(-1)
+            self._count(peer, -1)
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
+        """Serve one request of a connection over a cap with `over_cap`, all within REFUSAL_S."""
+        limits = dataclasses.replace(self.limits, idle_timeout_s=REFUSAL_S, read_timeout_s=REFUSAL_S,
+                                     write_timeout_s=REFUSAL_S)
         try:
             with trio.move_on_after(REFUSAL_S):
-                await stream.send_all(_serialize(self.refusal()))
-                await stream.send_eof()
-                # Read what the client sent so closing does not reset the answer away.
-                while await stream.receive_some(16384):
-                    pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+                await serve_connection(stream, self.over_cap, limits, self.drain)
         finally:
             self._refusals -= 1
             await trio.aclose_forcefully(stream)
 
-    def _count(self, delta: int) -> None:
+    def _count(self, peer: str, delta: int) -> None:
         self.open_connections += delta
+        count = self._per_address.get(peer, 0) + delta
+        if count:
+            self._per_address[peer] = count
+        else:
+            del self._per_address[peer]   # the table holds only addresses with open connections
+        if delta < 0:
+            self._slot_freed.set()
+            self._slot_freed = trio.Event()
         self.on_count(delta)
 
 
-_REASONS = {429: b"Too Many Requests", 503: b"Service Unavailable"}
-
-
-def _serialize(response: Response) -> bytes:
-    """Encode a refusal without an h11 connection (no request was read)."""
-    lines = [b"HTTP/1.1 %d %s" % (response.status, _REASONS.get(response.status, b"Error"))]
-    lines += [k.encode() + b": " + v.encode() for k, v in response.headers]
-    lines += [b"content-length: %d" % len(response.body), b"connection: close", b"", b""]
-    return b"\r\n".join(lines) + response.body
+def _peer_address(stream: trio.SocketStream) -> str | None:
+    """The source address of `stream`; None when the peer is already gone."""
+    try:
+        address: str = stream.socket.getpeername()[0]
+    except OSError:
+        return None
+    return address

@@ -13,7 +13,9 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.config import load_config
 from gateway.region import init_region
+from gateway.server.app import Gateway
 from http_client import RawClient, request
 from protocol import ResponseEnvelope, TerminalSession, card_key, msgid
 from protocol.terminal import verify_answer
@@ -22,6 +24,20 @@ MSGPACK = "application/msgpack"
 # One counter for the whole test process: a client built after a restart must not repeat a msgid
 # (code + second + serial) that an earlier client used within the same second.
 _SERIALS = itertools.count(1)
+
+
+def with_limits(region: pathlib.Path, **limits: object) -> None:
+    """Add keys to the [limits] table of the region's gateway.toml."""
+    config = region / "gateway.toml"
+    lines = "".join(f"{key} = {value}\n" for key, value in limits.items())
+    config.write_text(config.read_text().replace("[limits]\n", "[limits]\n" + lines, 1))
+
+
+async def start_gateway(nursery: trio.Nursery, region: pathlib.Path) -> tuple[Gateway, RegionClient]:
+    """Run the region's gateway in `nursery`; return it and a client of its ports."""
+    gateway = Gateway(load_config(region / "gateway.toml"))
+    ports = await nursery.start(gateway.run)
+    return gateway, RegionClient(region, ports["data"], ports["admin"])
 
 
 def make_region(tmp_path: pathlib.Path, profile: str = "small", seed: int = 1) -> pathlib.Path:
@@ -38,16 +54,19 @@ def make_region(tmp_path: pathlib.Path, profile: str = "small", seed: int = 1) -
 class RegionClient:
     """Terminals, persons and admins of a region's sim.toml, talking HTTP to a running gateway."""
 
-    def __init__(self, region: pathlib.Path, data_port: int, admin_port: int) -> None:
+    def __init__(self, region: pathlib.Path, data_port: int, admin_port: int,
+                 local_address: str | None = None) -> None:
+        """`local_address`: the loopback address the client's sockets bind to (None: any)."""
         self.sim = tomllib.loads((region / "sim.toml").read_text(encoding="utf-8"))
         registry = tomllib.loads((region / "registry.toml").read_text(encoding="utf-8"))
         self.kinds = {i["code"]: i["kind"] for i in registry["institutions"]}
         self.admdvs = {i["code"]: i["admdvs"] for i in registry["institutions"]}
         self.data_port = data_port
         self.admin_port = admin_port
+        self.local_address = local_address
 
     async def _exchange(self, port: int, raw: bytes) -> tuple[int, bytes]:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=self.local_address)
         async with stream:
             client = RawClient(stream)
             await client.send(raw)

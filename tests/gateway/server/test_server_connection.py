@@ -218,6 +218,15 @@ async def test_header_flood_gets_431(nursery: trio.Nursery) -> None:
     assert await client.closed()
 
 
+@pytest.mark.parametrize(("head_bytes", "status"), [(16384, 200), (16385, 431)])
+async def test_default_head_cap_is_exact(nursery: trio.Nursery, head_bytes: int, status: int) -> None:
+    # The default header_bytes_max (16384) counts the request line, header lines and blank line.
+    client = await connect(nursery, make_runtime())
+    start = b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: "
+    await client.send(start + b"p" * (head_bytes - len(start) - 4) + b"\r\n\r\n")
+    assert (await client.reply()).status == status
+
+
 async def test_slowloris_head_times_out(nursery: trio.Nursery, autojump_clock: trio.abc.Clock) -> None:
     runtime = make_runtime(limits=LimitsConfig(read_timeout_s=5.0))
     client = await connect(nursery, runtime)
