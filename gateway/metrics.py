@@ -28,10 +28,12 @@ OUTCOMES = ("ok", "rejected", "error")
 KINDS = ("pharmacy", "clinic", "hospital")
 GRADES = ("A", "B", "C", "D", "E", "none")
 CERT_TYPES = ("01", "03")
-LIMITS = ("person_day", "institution_month")
+LIMITS = ("person_day", "institution_month", "person_year", "account_balance")
+CUT_REASONS = ("DOCTOR_SUSPENDED", "NOT_IN_CATALOGUE", "RX_REQUIRED", "RESTRICTED_USE", "TRACE_CODE_MISSING")
 WARNINGS = ("PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTION_MONTH_NEAR_CAP",
-            "INSTITUTION_MONTH_CAP_REACHED", "DOCTOR_SUSPENDED", "RX_REQUIRED")
-PARTS = ("medfee", "fund", "cash")
+            "INSTITUTION_MONTH_CAP_REACHED", *CUT_REASONS, "CATALOGUE_OVERRIDE", "PERSON_YEAR_CAP_REACHED")
+# SPEC 12's three parts, then SPEC 13's: account, own-pay, self-pay-first and over the price cap.
+PARTS = ("medfee", "fund", "cash", "acct", "fulamt", "preselfpay", "overlmt")
 SHED_REASONS = ("in_flight", "connections", "draining", "journal_full")
 OTHER = "other"
 
@@ -54,6 +56,11 @@ class TxFactsLike(Protocol):
     medfee_fen: int
     fund_fen: int
     cash_fen: int
+    acct_fen: int
+    fulamt_fen: int
+    preselfpay_fen: int
+    overlmt_fen: int
+    cut_reasons: tuple[str, ...]
     bound_by: tuple[str, ...]
     warnings: tuple[str, ...]
     idempotent_replay: bool
@@ -127,6 +134,11 @@ class GatewayMetrics:
         bound = Counter("yb_limit_bound_total", "Settlements where a limit bound (partial approval).",
                         ("limit",), registry=reg)
         self._bound = _bind(bound, LIMITS)
+        cuts = Counter("yb_line_cuts_total", "Bill lines of applied settlements cut to own-pay, by reason.",
+                       ("reason",), registry=reg)
+        self._cuts = _bind(cuts, CUT_REASONS)
+        self.catalogue_rows = Gauge("yb_catalogue_rows", "Catalogue rows held now (upserts included).",
+                                    registry=reg)
         warnings = Counter("yb_warnings_total", "Warnings attached to answers.", ("code",),
                            registry=reg)
         self._warnings = _bind(warnings, WARNINGS)
@@ -187,6 +199,12 @@ class GatewayMetrics:
         self._amount[("medfee", kind)].inc(facts.medfee_fen)
         self._amount[("fund", kind)].inc(facts.fund_fen)
         self._amount[("cash", kind)].inc(facts.cash_fen)
+        for part, fen in (("acct", facts.acct_fen), ("fulamt", facts.fulamt_fen),
+                          ("preselfpay", facts.preselfpay_fen), ("overlmt", facts.overlmt_fen)):
+            if fen:
+                self._amount[(part, kind)].inc(fen)
+        for reason in facts.cut_reasons:
+            self._cuts[reason if reason in self._cuts else OTHER].inc()
         for limit in facts.bound_by:
             self._bound[limit if limit in self._bound else OTHER].inc()
 

@@ -46,6 +46,11 @@ class TxFacts(NamedTuple):
     medfee_fen: int = 0
     fund_fen: int = 0
     cash_fen: int = 0
+    acct_fen: int = 0
+    fulamt_fen: int = 0
+    preselfpay_fen: int = 0
+    overlmt_fen: int = 0
+    cut_reasons: tuple[str, ...] = ()            # one per cut line of a settlement
     bound_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     idempotent_replay: bool = False

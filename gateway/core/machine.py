@@ -82,6 +82,12 @@ class Core(AdminMixin):
         return len(self.sessions)
 
     @property
+    def catalogue_rows(self) -> int:
+        """Catalogue rows held now, upserts included (0 when the catalogue is off)."""
+        catalogue = self.state.catalogue
+        return 0 if catalogue is None else catalogue.rows_count
+
+    @property
     def keys(self) -> PublishedKeys:
         """The published response-signing keys (GET /fsi/v1/keys)."""
         return self.state.keys

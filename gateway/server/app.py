@@ -130,8 +130,9 @@ class Gateway:
         return CoreConfig(admdvs=self.config.admdvs, session_ttl_s=self.config.limits.session_ttl_s)
 
     def _fresh_core(self, keyring: KeyRing) -> Core:
+        catalogue = None if self.files.catalogue is None else self.files.catalogue.copy()
         return Core(self._core_config(), self.files.registry, self.files.secrets, keyring.active_public_raw,
-                    os.urandom)
+                    os.urandom, catalogue)
 
     def _recovered_keyring(self, recovery: Recovery) -> KeyRing:
         """Worker thread, at start: the signing key, after finishing a rotation a crash interrupted."""

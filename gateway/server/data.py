@@ -65,6 +65,7 @@ def common_route(runtime: Runtime, request: Request) -> Response | None:
         return plain_response(200, "ready") if runtime.ready() else plain_response(503, "not ready")
     if request.path == "/metrics":
         runtime.metrics.sessions_active.set(runtime.core.sessions_active)
+        runtime.metrics.catalogue_rows.set(runtime.core.catalogue_rows)
         runtime.metrics.ready.set(1 if runtime.ready() else 0)
         return Response(200, (("content-type", METRICS_CONTENT_TYPE),), runtime.metrics.render())
     return None

@@ -41,7 +41,12 @@ SPEC_METRICS = [
     ("yb_build_info", "gauge", None),   # SPEC names no labels; a version label is the convention
 ]
 WARNING_CODES = {"PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTION_MONTH_NEAR_CAP",
-                 "INSTITUTION_MONTH_CAP_REACHED", "DOCTOR_SUSPENDED", "RX_REQUIRED"}
+                 "INSTITUTION_MONTH_CAP_REACHED", "DOCTOR_SUSPENDED", "RX_REQUIRED",
+                 # SPEC 13: the catalogue's cut reasons, the override and the yearly pooling cap.
+                 "NOT_IN_CATALOGUE", "RESTRICTED_USE", "TRACE_CODE_MISSING", "CATALOGUE_OVERRIDE",
+                 "PERSON_YEAR_CAP_REACHED"}
+LIMITS = {"person_day", "institution_month", "person_year", "account_balance"}
+PARTS = {"medfee", "fund", "cash", "acct", "fulamt", "preselfpay", "overlmt"}
 # Histogram and counter helper labels that are not the metric's own.
 _HELPER_LABELS = {"le"}
 
@@ -97,9 +102,11 @@ def test_build_info_is_one_series_at_1() -> None:
 def test_limit_and_code_take_only_the_spec_values() -> None:
     metrics = GatewayMetrics()
     found = families(metrics)
-    assert label_values(found["yb_limit_bound"], "limit") == {"person_day", "institution_month"}
+    assert label_values(found["yb_limit_bound"], "limit") == LIMITS
     assert label_values(found["yb_warnings"], "code") == WARNING_CODES
-    assert label_values(found["yb_settlement_amount_fen"], "part") == {"medfee", "fund", "cash"}
+    assert label_values(found["yb_settlement_amount_fen"], "part") == PARTS
+    assert label_values(found["yb_line_cuts"], "reason") == {"DOCTOR_SUSPENDED", "NOT_IN_CATALOGUE", "RX_REQUIRED",
+                                                             "RESTRICTED_USE", "TRACE_CODE_MISSING"}
     assert label_values(found["yb_rejections"], "err_code") == {code.wire for code in ErrCode}
 
 
@@ -164,6 +171,6 @@ async def test_a_live_gateway_exports_the_spec_series(tmp_path: pathlib.Path, nu
         assert value_of(found["yb_connections_open"], "") >= 1   # this scrape's own connection
         assert value_of(found["yb_journal_fsync_duration_seconds"], "_count") >= 1
         assert value_of(found["yb_journal_batch_records"], "_count") >= 1
-        assert label_values(found["yb_limit_bound"], "limit") <= {"person_day", "institution_month"}
+        assert label_values(found["yb_limit_bound"], "limit") <= LIMITS
         assert label_values(found["yb_warnings"], "code") <= WARNING_CODES
     gateway.stop()

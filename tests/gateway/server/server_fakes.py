@@ -32,6 +32,11 @@ class FakeFacts:
     medfee_fen: int = 1000
     fund_fen: int = 600
     cash_fen: int = 400
+    acct_fen: int = 0
+    fulamt_fen: int = 0
+    preselfpay_fen: int = 0
+    overlmt_fen: int = 0
+    cut_reasons: tuple[str, ...] = ()
     bound_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     idempotent_replay: bool = False
@@ -71,6 +76,7 @@ class FakeCore:
     def __init__(self) -> None:
         self.last_op = 0
         self.sessions_active = 3
+        self.catalogue_rows = 0
         self.bodies: list[bytes] = []
         self.gate: trio.Event | None = None
 

@@ -122,6 +122,10 @@ class RegionClient:
                                   int(time.time() * 1000))
 
 
+# Codes the sample catalogue holds with these classes, all OTC (gateway/catalogue_sample.py).
+_CODE_OF_LEVEL = {"01": "XA01AAA001", "02": "XB02", "03": "CR030001"}
+
+
 def _line(sn: str, fee_fen: int, level: str) -> dict[str, Any]:
-    return {"feedetl_sn": sn, "med_list_codg": "XA01" + sn, "chrgitm_lv": level, "otc": True,
+    return {"feedetl_sn": sn, "med_list_codg": _CODE_OF_LEVEL[level], "chrgitm_lv": level, "otc": True,
             "cnt": 1, "pric": fee_fen, "det_item_fee_sumamt": fee_fen, "bilg_dr_codg": "D0001"}
