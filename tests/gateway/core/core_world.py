@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.core import Core, CoreConfig, Record
 from gateway.files import load_registry, load_secrets
+from gateway.core.catalogue import parse_catalogue
 from gateway.sealer import KeyRing, Sealer, TxResult
 from protocol import (
     ResponseEnvelope, TerminalSession, VoucherClaims, card_key, decode_frame, decode_response_envelope,
@@ -145,7 +146,8 @@ def line(sn: str, fee: int, lv: str = "01", otc: bool = True, rxno: str | None =
 class World:
     """One core over the test region, with signed-in terminals and request helpers."""
 
-    def __init__(self, tmp_path: pathlib.Path, p2_cap_fen: int = 20_000, seed: int = 7, **config: Any) -> None:
+    def __init__(self, tmp_path: pathlib.Path, p2_cap_fen: int = 20_000, seed: int = 7,
+                 catalogue_csv: str | None = None, **config: Any) -> None:
         (tmp_path / "registry.toml").write_text(registry_toml(p2_cap_fen), encoding="utf-8")
         (tmp_path / "secrets.toml").write_text(SECRETS_TOML, encoding="utf-8")
         self.registry = load_registry(str(tmp_path / "registry.toml"))
@@ -153,6 +155,8 @@ class World:
         self.gateway_key = _seed_key(50)
         self.config = CoreConfig(admdvs=ADMDVS, **config)
         self.seed = seed
+        # The catalogue file as loaded once; each core gets its own copy, as serve does.
+        self.catalogue = None if catalogue_csv is None else parse_catalogue(catalogue_csv, "catalogue.csv")
         self.sealer = Sealer(ADMDVS, KeyRing(self.gateway_key), self.config.refid_block)
         self.core = self.make_core()
         self.serial = 0
@@ -163,7 +167,8 @@ class World:
         rng = random.Random(self.seed)
         key = gateway_key or self.gateway_key
         return Core(config=self.config, registry=self.registry, secrets=self.secrets,
-                    active_public_raw=KeyRing(key).active_public_raw, random_bytes=rng.randbytes)
+                    active_public_raw=KeyRing(key).active_public_raw, random_bytes=rng.randbytes,
+                    catalogue=None if self.catalogue is None else self.catalogue.copy())
 
     def restart(self, core: Core) -> None:
         """Continue with `core` (restored from a snapshot) as a restarted gateway would: a new sealer."""
