@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_protocol_canonical import spec_canonical
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol_builders import INSTITUTION_CODE, MSGID, NOW_MS, envelope_dict, packed, valid_input
+from protocol_builders import INSTITUTION_CODE, MSGID, NOW_MS, VALID_INPUTS, envelope_dict, loose_packb, packed, valid_input
 
 MISSING = object()
 
@@ -123,6 +128,59 @@ def test_unknown_infno_and_big_input_ints_pass_the_envelope() -> None:
 def test_inf_time_int64_bounds() -> None:
     assert protocol.decode_request_envelope(body_with(inf_time=2**63 - 1)).inf_time == 2**63 - 1
     assert protocol.decode_request_envelope(body_with(inf_time=-(2**63))).inf_time == -(2**63)
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except ProtocolError as exc:
+        return (exc.code, exc.msg)
+
+
+@pytest.mark.parametrize(("env", "envelope_says", "input_says"), [
+    (envelope_dict(extra=2**64 - 1), "extra: integer outside int64", None),
+    (envelope_dict(extra=[{"k": [2**64 - 1]}]), "extra: integer outside int64", None),
+    (envelope_dict(extra=2**64 - 1, input_={"x": nested(40)}), "envelope: nested too deeply", None),
+    (envelope_dict(input_={**valid_input("2102"), "extra": 2**64 - 1}), None, "input: integer outside int64"),
+    (envelope_dict(input_={**valid_input("2102"), "extra": nested(30)}), None, None),      # 32 deep: the bound
+    (envelope_dict(input_={**valid_input("2102"), "extra": nested(31)}), "envelope: nested too deeply", None),
+    (envelope_dict(input_={**valid_input("2102"), "x": {b"k": 1}}), "envelope: map key is not a string", None),
+])
+def test_where_a_fault_of_the_tree_is_answered(env: dict[str, Any], envelope_says: str | None,
+                                                input_says: str | None) -> None:
+    # SPEC section 5: outside `input` every fault is MALFORMED_ENVELOPE; inside it an integer outside
+    # int64 is MALFORMED_INPUT (answered after authentication), the tree's shape stays the envelope's.
+    outcome = _outcome(lambda: protocol.decode_request_envelope(msgpack.packb(env, use_bin_type=True)))
+    if envelope_says is not None:
+        assert outcome == (ErrCode.MALFORMED_ENVELOPE, envelope_says)
+        return
+    parsed = _outcome(lambda: protocol.parse_input(outcome.infno, outcome.input))
+    if input_says is None:
+        assert isinstance(parsed, protocol.SettleInput)
+    else:
+        assert parsed == (ErrCode.MALFORMED_INPUT, input_says)
+
+
+def _shuffled(tree: Any, rng: random.Random) -> Any:
+    if isinstance(tree, dict):
+        items = [(key, _shuffled(value, rng)) for key, value in tree.items()]
+        rng.shuffle(items)
+        return dict(items)
+    if isinstance(tree, list):
+        return [_shuffled(value, rng) for value in tree]
+    return tree
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.sampled_from(sorted(VALID_INPUTS)), st.randoms(use_true_random=False))
+def test_valid_requests_in_any_encoding_are_the_same_request(infno: str, rng: random.Random) -> None:
+    env = envelope_dict(infno, valid_input(infno))
+    decoded = protocol.decode_request_envelope(loose_packb(_shuffled(env, rng), rng))
+    assert decoded == protocol.decode_request_envelope(packed(env))
+    protocol.parse_input(decoded.infno, decoded.input)
+    # A reordered or wider encoding of the same request is the same request for idempotency.
+    assert protocol.fingerprint(decoded.infno, decoded.input) == hashlib.sha256(
+        spec_canonical([infno, env["input"]])).digest()
 
 
 def test_request_envelope_round_trip() -> None:

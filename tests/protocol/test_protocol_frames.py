@@ -59,6 +59,39 @@ def test_malformed_frames(data: bytes) -> None:
     assert caught.value.code is ErrCode.MALFORMED_FRAME
 
 
+# SPEC reads the value before its fields: a fault of the tree (an integer outside int64, a bin
+# map key, an ext) outranks a field's rule; then the fields answer in their order.
+FRAME_MESSAGES = [
+    ([1, "mac", 2**64 - 1, BODY, MAC], "frame: integer outside int64"),
+    ([2**63, "mac", "S1", BODY, MAC], "frame: integer outside int64"),
+    ([1, "mac", "S1", {b"k": 1}, MAC], "frame: map key is not a string"),
+    ([{"a": 1}, "xyz", 7, "body", b""], "frame: version is not 1"),
+    ([True, "mac", "S1", BODY, MAC], "frame: version is not 1"),
+    ([1, ["mac"], "S1", BODY, MAC], "frame: auth is not 'sig' or 'mac'"),
+    ([1, "mac", "", BODY, SIG], "frame: key_id is not a string of 1..64 chars"),
+    ([1, "mac", "S1", "body", SIG], "frame: body is not bin"),
+    ([1, "mac", "S1", BODY, SIG], "frame: tag is not bin(32)"),
+    ([1, "sig", "S1", BODY, MAC], "frame: tag is not bin(64)"),
+    ([1, "mac", "S1", BODY], "frame: not an array of 5"),
+    ({"a": 1}, "frame: not an array of 5"),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), FRAME_MESSAGES, ids=[c[1] for c in FRAME_MESSAGES])
+def test_frame_faults_answer_in_the_spec_order(value: Any, message: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_frame(msgpack.packb(value, use_bin_type=True))
+    assert (caught.value.code, caught.value.msg) == (ErrCode.MALFORMED_FRAME, message)
+
+
+def test_frame_with_an_ext_anywhere_is_malformed() -> None:
+    ext = msgpack.ExtType(1, b"x")
+    for value in ([1, "mac", "S1", ext, MAC], [1, "mac", "S1", BODY, MAC, ext], [ext]):
+        with pytest.raises(ProtocolError) as caught:
+            protocol.decode_frame(msgpack.packb(value, use_bin_type=True))
+        assert caught.value.code is ErrCode.MALFORMED_FRAME
+
+
 @pytest.mark.parametrize(("auth", "tag"), [("sig", SIG), ("mac", MAC)])
 def test_frame_round_trip(auth: str, tag: bytes) -> None:
     frame = protocol.Frame(1, auth, "key-1", BODY, tag)
