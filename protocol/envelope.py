@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import limits
 from protocol._fields import is_digits, is_id, is_int, msgid_layout_ok
-from protocol._msgpack import is_plain, plain_violation, unpack_strict, unpack_unchecked
+from protocol._msgpack import first_fault, unpack, unpack_strict
 from protocol.canonical import canonical_packb
 from protocol.errors import ErrCode, ProtocolError
 from protocol.frames import AUTH_SIG, RESP_DOMAIN, Frame, encode_frame, gateway_kid, public_raw, sign
@@ -21,7 +21,12 @@ OPTER_TYPES = frozenset({"1", "2", "3"})
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestEnvelope:
-    """A request envelope whose shape is valid; `input` is the raw map, not yet validated."""
+    """A request envelope whose shape is valid; `input` is the raw map, not yet validated.
+
+    `input_fault` is why `input` is not plain (an integer outside int64), found by the decoder's
+    walk of the whole body and answered by `parse_request_input` as MALFORMED_INPUT; None when it
+    is plain. It is not encoded.
+    """
 
     infno: str
     msgid: str
@@ -33,6 +38,7 @@ class RequestEnvelope:
     sign_no: str | None
     inf_time: int
     input: dict[str, Any]
+    input_fault: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,13 +72,24 @@ def _id_field(body: dict[str, Any], field: str) -> str:
     return value
 
 
-def _check_outer_ints(body: dict[str, Any]) -> None:
-    # Integers outside int64 are MALFORMED_ENVELOPE everywhere but inside `input`, where
-    # parse_input answers MALFORMED_INPUT for them (SPEC section 5).
-    # A str is always plain, and most fields are one: only the others are walked.
-    for key, value in body.items():
-        if key != "input" and type(value) is not str and plain_violation(value, 1) is not None:
-            raise _bad(key, "integer outside int64")
+def _input_fault(value: Any) -> str | None:
+    """Raise the envelope's own first fault, in the SPEC's order; return the one of `input`.
+
+    Called only for a body whose walk found a fault. The tree's shape is the envelope's everywhere;
+    a fault of value (an integer outside int64) is the envelope's outside `input`, and inside it is
+    left to input validation, after authentication (SPEC section 5).
+    """
+    fault = first_fault(value, 0, value_faults=False)
+    if fault is not None:
+        raise _bad("envelope", fault)
+    if not isinstance(value, dict):
+        raise _bad("envelope", "not a map")
+    for key, item in value.items():
+        fault = None if key == "input" else first_fault(item, 1)
+        if fault is not None:
+            raise _bad(key, fault)
+    # At depth 0, as parse_input walks it: the same fault it would find.
+    return first_fault(value.get("input"))
 
 
 def _sign_no(body: dict[str, Any], infno: str) -> str | None:
@@ -84,33 +101,20 @@ def _sign_no(body: dict[str, Any], infno: str) -> str | None:
 def decode_request_envelope(body: bytes) -> RequestEnvelope:
     """Decode a request envelope and check its shape (types, lengths, msgid layout and date).
 
-    Whether infno is known, the institution registered and the session right is decided later.
-    Unknown extra keys are ignored.
+    Whether infno is known, the institution registered and the session right is decided later;
+    so is `input`, whose fault of value, if any, the envelope carries (`input_fault`). Unknown
+    extra keys are ignored.
 
     Raises:
-        ProtocolError(MALFORMED_ENVELOPE): not a msgpack map, or a field missing or mistyped.
+        ProtocolError(MALFORMED_ENVELOPE): not a msgpack map, a fault of the tree outside `input`
+            or of its shape inside, or a field missing or mistyped.
     """
-    return decode_request_envelope_proving_input(body)[0]
-
-
-def decode_request_envelope_proving_input(body: bytes) -> tuple[RequestEnvelope, bool]:
-    """`decode_request_envelope`, and whether its decode proved the input plain.
-
-    True means `parse_input(env.infno, env.input, input_proven_plain=True)` may skip its own walk
-    (int64 integers, nesting within bounds) and still answer exactly as without the flag.
-    """
-    value = unpack_unchecked(body, ErrCode.MALFORMED_ENVELOPE, "envelope")
-    # One walk with int64 integers proves everything the reference steps below check (plain, outer
-    # integers within int64) and, since `input` sits one level deeper here than in parse_input,
-    # that the input is plain too. Only a tree it does not vouch for takes those steps.
-    input_plain = type(value) is dict and is_plain(value)
-    if not input_plain:
-        reason = plain_violation(value, 0, int64_only=False)
-        if reason is not None:
-            raise _bad("envelope", reason)
-        if not isinstance(value, dict):
-            raise _bad("envelope", "not a map")
-        _check_outer_ints(value)
+    value = unpack(body, ErrCode.MALFORMED_ENVELOPE, "envelope")
+    # One walk answers for almost every body; only a body with a fault is walked again, to answer
+    # the fault SPEC section 5 puts first.
+    input_fault = None if first_fault(value) is None else _input_fault(value)
+    if not isinstance(value, dict):
+        raise _bad("envelope", "not a map")
     infno = _require(value, "infno")
     if not isinstance(infno, str) or not 1 <= len(infno) <= limits.INFNO_CHARS_MAX:
         raise _bad("infno", "not a short string")
@@ -143,7 +147,8 @@ def decode_request_envelope_proving_input(body: bytes) -> tuple[RequestEnvelope,
         sign_no=_sign_no(value, infno),
         inf_time=inf_time,
         input=raw_input,
-    ), input_plain
+        input_fault=input_fault,
+    )
 
 
 def encode_request_envelope(env: RequestEnvelope) -> bytes:

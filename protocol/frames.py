@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol import limits
-from protocol._msgpack import plain_violation, unpack_unchecked
+from protocol._msgpack import first_fault, unpack
 from protocol.errors import ErrCode, ProtocolError
 
 REQ_DOMAIN = b"yb/req/v1\n"
@@ -51,7 +51,7 @@ def decode_frame(data: bytes) -> Frame:
             word of "sig"/"mac", a str key_id of 1..ID_CHARS_MAX chars, a bin body and a bin tag
             of 64 ("sig") or 32 ("mac") bytes; trailing bytes included.
     """
-    value = unpack_unchecked(data, ErrCode.MALFORMED_FRAME, "frame")
+    value = unpack(data, ErrCode.MALFORMED_FRAME, "frame")
     if type(value) is list and len(value) == limits.FRAME_FIELDS:
         version, auth, key_id, body, tag = value
         # The expected shape is plain by construction (int 1, two str, two bytes), so it needs
@@ -65,9 +65,9 @@ def decode_frame(data: bytes) -> Frame:
 
 def _frame_checked(value: object) -> Frame:
     """The Frame checks field by field in their reference order (the fast path's fallback)."""
-    reason = plain_violation(value, 0)
-    if reason is not None:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: {reason}")
+    fault = first_fault(value)
+    if fault is not None:
+        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: {fault}")
     if not isinstance(value, list) or len(value) != limits.FRAME_FIELDS:
         raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
     version, auth, key_id, body, tag = value

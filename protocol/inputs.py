@@ -15,7 +15,8 @@ from typing import Any, Union
 
 from protocol import limits
 from protocol._fields import is_digits, is_id, is_int, is_real_date, msgid_layout_ok
-from protocol._msgpack import plain_violation
+from protocol._msgpack import first_fault
+from protocol.envelope import RequestEnvelope
 from protocol.errors import ErrCode, ProtocolError
 from protocol.session import x25519_public_usable
 
@@ -384,29 +385,43 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], TypedInput]] = {
 INFNOS = frozenset(_PARSERS)
 
 
-def parse_input(infno: str, raw: Any, input_proven_plain: bool = False) -> TypedInput:
+def parse_input(infno: str, raw: Any) -> TypedInput:
     """Validate the raw input of `infno` and return its typed form.
 
     Args:
         infno: the envelope's infno.
-        raw: the envelope's input map (from decode_request_envelope).
-        input_proven_plain: True only when decode_request_envelope_proving_input said so for this
-            input; the plainness walk is then skipped (the answer is the same either way).
+        raw: the envelope's input map (or any value: a caller-built map is walked as a decoded one).
     Returns:
         One of the typed inputs (SignInInput ... DetailInput).
     Raises:
         ProtocolError(UNSUPPORTED_INFNO): infno is not one of SPEC section 7.
-        ProtocolError(MALFORMED_INPUT): a field missing, mistyped or out of range; msg names it.
+        ProtocolError(MALFORMED_INPUT): not a plain map, or a field missing, mistyped or out of
+            range; msg names it.
         ProtocolError(AMOUNT_MISMATCH): det_item_fee_sumamt != cnt x pric, or medfee_sumamt != Σ.
     """
+    parser = _parser(infno)
+    if not isinstance(raw, dict):
+        raise _fail("input", "not a map")
+    return _parsed(parser, raw, first_fault(raw))
+
+
+def parse_request_input(env: RequestEnvelope) -> TypedInput:
+    """`parse_input(env.infno, env.input)`, taking the input's fault from the envelope's decoder.
+
+    The decoder walked the whole body, input included, and kept what that walk found
+    (`env.input_fault`), so the input is not walked a second time. Same answers, same raises.
+    """
+    return _parsed(_parser(env.infno), env.input, env.input_fault)
+
+
+def _parser(infno: Any) -> Callable[[dict[str, Any]], TypedInput]:
     parser = _PARSERS.get(infno) if isinstance(infno, str) else None
     if parser is None:
         raise ProtocolError(ErrCode.UNSUPPORTED_INFNO, f"infno {infno!r} is not supported")
-    if not isinstance(raw, dict):
-        raise _fail("input", "not a map")
-    if not input_proven_plain:
-        reason = plain_violation(raw, 0)
-        if reason is not None:
-            raise _fail("input", reason)
-    return parser(raw)
+    return parser
 
+
+def _parsed(parser: Callable[[dict[str, Any]], TypedInput], raw: dict[str, Any], fault: str | None) -> TypedInput:
+    if fault is not None:
+        raise _fail("input", fault)
+    return parser(raw)

@@ -154,7 +154,8 @@ def test_where_a_fault_of_the_tree_is_answered(env: dict[str, Any], envelope_say
     if envelope_says is not None:
         assert outcome == (ErrCode.MALFORMED_ENVELOPE, envelope_says)
         return
-    parsed = _outcome(lambda: protocol.parse_input(outcome.infno, outcome.input))
+    parsed = _outcome(lambda: protocol.parse_request_input(outcome))
+    assert parsed == _outcome(lambda: protocol.parse_input(outcome.infno, outcome.input))
     if input_says is None:
         assert isinstance(parsed, protocol.SettleInput)
     else:
