@@ -78,6 +78,16 @@ def test_canonical_distinguishes_what_msgpack_distinguishes() -> None:
     assert protocol.canonical_packb({_Key("b"): 1, _Key("a"): 2}) == b"\x82\xa1a\x02\xa1b\x01"
 
 
+class _Items(list):  # type: ignore[type-arg]
+    """A list subclass: an array like any other."""
+
+
+def test_maps_inside_any_array_or_map_are_ordered() -> None:
+    tree = _Items([{"b": 1, "a": OrderedDict(d=1, c=2)}, (msgpack.ExtType(1, b"x"),)])
+    expected = [{"a": {"c": 2, "d": 1}, "b": 1}, [msgpack.ExtType(1, b"x")]]  # an ext stays an ext
+    assert protocol.canonical_packb(tree) == msgpack.packb(expected, use_bin_type=True)
+
+
 def test_canonical_key_order_is_utf8_byte_order_across_planes() -> None:
     # U+E000..U+FFFF sort before U+10000 in UTF-8 (and by code point), after it in UTF-16.
     keys = ["\U00010000", "\uffff", "\ue000", "\u00e9", "z", "ab", "a", "B", ""]
