@@ -2,6 +2,10 @@
 
 Any bytes go in; a value comes out or `ProtocolError(code)` is raised, never anything else. What
 makes a decoded value plain (SPEC section 2) is judged by one walk, `first_fault`.
+
+A map that names a key twice is malformed (SPEC section 2), but where it lies decides the answer
+(the envelope's or the input's, answered later), so decoding keeps it, as a `RepeatedKeys` map,
+for the walk to name.
 """
 
 from __future__ import annotations
@@ -27,6 +31,41 @@ KEY_NOT_STR = "map key is not a string"
 INT_OUTSIDE_INT64 = "integer outside int64"
 
 
+class RepeatedKeys(dict):  # type: ignore[type-arg]
+    """A decoded map that named some key more than once: malformed wherever it lies.
+
+    As a dict it holds what msgpack-python would have made of it (each key once, the last value),
+    so that decoders read on to the step that refuses it. `pairs` are the pairs as sent;
+    `repeated` is the first key sent a second time.
+    """
+
+    __slots__ = ("pairs", "repeated")
+
+    def __init__(self, pairs: list[tuple[Any, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = tuple(pairs)
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                self.repeated = key
+                break
+            seen.add(key)
+
+
+def _map_of(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # The unpacker hands over each map's pairs; a dict of them with fewer keys had a repeat.
+    value = dict(pairs)
+    return value if len(value) == len(pairs) else RepeatedKeys(pairs)
+
+
+def repeated_key_fault(value: RepeatedKeys) -> str:
+    """The fault of a map with a repeated key, naming the key (cut short: it is the sender's text)."""
+    key = value.repeated
+    if len(key) > limits.ID_CHARS_MAX:
+        return f"repeated key {key[:limits.ID_CHARS_MAX]!r}..."
+    return f"repeated key {key!r}"
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"ext type {code} is not part of the contract")
 
@@ -34,7 +73,8 @@ def _no_ext(code: int, data: bytes) -> Any:
 def unpack(data: Any, code: ErrCode, what: str) -> Any:
     """Decode one msgpack value from `data`, refusing trailing bytes, ext types and non-str/bin keys.
 
-    The value is not yet judged plain: the caller asks `first_fault` (`unpack_strict` does).
+    The value is not yet judged plain: the caller asks `first_fault` (`unpack_strict` does). A
+    map that repeats a key comes back as a `RepeatedKeys` map.
 
     Args:
         data: the bytes to decode (anything else is refused with `code`).
@@ -50,6 +90,7 @@ def unpack(data: Any, code: ErrCode, what: str) -> Any:
             bytes(data),
             raw=False,
             strict_map_key=True,
+            object_pairs_hook=_map_of,
             use_list=True,
             ext_hook=_no_ext,
             max_str_len=limits.MSGPACK_LEN_MAX,
@@ -66,7 +107,7 @@ def unpack_strict(data: Any, code: ErrCode, what: str) -> Any:
     """`unpack`, then refuse a value that is not plain (any fault `first_fault` names).
 
     Returns:
-        A tree of None, bool, int (int64), float, str, bytes, list and dicts with str keys.
+        A tree of None, bool, int (int64), float, str, bytes, list and dicts with str keys, each once.
     Raises:
         ProtocolError(code): as `unpack`, or the value's first fault.
     """
@@ -81,8 +122,9 @@ def first_fault(value: Any, depth: int = 0, value_faults: bool = True) -> str | 
     """Why `value` is not a plain contract value: its first fault in iteration order, or None.
 
     Faults of shape are nesting deeper than NESTING_DEPTH_MAX, a map key that is not a str and a
-    type msgpack does not produce; faults of value are integers outside int64. The envelope answers
-    the shape of `input` but leaves its values to input validation (SPEC section 5), hence the flag.
+    type msgpack does not produce; faults of value are integers outside int64 and maps with a
+    repeated key (the map's own fault comes before its children's). The envelope answers the
+    shape of `input` but leaves its values to input validation (SPEC section 5), hence the flag.
 
     Args:
         value: a decoded tree, or any Python value (parse_input also takes maps built by callers).
@@ -138,7 +180,9 @@ def _key_fault(mapping: dict[Any, Any], depth: int, value_faults: bool) -> str |
 
 
 def _unusual_fault(value: Any, depth: int, value_faults: bool) -> str | None:
-    """`first_fault` of what decoding never produces: subclasses of the plain types, other types."""
+    """`first_fault` of what decoding rarely produces: repeated keys, subclasses, other types."""
+    if isinstance(value, RepeatedKeys):
+        return repeated_key_fault(value) if value_faults else first_fault(dict(value), depth, value_faults)
     if isinstance(value, (bool, str, bytes, float)):
         return None
     if isinstance(value, int):

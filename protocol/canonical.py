@@ -7,7 +7,14 @@ from typing import Any
 
 import msgpack
 
+from protocol._msgpack import RepeatedKeys
 
+
+# A map that repeats a key is refused at input validation, which SPEC section 5 puts after the
+# idempotency step; until then it is fingerprinted. It must never fingerprint as a well-formed map
+# (a retry repeating a key would be answered with the recorded answer), so it stands as an ext
+# value, which no decoded request can hold, over the canonical encoding of its pairs as sent.
+_REPEATED_KEYS_EXT = 1
 # Scalars msgpack encodes as they are: no copy, no recursion.
 _SCALAR_TYPES = frozenset({type(None), bool, int, float, str, bytes})
 _STR_ONLY = {str}
@@ -42,6 +49,9 @@ def _ordered(obj: Any) -> Any:
         return _ordered_items(obj)
     if kind in _SCALAR_TYPES:
         return obj
+    if kind is RepeatedKeys:
+        pairs = sorted(obj.pairs, key=lambda kv: kv[0].encode("utf-8"))  # stable: repeats stay in wire order
+        return msgpack.ExtType(_REPEATED_KEYS_EXT, canonical_packb([list(pair) for pair in pairs]))
     if isinstance(obj, dict):
         return _ordered_general(obj)
     return _ordered_items(list(obj)) if isinstance(obj, list) else obj

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import limits
 from protocol._fields import is_int, msgid_layout_ok
-from protocol._msgpack import first_fault, unpack, unpack_strict
+from protocol._msgpack import RepeatedKeys, first_fault, repeated_key_fault, unpack, unpack_strict
 from protocol._rules import ID, INTEGER, MAP, Field, Rule, Table, compile_reader, digits, one_of, text
 from protocol.canonical import canonical_packb
 from protocol.errors import ErrCode, ProtocolError
@@ -24,9 +24,9 @@ OPTER_TYPES = frozenset({"1", "2", "3"})
 class RequestEnvelope:
     """A request envelope whose shape is valid; `input` is the raw map, not yet validated.
 
-    `input_fault` is why `input` is not plain (an integer outside int64), found by the decoder's
-    walk of the whole body and answered by `parse_request_input` as MALFORMED_INPUT; None when it
-    is plain. It is not encoded.
+    `input_fault` is why `input` is not plain (an integer outside int64, a repeated key), found
+    by the decoder's walk of the whole body and answered by `parse_request_input` as
+    MALFORMED_INPUT; None when it is plain. It is not encoded.
     """
 
     infno: str
@@ -83,14 +83,16 @@ def _input_fault(value: Any) -> str | None:
     """Raise the envelope's own first fault, in the SPEC's order; return the one of `input`.
 
     Called only for a body whose walk found a fault. The tree's shape is the envelope's everywhere;
-    a fault of value (an integer outside int64) is the envelope's outside `input`, and inside it is
-    left to input validation, after authentication (SPEC section 5).
+    a fault of value (an integer outside int64, a repeated key) is the envelope's outside `input`,
+    and inside it is left to input validation, after authentication (SPEC sections 2 and 5).
     """
     fault = first_fault(value, 0, value_faults=False)
     if fault is not None:
         raise _bad("envelope", fault)
     if not isinstance(value, dict):
         raise _bad("envelope", "not a map")
+    if isinstance(value, RepeatedKeys):
+        raise _bad("envelope", repeated_key_fault(value))
     for key, item in value.items():
         fault = None if key == "input" else first_fault(item, 1)
         if fault is not None:

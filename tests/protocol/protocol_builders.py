@@ -184,11 +184,16 @@ def _container_head(count: int, fix_marker: int, marker16: int, rng: random.Rand
                                bytes([marker16 + 1]) + struct.pack(">I", count)])
 
 
+class Pairs(list):  # type: ignore[type-arg]
+    """A map written as its (key, value) pairs, in order, so that a key may be sent twice."""
+
+
 def loose_packb(value: Any, rng: random.Random) -> bytes:
     """msgpack of `value` with a random (valid, often wider than needed) encoding of every item.
 
     Ints, strings, bins, arrays and maps take any of their encodings, floats float32 when that holds
-    them exactly: what a terminal's msgpack library may send for the same value.
+    them exactly: what a terminal's msgpack library may send for the same value. A `Pairs` is
+    written as a map of exactly its pairs.
     """
     if value is None:
         return b"\xc0"
@@ -207,8 +212,9 @@ def loose_packb(value: Any, rng: random.Random) -> bytes:
         return _sized(value.encode("utf-8"), 0xA0, 31, (0xD9, 0xDA, 0xDB), rng)
     if isinstance(value, bytes):
         return _sized(value, None, 0, (0xC4, 0xC5, 0xC6), rng)
-    if isinstance(value, (list, tuple)):
-        return _container_head(len(value), 0x90, 0xDC, rng) + b"".join(loose_packb(item, rng) for item in value)
-    assert isinstance(value, dict)
-    pairs = [loose_packb(key, rng) + loose_packb(item, rng) for key, item in value.items()]
-    return _container_head(len(pairs), 0x80, 0xDE, rng) + b"".join(pairs)
+    if isinstance(value, (Pairs, dict)):
+        items = value if isinstance(value, Pairs) else value.items()
+        pairs = [loose_packb(key, rng) + loose_packb(item, rng) for key, item in items]
+        return _container_head(len(pairs), 0x80, 0xDE, rng) + b"".join(pairs)
+    assert isinstance(value, (list, tuple)), value
+    return _container_head(len(value), 0x90, 0xDC, rng) + b"".join(loose_packb(item, rng) for item in value)

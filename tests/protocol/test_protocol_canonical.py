@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import random
 from collections import OrderedDict
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol
+from protocol_builders import Pairs, envelope_dict, loose_packb, valid_input
 
 INT64_MIN = -(2**63)
 
@@ -105,11 +107,22 @@ def test_fingerprint_is_sha256_of_the_spec_canonical_pair() -> None:
     assert protocol.fingerprint("2102", input_) == hashlib.sha256(spec_canonical(["2102", input_])).digest()
 
 
-def test_duplicate_wire_keys_fingerprint_the_decoded_map() -> None:
-    # {"b": 1, "a": 2, "b": 3} decodes to {"b": 3, "a": 2}: the fingerprint is of that map, sorted.
-    body = b"\x83\xa1b\x01\xa1a\x02\xa1b\x03"
-    decoded = msgpack.unpackb(body, raw=False)
-    assert protocol.canonical_packb(decoded) == b"\x82\xa1a\x02\xa1b\x03" == spec_canonical(decoded)
+def _decoded(pairs: list[tuple[str, Any]]) -> Any:
+    return protocol.decode_request_envelope(loose_packb(envelope_dict(input_=Pairs(pairs)), random.Random(0))).input
+
+
+def test_an_input_that_repeats_a_key_never_fingerprints_as_a_well_formed_one() -> None:
+    # Refused at input validation, after the idempotency step (SPEC section 5): until then a retry
+    # that repeats a key must not match the recorded request, whichever copy a reader keeps.
+    valid = valid_input("2103")
+    last_wins = _decoded([("psn_no", "OTHER"), *valid.items()])
+    first_wins = _decoded([*valid.items(), ("psn_no", "OTHER")])
+    prints = {protocol.fingerprint("2103", value) for value in (valid, {**valid, "psn_no": "OTHER"}, last_wins,
+                                                                first_wins)}
+    assert len(prints) == 4
+    # Still a function of what was sent: the same pairs in another key order are the same request.
+    reordered = _decoded([("psn_no", "OTHER"), *reversed(list(valid.items()))])
+    assert protocol.fingerprint("2103", reordered) == protocol.fingerprint("2103", last_wins)
 
 
 def test_response_fields_encode_as_the_spec_canonical_envelope() -> None:

@@ -14,7 +14,10 @@ from test_protocol_canonical import spec_canonical
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol_builders import INSTITUTION_CODE, MSGID, NOW_MS, VALID_INPUTS, envelope_dict, loose_packb, packed, valid_input
+from protocol_builders import (
+    INSTITUTION_CODE, MSGID, NOW_MS, VALID_INPUTS, Pairs, bill_line, envelope_dict, loose_packb, packed, settle_input,
+    valid_input,
+)
 
 MISSING = object()
 
@@ -160,6 +163,54 @@ def test_where_a_fault_of_the_tree_is_answered(env: dict[str, Any], envelope_say
         assert isinstance(parsed, protocol.SettleInput)
     else:
         assert parsed == (ErrCode.MALFORMED_INPUT, input_says)
+
+
+def repeating(mapping: dict[str, Any], key: str, decoy: Any = "decoy") -> Pairs:
+    """`mapping` with `key` sent twice: a decoy first, its own value last (the copy msgpack-python keeps)."""
+    return Pairs([(key, decoy), *mapping.items()])
+
+
+def _with_line_repeating(key: str) -> dict[str, Any]:
+    raw = settle_input([bill_line(0), bill_line(1)])
+    raw["items"][1] = repeating(raw["items"][1], key, 7)
+    return raw
+
+
+LONG_KEY = "k" * 100
+REPEATED_KEYS = [
+    ("envelope key", repeating(envelope_dict(), "infno", "9001"), "envelope: repeated key 'infno'", None),
+    ("envelope input key", repeating(envelope_dict(), "input", {}), "envelope: repeated key 'input'", None),
+    ("outer map", envelope_dict(extra=[repeating({"a": 1}, "a")]), "extra: repeated key 'a'", None),
+    ("input key", envelope_dict(input_=repeating(valid_input("2102"), "items", [])), None,
+     "input: repeated key 'items'"),
+    ("bill line key", envelope_dict(input_=_with_line_repeating("cnt")), None, "input: repeated key 'cnt'"),
+    ("deep in input", envelope_dict(input_={**valid_input("2102"), "x": [[{"y": repeating({"z": 1}, "z")}]]}), None,
+     "input: repeated key 'z'"),
+    ("long key cut short", envelope_dict(input_=repeating({**valid_input("2102"), LONG_KEY: 1}, LONG_KEY)), None,
+     f"input: repeated key {'k' * 64!r}..."),
+    # SPEC section 5's order: the envelope's own rules come before anything inside input.
+    ("input repeat, bad opter_type", envelope_dict(opter_type="9", input_=repeating(valid_input("2102"), "items")),
+     "opter_type: not '1', '2' or '3'", None),
+    ("input repeat, outer int64", envelope_dict(extra=2**64 - 1, input_=repeating(valid_input("2102"), "items")),
+     "extra: integer outside int64", None),
+    ("outer repeat, input int64", envelope_dict(extra=repeating({"a": 1}, "a"), input_={"x": 2**64 - 1}),
+     "extra: repeated key 'a'", None),
+]
+
+
+@pytest.mark.parametrize(("env", "envelope_says", "input_says"), [case[1:] for case in REPEATED_KEYS],
+                         ids=[case[0] for case in REPEATED_KEYS])
+def test_repeated_keys_are_malformed_where_they_lie(env: Any, envelope_says: str | None, input_says: str | None) -> None:
+    # SPEC section 2: MALFORMED_ENVELOPE in the envelope, MALFORMED_INPUT inside `input`, in every
+    # encoding, whichever copy a decoder would keep.
+    for seed in range(4):
+        outcome = _outcome(lambda: protocol.decode_request_envelope(loose_packb(env, random.Random(seed))))
+        if envelope_says is not None:
+            assert outcome == (ErrCode.MALFORMED_ENVELOPE, envelope_says)
+            continue
+        assert _outcome(lambda: protocol.parse_request_input(outcome)) == (ErrCode.MALFORMED_INPUT, input_says)
+        assert _outcome(lambda: protocol.parse_input(outcome.infno, outcome.input)) == (
+            ErrCode.MALFORMED_INPUT, input_says)
 
 
 def _shuffled(tree: Any, rng: random.Random) -> Any:

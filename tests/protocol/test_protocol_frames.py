@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as std_hmac
+import random
 from typing import Any
 
 import msgpack
@@ -11,7 +12,7 @@ import pytest
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol_builders import GATEWAY_KEY, TERMINAL_KEY, seeded
+from protocol_builders import GATEWAY_KEY, TERMINAL_KEY, Pairs, loose_packb, seeded
 
 BODY = protocol.canonical_packb({"infno": "9002"})
 SIG = bytes(range(64))
@@ -82,6 +83,15 @@ def test_frame_faults_answer_in_the_spec_order(value: Any, message: str) -> None
     with pytest.raises(ProtocolError) as caught:
         protocol.decode_frame(msgpack.packb(value, use_bin_type=True))
     assert (caught.value.code, caught.value.msg) == (ErrCode.MALFORMED_FRAME, message)
+
+
+def test_a_frame_has_no_keys_of_its_own_and_a_map_in_it_is_malformed() -> None:
+    # A Frame is an array: a map (with a repeated key or not) is never a valid field.
+    for value in (Pairs([("a", 1), ("a", 2)]), [1, "mac", "S1", Pairs([("k", 1), ("k", 1)]), MAC]):
+        with pytest.raises(ProtocolError) as caught:
+            protocol.decode_frame(loose_packb(value, random.Random(0)))
+        assert caught.value.code is ErrCode.MALFORMED_FRAME
+        assert caught.value.msg in ("frame: repeated key 'a'", "frame: repeated key 'k'")
 
 
 def test_frame_with_an_ext_anywhere_is_malformed() -> None:

@@ -207,3 +207,42 @@ def test_replays_of_reordered_and_reencoded_requests_are_the_first_answer(tmp_pa
     flipped = copy.deepcopy(input_)
     flipped["items"][0]["cnt"] = True        # a bool is not the int 1: another request
     assert _answer(stream.send(term, "2102", mid, flipped, rng)).err_code == "MSGID_REUSED"
+
+
+def _map_of_packed(pairs: list[tuple[str, bytes]]) -> bytes:
+    """A msgpack map of already packed values, in the order given, so that a key may come twice."""
+    return b"\xdf" + struct.pack(">I", len(pairs)) + b"".join(msgpack.packb(key) + value for key, value in pairs)
+
+
+def _send_repeating(stream: Stream, term: TerminalSession, infno: str, mid: str, input_: dict[str, Any],
+                    key: str, decoy: Any, in_envelope: bool = False) -> Any:
+    """`input_` sent with `key` twice: the decoy first, the right value last (msgpack-python's pick)."""
+    env = {"infno": infno, "msgid": mid, "fixmedins_code": term.fixmedins_code, "mdtrtarea_admvs": ADMDVS,
+           "dev_no": term.dev_no, "opter": term.opter, "opter_type": "1", "sign_no": term.sign_no,
+           "inf_time": stream.now_ms}
+    packed = {name: msgpack.packb(value, use_bin_type=True) for name, value in input_.items()}
+    input_bytes = _map_of_packed([(key, msgpack.packb(decoy, use_bin_type=True))] * (not in_envelope)
+                                 + list(packed.items()))
+    outer = [(name, msgpack.packb(value, use_bin_type=True)) for name, value in env.items()]
+    body = _map_of_packed([(key, msgpack.packb(decoy))] * in_envelope + outer + [("input", input_bytes)])
+    frame = encode_frame(Frame(1, AUTH_MAC, term.sign_no, body, mac(term.session_key, REQ_DOMAIN, body)))
+    return stream.world.core.handle_tx(frame, stream.now_ms)
+
+
+def test_a_repeated_key_is_malformed_and_never_replays_a_recorded_answer(tmp_path: pathlib.Path) -> None:
+    stream = Stream(tmp_path)
+    term = stream.terms["T1"]
+    mid = stream.msgid(term)
+    items = [line("L1", 2500)]
+    input_ = {**stream.world.card_fields(term, mid, "2102", 2500, card("PSN1")), "medfee_sumamt": 2500, "items": items}
+    fresh = _send_repeating(stream, term, "2102", mid, input_, "medfee_sumamt", 1)
+    assert (fresh.http_status, _answer(fresh).err_code, fresh.record) == (200, "MALFORMED_INPUT", None)
+    assert _answer(fresh).err_msg == "input: repeated key 'medfee_sumamt'"
+    first = stream.send(term, "2102", mid, input_, random.Random(3))
+    assert _answer(first).infcode == 0
+    # The same msgid again, the recorded input as the last copy: not the recorded request.
+    again = _send_repeating(stream, term, "2102", mid, input_, "medfee_sumamt", 1)
+    assert (_answer(again).err_code, again.record) == ("MSGID_REUSED", None)
+    envelope = _send_repeating(stream, term, "2102", stream.msgid(term), input_, "opter", "OTHER", in_envelope=True)
+    assert (envelope.http_status, _answer(envelope).err_code) == (400, "MALFORMED_ENVELOPE")
+    assert _answer(envelope).err_msg == "envelope: repeated key 'opter'"
