@@ -31,7 +31,7 @@ KEY_NOT_STR = "map key is not a string"
 INT_OUTSIDE_INT64 = "integer outside int64"
 
 
-class RepeatedKeys(dict):  # type: ignore[type-arg]
+class RepeatedKeys(dict[Any, Any]):
     """A decoded map that named some key more than once: malformed wherever it lies.
 
     As a dict it holds what msgpack-python would have made of it (each key once, the last value),

@@ -112,9 +112,12 @@ def compile_reader(table: Table) -> Callable[[Any, str], Any]:
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {"ProtocolError": ProtocolError, "code": table.code, "make": table.make,
                                  "ABSENT": _ABSENT}
-    for field in table.fields:
-        for rule in field.rules:
-            namespace.update(rule.uses)
+    # A rule's names must not hide the reader's own, a field (a local) or another rule's.
+    reserved = {*namespace, *names}
+    for rule in (rule for field in table.fields for rule in field.rules):
+        for name, value in rule.uses.items():
+            assert name not in reserved and namespace.get(name, value) is value, (table.name, name)
+            namespace[name] = value
     filename = f"<reader of {table.name}>"
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - text written here, from the table
     # Tracebacks through a reader then show its lines.

@@ -184,7 +184,7 @@ def _container_head(count: int, fix_marker: int, marker16: int, rng: random.Rand
                                bytes([marker16 + 1]) + struct.pack(">I", count)])
 
 
-class Pairs(list):  # type: ignore[type-arg]
+class Pairs(list[tuple[Any, Any]]):
     """A map written as its (key, value) pairs, in order, so that a key may be sent twice."""
 
 

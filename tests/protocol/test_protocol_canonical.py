@@ -80,7 +80,7 @@ def test_canonical_distinguishes_what_msgpack_distinguishes() -> None:
     assert protocol.canonical_packb({_Key("b"): 1, _Key("a"): 2}) == b"\x82\xa1a\x02\xa1b\x01"
 
 
-class _Items(list):  # type: ignore[type-arg]
+class _Items(list[Any]):
     """A list subclass: an array like any other."""
 
 
