@@ -32,8 +32,8 @@ from gateway.core.handlers import HANDLERS, Request
 from gateway.core.idempotency import IdemEntry, IdempotencyStore, pack_response
 from gateway.sealer import KeyRing, Sealer
 from protocol import (
-    RESP_DOMAIN, ResponseEnvelope, TerminalSession, card_key, decode_frame, decode_request_envelope_proving_input,
-    encode_response_envelope, fingerprint, msgid, parse_input, public_raw, sign,
+    RESP_DOMAIN, ResponseEnvelope, TerminalSession, card_key, decode_frame, decode_request_envelope,
+    encode_response_envelope, fingerprint, msgid, parse_request_input, public_raw, sign,
 )
 
 INSTITUTION = "P51018200001"
@@ -121,9 +121,9 @@ def bench_decide(count: int) -> float:
 def _requests(core: Core, frames: list[bytes], now_ms: int) -> list[Request]:
     session = next(iter(core.sessions._by_sign_no.values()))
     institution = core.state.overlay.institutions[INSTITUTION]
-    decoded = [decode_request_envelope_proving_input(decode_frame(frame).body) for frame in frames]
-    return [Request(env, institution, session, parse_input(env.infno, env.input, input_proven_plain=plain),
-                    fingerprint(env.infno, env.input), now_ms) for env, plain in decoded]
+    decoded = [decode_request_envelope(decode_frame(frame).body) for frame in frames]
+    return [Request(env, institution, session, parse_request_input(env), fingerprint(env.infno, env.input), now_ms)
+            for env in decoded]
 
 
 def bench_apply(count: int) -> float:
@@ -148,8 +148,8 @@ def bench_decode(count: int) -> float:
     _, frames, _ = build(count)
 
     def run(n: int) -> None:
-        env, input_plain = decode_request_envelope_proving_input(decode_frame(frames[n]).body)
-        parse_input(env.infno, env.input, input_proven_plain=input_plain)
+        env = decode_request_envelope(decode_frame(frames[n]).body)
+        parse_request_input(env)
         fingerprint(env.infno, env.input)
     return _median_us(run, count)
 

@@ -19,7 +19,6 @@ from protocol.envelope import (
     ResponseEnvelope,
     check_fresh,
     decode_request_envelope,
-    decode_request_envelope_proving_input,
     decode_response_envelope,
     encode_request_envelope,
     encode_response_envelope,
@@ -61,6 +60,7 @@ from protocol.inputs import (
     UnacceptedCredential,
     VoucherCredential,
     parse_input,
+    parse_request_input,
 )
 from protocol.session import session_key, x25519_public_raw, x25519_public_usable
 from protocol.terminal import SHANGHAI, TerminalSession, msgid, verify_answer
@@ -101,7 +101,6 @@ __all__ = [
     "check_fresh",
     "decode_frame",
     "decode_request_envelope",
-    "decode_request_envelope_proving_input",
     "decode_response_envelope",
     "encode_frame",
     "encode_request_envelope",
@@ -114,6 +113,7 @@ __all__ = [
     "mint_voucher",
     "msgid",
     "parse_input",
+    "parse_request_input",
     "public_raw",
     "seal_response",
     "session_key",

@@ -18,11 +18,6 @@ def is_int(value: object) -> bool:
     return type(value) is int
 
 
-def is_id(value: object) -> bool:
-    """True for a str of 1..ID_CHARS_MAX chars."""
-    return isinstance(value, str) and 1 <= len(value) <= limits.ID_CHARS_MAX
-
-
 def is_real_datetime(digits14: str) -> bool:
     """True when `digits14` is yyyyMMddHHmmss naming a real calendar date-time."""
     if not is_digits(digits14, limits.MSGID_TIME_DIGITS):

@@ -1,10 +1,16 @@
 """Strict, bounded msgpack decoding shared by every decoder in this package.
 
-Any bytes go in; a plain value comes out or `ProtocolError(code)` is raised, never anything else.
+Any bytes go in; a value comes out or `ProtocolError(code)` is raised, never anything else. What
+makes a decoded value plain (SPEC section 2) is judged by one walk, `first_fault`.
+
+A map that names a key twice is malformed (SPEC section 2), but where it lies decides the answer
+(the envelope's or the input's, answered later), so decoding keeps it, as a `RepeatedKeys` map,
+for the walk to name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -16,46 +22,75 @@ from protocol.errors import ErrCode, ProtocolError
 # BufferFull are ValueError subclasses, RecursionError and MemoryError are listed for safety.
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, MemoryError, UnicodeDecodeError)
 
+# The scalar types msgpack-python produces that are plain whatever their value.
+_PLAIN_LEAF_TYPES = frozenset({type(None), bool, str, bytes, float})
+_INT64_MIN, _INT64_MAX = limits.INT64_MIN, limits.INT64_MAX
+
+TOO_DEEP = "nested too deeply"
+KEY_NOT_STR = "map key is not a string"
+INT_OUTSIDE_INT64 = "integer outside int64"
+
+
+class RepeatedKeys(dict[Any, Any]):
+    """A decoded map that named some key more than once: malformed wherever it lies.
+
+    As a dict it holds what msgpack-python would have made of it (each key once, the last value),
+    so that decoders read on to the step that refuses it. `pairs` are the pairs as sent;
+    `repeated` is the first key sent a second time.
+    """
+
+    __slots__ = ("pairs", "repeated")
+
+    def __init__(self, pairs: list[tuple[Any, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = tuple(pairs)
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                self.repeated = key
+                break
+            seen.add(key)
+
+
+def _map_of(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # The unpacker hands over each map's pairs; a dict of them with fewer keys had a repeat.
+    value = dict(pairs)
+    return value if len(value) == len(pairs) else RepeatedKeys(pairs)
+
+
+def repeated_key_fault(value: RepeatedKeys) -> str:
+    """The fault of a map with a repeated key, naming the key (cut short: it is the sender's text)."""
+    key = value.repeated
+    if len(key) > limits.ID_CHARS_MAX:
+        return f"repeated key {key[:limits.ID_CHARS_MAX]!r}..."
+    return f"repeated key {key!r}"
+
 
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"ext type {code} is not part of the contract")
 
 
-def unpack_strict(data: Any, code: ErrCode, what: str, int64_only: bool = True) -> Any:
-    """Decode one msgpack value from `data`, refusing trailing bytes, ext types and non-str keys.
+def unpack(data: Any, code: ErrCode, what: str) -> Any:
+    """Decode one msgpack value from `data`, refusing trailing bytes, ext types and non-str/bin keys.
+
+    The value is not yet judged plain: the caller asks `first_fault` (`unpack_strict` does). A
+    map that repeats a key comes back as a `RepeatedKeys` map.
 
     Args:
         data: the bytes to decode (anything else is refused with `code`).
         code: the ErrCode to raise on any failure.
         what: names the thing being decoded in the error message.
-        int64_only: refuse integers outside int64 anywhere (False leaves that to the caller,
-            which the request envelope needs: such an integer in `input` is MALFORMED_INPUT).
-    Returns:
-        A tree of None, bool, int (int64), float, str, bytes, list and dicts with str keys.
     Raises:
-        ProtocolError(code): undecodable, trailing bytes, ext/timestamp, int outside int64,
-            a map key that is not a str, or nesting deeper than NESTING_DEPTH_MAX.
-    """
-    value = unpack_unchecked(data, code, what)
-    reason = plain_violation(value, 0, int64_only)
-    if reason is not None:
-        raise ProtocolError(code, f"{what}: {reason}")
-    return value
-
-
-def unpack_unchecked(data: Any, code: ErrCode, what: str) -> Any:
-    """`unpack_strict` without the plainness walk: the caller owes `plain_violation` (or `is_plain`).
-
-    For decoders that can prove plainness more cheaply on the shapes they expect, and fall back to
-    `plain_violation` (same reasons, same order) otherwise.
+        ProtocolError(code): not bytes, undecodable, trailing bytes, an ext or timestamp.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(code, f"{what}: not bytes")
     try:
-        value = msgpack.unpackb(
+        return msgpack.unpackb(
             bytes(data),
             raw=False,
             strict_map_key=True,
+            object_pairs_hook=_map_of,
             use_list=True,
             ext_hook=_no_ext,
             max_str_len=limits.MSGPACK_LEN_MAX,
@@ -66,102 +101,94 @@ def unpack_unchecked(data: Any, code: ErrCode, what: str) -> Any:
         )
     except _DECODE_ERRORS as exc:
         raise ProtocolError(code, f"{what}: not decodable msgpack ({type(exc).__name__})") from None
+
+
+def unpack_strict(data: Any, code: ErrCode, what: str) -> Any:
+    """`unpack`, then refuse a value that is not plain (any fault `first_fault` names).
+
+    Returns:
+        A tree of None, bool, int (int64), float, str, bytes, list and dicts with str keys, each once.
+    Raises:
+        ProtocolError(code): as `unpack`, or the value's first fault.
+    """
+    value = unpack(data, code, what)
+    fault = first_fault(value)
+    if fault is not None:
+        raise ProtocolError(code, f"{what}: {fault}")
     return value
 
 
-def plain_violation(value: Any, depth: int, int64_only: bool = True) -> str | None:
-    """Return why `value` is not a plain contract value, or None when it is.
+def first_fault(value: Any, depth: int = 0, value_faults: bool = True) -> str | None:
+    """Why `value` is not a plain contract value: its first fault in iteration order, or None.
+
+    Faults of shape are nesting deeper than NESTING_DEPTH_MAX, a map key that is not a str and a
+    type msgpack does not produce; faults of value are integers outside int64 and maps with a
+    repeated key (the map's own fault comes before its children's). The envelope answers the
+    shape of `input` but leaves its values to input validation (SPEC section 5), hence the flag.
 
     Args:
-        value: the tree to check.
-        depth: the nesting depth of `value` itself (0 for a whole decoded document).
-        int64_only: also refuse integers outside int64.
+        value: a decoded tree, or any Python value (parse_input also takes maps built by callers).
+        depth: the nesting depth of `value` itself (0 for a whole document).
+        value_faults: False reports faults of shape only.
     Returns:
-        None for a plain tree, else the reason for the first violation in iteration order.
-    """
-    # Almost every tree is plain, so a cheap yes/no pass answers first; only a refused tree pays
-    # for the ordered walk that names its first violation (the reason ends up in err_msg).
-    if _is_plain(value, depth, int64_only):
-        return None
-    return _first_violation(value, depth, int64_only)
-
-
-# The scalar types msgpack-python produces that are plain whatever their value.
-_PLAIN_LEAF_TYPES = frozenset({type(None), bool, str, bytes, float})
-
-
-def is_plain(value: Any, depth: int = 0) -> bool:
-    """A fast yes for plain trees with int64 integers: True means `plain_violation(value, depth)` is None.
-
-    False proves nothing (ask `plain_violation` for the reason, if any).
-    """
-    return _is_plain(value, depth, True)
-
-
-def _is_plain(value: Any, depth: int, int64_only: bool) -> bool:
-    """True only when `_first_violation` would answer None; may answer False for a plain tree.
-
-    It compares exact types (what msgpack produces) and inlines the scalar checks of a
-    container's children, so a bill of a few hundred values costs one call per map or array
-    instead of one per value. A subclass of a builtin answers False: the ordered walk decides.
+        None for a plain tree, else the reason for its first fault.
     """
     if depth > limits.NESTING_DEPTH_MAX:
-        return False
+        return TOO_DEEP
     kind = type(value)
     if kind is dict:
         for key in value:
             if type(key) is not str:
-                return False
-        children: Any = value.values()
+                return _key_fault(value, depth, value_faults)
+        children: Iterable[Any] = value.values()
     elif kind is list:
         children = value
     elif kind is int:
-        return not int64_only or limits.INT64_MIN <= value <= limits.INT64_MAX
+        return _int_fault(value) if value_faults else None
+    elif kind in _PLAIN_LEAF_TYPES:
+        return None
     else:
-        return kind in _PLAIN_LEAF_TYPES
-    if not children:
-        return True
+        return _unusual_fault(value, depth, value_faults)
     if depth >= limits.NESTING_DEPTH_MAX:
-        return False  # its children would be nested too deeply
-    child_depth = depth + 1
+        return TOO_DEEP if value else None  # its first child would be nested too deeply
+    # A scalar child is judged here, in line (its exact type is all it takes), rather than by a call
+    # per child: a bill of a few hundred values then costs one call per map or array.
     for item in children:
         kind = type(item)
         if kind in _PLAIN_LEAF_TYPES:
             continue
         if kind is int:
-            if int64_only and not limits.INT64_MIN <= item <= limits.INT64_MAX:
-                return False
+            if value_faults and not _INT64_MIN <= item <= _INT64_MAX:
+                return INT_OUTSIDE_INT64
             continue
-        if not _is_plain(item, child_depth, int64_only):
-            return False
-    return True
+        fault = first_fault(item, depth + 1, value_faults)
+        if fault is not None:
+            return fault
+    return None
 
 
-def _first_violation(value: Any, depth: int, int64_only: bool) -> str | None:
-    """The reason for the first violation in iteration order, or None (the reference walk).
+def _int_fault(value: int) -> str | None:
+    return None if _INT64_MIN <= value <= _INT64_MAX else INT_OUTSIDE_INT64
 
-    Iterative over siblings, recursive over depth, which NESTING_DEPTH_MAX bounds.
-    """
-    if depth > limits.NESTING_DEPTH_MAX:
-        return "nested too deeply"
-    if value is None or isinstance(value, (bool, str, bytes, float)):
+
+def _key_fault(mapping: dict[Any, Any], depth: int, value_faults: bool) -> str | None:
+    """`first_fault` of a map with a key that is not exactly a str: values before a bad key come first."""
+    for index, key in enumerate(mapping):
+        if not isinstance(key, str):
+            return first_fault(list(mapping.values())[:index], depth, value_faults) or KEY_NOT_STR
+    return first_fault(list(mapping.values()), depth, value_faults)
+
+
+def _unusual_fault(value: Any, depth: int, value_faults: bool) -> str | None:
+    """`first_fault` of what decoding rarely produces: repeated keys, subclasses, other types."""
+    if isinstance(value, RepeatedKeys):
+        return repeated_key_fault(value) if value_faults else first_fault(dict(value), depth, value_faults)
+    if isinstance(value, (bool, str, bytes, float)):
         return None
     if isinstance(value, int):
-        if int64_only and not limits.INT64_MIN <= value <= limits.INT64_MAX:
-            return "integer outside int64"
-        return None
+        return _int_fault(value) if value_faults else None
     if isinstance(value, list):
-        for item in value:
-            reason = _first_violation(item, depth + 1, int64_only)
-            if reason is not None:
-                return reason
-        return None
+        return first_fault(list(value), depth, value_faults)
     if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return "map key is not a string"
-            reason = _first_violation(item, depth + 1, int64_only)
-            if reason is not None:
-                return reason
-        return None
+        return first_fault(dict(value), depth, value_faults)
     return f"{type(value).__name__} is not part of the contract"

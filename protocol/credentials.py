@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from protocol import limits
 from protocol._fields import is_int
-from protocol._msgpack import unpack_strict
+from protocol._msgpack import RepeatedKeys, first_fault, repeated_key_fault, unpack, unpack_strict
 from protocol.canonical import canonical_packb
 from protocol.errors import ErrCode, ProtocolError
 from protocol.frames import verify_sig
@@ -86,9 +86,14 @@ def _unwrap(token: object) -> tuple[str, bytes, bytes]:
 
 def _claims(body: bytes) -> VoucherClaims:
     try:
-        value = unpack_strict(body, ErrCode.VOUCHER_INVALID, "input.mdtrt_cert_no")
+        value = unpack(body, ErrCode.VOUCHER_INVALID, "input.mdtrt_cert_no")
     except ProtocolError:
         raise _invalid("body is not msgpack") from None
+    # A body that repeats a claim could be read two ways (first or last wins): it is no voucher.
+    if isinstance(value, RepeatedKeys):
+        raise _invalid(f"body: {repeated_key_fault(value)}")
+    if first_fault(value) is not None:
+        raise _invalid("body is not msgpack")
     if not isinstance(value, dict):
         raise _invalid("body is not a map")
     fields: dict[str, Any] = {}

@@ -9,8 +9,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import limits
-from protocol._fields import is_digits, is_id, is_int, msgid_layout_ok
-from protocol._msgpack import is_plain, plain_violation, unpack_strict, unpack_unchecked
+from protocol._fields import is_int, msgid_layout_ok
+from protocol._msgpack import RepeatedKeys, first_fault, repeated_key_fault, unpack, unpack_strict
+from protocol._rules import ID, INTEGER, MAP, Field, Rule, Table, compile_reader, digits, one_of, text
 from protocol.canonical import canonical_packb
 from protocol.errors import ErrCode, ProtocolError
 from protocol.frames import AUTH_SIG, RESP_DOMAIN, Frame, encode_frame, gateway_kid, public_raw, sign
@@ -21,7 +22,12 @@ OPTER_TYPES = frozenset({"1", "2", "3"})
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestEnvelope:
-    """A request envelope whose shape is valid; `input` is the raw map, not yet validated."""
+    """A request envelope whose shape is valid; `input` is the raw map, not yet validated.
+
+    `input_fault` is why `input` is not plain (an integer outside int64, a repeated key), found
+    by the decoder's walk of the whole body and answered by `parse_request_input` as
+    MALFORMED_INPUT; None when it is plain. It is not encoded.
+    """
 
     infno: str
     msgid: str
@@ -33,6 +39,7 @@ class RequestEnvelope:
     sign_no: str | None
     inf_time: int
     input: dict[str, Any]
+    input_fault: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,101 +56,72 @@ class ResponseEnvelope:
     warnings: tuple[str, ...] = ()
 
 
+# Envelope fields in the order SPEC section 5 checks them. A nil value is judged by the rules, so
+# only an absent key is "missing"; sign_no may be absent or nil on sign-in only.
+_MSGID = Rule(f"msgid_layout_ok(v) and v[:{limits.INSTITUTION_CODE_CHARS}] == fixmedins_code",
+              "not fixmedins_code + a real yyyyMMddHHmmss + 4 digits", uses={"msgid_layout_ok": msgid_layout_ok})
+_ENVELOPE = compile_reader(Table(
+    name="envelope", code=ErrCode.MALFORMED_ENVELOPE, message="{name}: {why}", nil_is_missing=False, fields=(
+        Field("infno", (text(1, limits.INFNO_CHARS_MAX, "not a short string"),)),
+        Field("fixmedins_code", (text(limits.INSTITUTION_CODE_CHARS, limits.INSTITUTION_CODE_CHARS),)),
+        Field("msgid", (_MSGID,)),
+        Field("mdtrtarea_admvs", (digits(limits.ADMDVS_DIGITS),)),
+        Field("opter_type", (one_of(OPTER_TYPES, "not '1', '2' or '3'"),)),
+        Field("inf_time", (INTEGER,)),
+        Field("input", (MAP,)),
+        Field("dev_no", (ID,)),
+        Field("opter", (ID,)),
+        Field("sign_no", (ID,), optional=f"infno == {SIGN_IN_INFNO!r}"),
+    )))
+
+
 def _bad(field: str, why: str) -> ProtocolError:
     return ProtocolError(ErrCode.MALFORMED_ENVELOPE, f"{field}: {why}")
 
 
-def _require(body: dict[str, Any], field: str) -> Any:
-    if field not in body:
-        raise _bad(field, "missing")
-    return body[field]
+def _input_fault(value: Any) -> str | None:
+    """Raise the envelope's own first fault, in the SPEC's order; return the one of `input`.
 
-
-def _id_field(body: dict[str, Any], field: str) -> str:
-    value = _require(body, field)
-    if not is_id(value):
-        raise _bad(field, f"not a string of 1..{limits.ID_CHARS_MAX} chars")
-    return value
-
-
-def _check_outer_ints(body: dict[str, Any]) -> None:
-    # Integers outside int64 are MALFORMED_ENVELOPE everywhere but inside `input`, where
-    # parse_input answers MALFORMED_INPUT for them (SPEC section 5).
-    # A str is always plain, and most fields are one: only the others are walked.
-    for key, value in body.items():
-        if key != "input" and type(value) is not str and plain_violation(value, 1) is not None:
-            raise _bad(key, "integer outside int64")
-
-
-def _sign_no(body: dict[str, Any], infno: str) -> str | None:
-    if infno == SIGN_IN_INFNO and body.get("sign_no") is None:
-        return None
-    return _id_field(body, "sign_no")
+    Called only for a body whose walk found a fault. The tree's shape is the envelope's everywhere;
+    a fault of value (an integer outside int64, a repeated key) is the envelope's outside `input`,
+    and inside it is left to input validation, after authentication (SPEC sections 2 and 5).
+    """
+    fault = first_fault(value, 0, value_faults=False)
+    if fault is not None:
+        raise _bad("envelope", fault)
+    if not isinstance(value, dict):
+        raise _bad("envelope", "not a map")
+    if isinstance(value, RepeatedKeys):
+        raise _bad("envelope", repeated_key_fault(value))
+    for key, item in value.items():
+        fault = None if key == "input" else first_fault(item, 1)
+        if fault is not None:
+            raise _bad(key, fault)
+    # At depth 0, as parse_input walks it: the same fault it would find.
+    return first_fault(value.get("input"))
 
 
 def decode_request_envelope(body: bytes) -> RequestEnvelope:
     """Decode a request envelope and check its shape (types, lengths, msgid layout and date).
 
-    Whether infno is known, the institution registered and the session right is decided later.
-    Unknown extra keys are ignored.
+    Whether infno is known, the institution registered and the session right is decided later;
+    so is `input`, whose fault of value, if any, the envelope carries (`input_fault`). Unknown
+    extra keys are ignored.
 
     Raises:
-        ProtocolError(MALFORMED_ENVELOPE): not a msgpack map, or a field missing or mistyped.
+        ProtocolError(MALFORMED_ENVELOPE): not a msgpack map, a fault of the tree outside `input`
+            or of its shape inside, or a field missing or mistyped.
     """
-    return decode_request_envelope_proving_input(body)[0]
-
-
-def decode_request_envelope_proving_input(body: bytes) -> tuple[RequestEnvelope, bool]:
-    """`decode_request_envelope`, and whether its decode proved the input plain.
-
-    True means `parse_input(env.infno, env.input, input_proven_plain=True)` may skip its own walk
-    (int64 integers, nesting within bounds) and still answer exactly as without the flag.
-    """
-    value = unpack_unchecked(body, ErrCode.MALFORMED_ENVELOPE, "envelope")
-    # One walk with int64 integers proves everything the reference steps below check (plain, outer
-    # integers within int64) and, since `input` sits one level deeper here than in parse_input,
-    # that the input is plain too. Only a tree it does not vouch for takes those steps.
-    input_plain = type(value) is dict and is_plain(value)
-    if not input_plain:
-        reason = plain_violation(value, 0, int64_only=False)
-        if reason is not None:
-            raise _bad("envelope", reason)
-        if not isinstance(value, dict):
-            raise _bad("envelope", "not a map")
-        _check_outer_ints(value)
-    infno = _require(value, "infno")
-    if not isinstance(infno, str) or not 1 <= len(infno) <= limits.INFNO_CHARS_MAX:
-        raise _bad("infno", "not a short string")
-    fixmedins_code = _require(value, "fixmedins_code")
-    if not isinstance(fixmedins_code, str) or len(fixmedins_code) != limits.INSTITUTION_CODE_CHARS:
-        raise _bad("fixmedins_code", "not a string of 12 chars")
-    msgid = _require(value, "msgid")
-    if not msgid_layout_ok(msgid) or msgid[: limits.INSTITUTION_CODE_CHARS] != fixmedins_code:
-        raise _bad("msgid", "not fixmedins_code + a real yyyyMMddHHmmss + 4 digits")
-    admvs = _require(value, "mdtrtarea_admvs")
-    if not isinstance(admvs, str) or not is_digits(admvs, limits.ADMDVS_DIGITS):
-        raise _bad("mdtrtarea_admvs", "not 6 digits")
-    opter_type = _require(value, "opter_type")
-    if not isinstance(opter_type, str) or opter_type not in OPTER_TYPES:
-        raise _bad("opter_type", "not '1', '2' or '3'")
-    inf_time = _require(value, "inf_time")
-    if not is_int(inf_time):
-        raise _bad("inf_time", "not an integer")
-    raw_input = _require(value, "input")
-    if not isinstance(raw_input, dict):
-        raise _bad("input", "not a map")
-    return RequestEnvelope(
-        infno=infno,
-        msgid=msgid,
-        fixmedins_code=fixmedins_code,
-        mdtrtarea_admvs=admvs,
-        dev_no=_id_field(value, "dev_no"),
-        opter=_id_field(value, "opter"),
-        opter_type=opter_type,
-        sign_no=_sign_no(value, infno),
-        inf_time=inf_time,
-        input=raw_input,
-    ), input_plain
+    value = unpack(body, ErrCode.MALFORMED_ENVELOPE, "envelope")
+    # One walk answers for almost every body; only a body with a fault is walked again, to answer
+    # the fault SPEC section 5 puts first.
+    input_fault = None if first_fault(value) is None else _input_fault(value)
+    if not isinstance(value, dict):
+        raise _bad("envelope", "not a map")
+    infno, fixmedins_code, msgid, admvs, opter_type, inf_time, raw_input, dev_no, opter, sign_no = _ENVELOPE(
+        value, "envelope")
+    return RequestEnvelope(infno, msgid, fixmedins_code, admvs, dev_no, opter, opter_type, sign_no, inf_time,
+                           raw_input, input_fault)
 
 
 def encode_request_envelope(env: RequestEnvelope) -> bytes:

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol import limits
-from protocol._msgpack import plain_violation, unpack_unchecked
+from protocol._msgpack import first_fault, unpack
+from protocol._rules import ID, Field, Rule, Table, compile_reader, one_of
 from protocol.errors import ErrCode, ProtocolError
 
 REQ_DOMAIN = b"yb/req/v1\n"
@@ -39,6 +40,18 @@ class Frame:
     tag: bytes
 
 
+# Frame fields in the order SPEC section 4 reads them; err_msg names the field in its reason.
+_FRAME = compile_reader(Table(
+    name="frame", code=ErrCode.MALFORMED_FRAME, message="{path}: {why}", positional=True, make=Frame, fields=(
+        Field("version", (Rule(f"type(v) is int and v == {limits.FRAME_VERSION}", f"version is not {limits.FRAME_VERSION}"),)),
+        Field("auth", (one_of(TAG_BYTES, "auth is not 'sig' or 'mac'"),)),
+        Field("key_id", (dataclasses.replace(ID, why="key_id is " + ID.why),)),
+        Field("body", (Rule("isinstance(v, bytes)", "body is not bin"),)),
+        Field("tag", (Rule("isinstance(v, bytes) and len(v) == TAG_BYTES[auth]", "tag is not bin({TAG_BYTES[auth]})",
+                           uses={"TAG_BYTES": TAG_BYTES}),)),
+    )))
+
+
 def decode_frame(data: bytes) -> Frame:
     """Decode and shape-check a Frame.
 
@@ -47,41 +60,22 @@ def decode_frame(data: bytes) -> Frame:
     Returns:
         The Frame; its tag is not verified here.
     Raises:
-        ProtocolError(MALFORMED_FRAME): not exactly one msgpack array of 5 with version 1, an auth
-            word of "sig"/"mac", a str key_id of 1..ID_CHARS_MAX chars, a bin body and a bin tag
-            of 64 ("sig") or 32 ("mac") bytes; trailing bytes included.
+        ProtocolError(MALFORMED_FRAME): not exactly one plain msgpack array of 5 with version 1, an
+            auth word of "sig"/"mac", a str key_id of 1..ID_CHARS_MAX chars, a bin body and a bin
+            tag of 64 ("sig") or 32 ("mac") bytes; trailing bytes included.
     """
-    value = unpack_unchecked(data, ErrCode.MALFORMED_FRAME, "frame")
-    if type(value) is list and len(value) == limits.FRAME_FIELDS:
-        version, auth, key_id, body, tag = value
-        # The expected shape is plain by construction (int 1, two str, two bytes), so it needs
-        # no plainness walk; anything else takes the checks below in their reference order.
-        if (type(version) is int and version == limits.FRAME_VERSION and type(auth) is str
-                and type(key_id) is str and 1 <= len(key_id) <= limits.ID_CHARS_MAX
-                and type(body) is bytes and type(tag) is bytes and len(tag) == TAG_BYTES.get(auth)):
-            return Frame(version, auth, key_id, body, tag)
-    return _frame_checked(value)
-
-
-def _frame_checked(value: object) -> Frame:
-    """The Frame checks field by field in their reference order (the fast path's fallback)."""
-    reason = plain_violation(value, 0)
-    if reason is not None:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: {reason}")
-    if not isinstance(value, list) or len(value) != limits.FRAME_FIELDS:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
-    version, auth, key_id, body, tag = value
-    if type(version) is not int or version != limits.FRAME_VERSION:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: version is not 1")
-    if not isinstance(auth, str) or auth not in TAG_BYTES:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: auth is not 'sig' or 'mac'")
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= limits.ID_CHARS_MAX:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: key_id is not a string of 1..64 chars")
-    if not isinstance(body, bytes):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: body is not bin")
-    if not isinstance(tag, bytes) or len(tag) != TAG_BYTES[auth]:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: tag is not bin({TAG_BYTES[auth]})")
-    return Frame(version, auth, key_id, body, tag)
+    value = unpack(data, ErrCode.MALFORMED_FRAME, "frame")
+    try:
+        if not (isinstance(value, list) and len(value) == limits.FRAME_FIELDS):
+            raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
+        return _FRAME(value, "frame")
+    except ProtocolError:
+        # SPEC reads the value before its fields, so a fault of the tree outranks the field's
+        # answer. Fields that all pass are plain by construction: only a refused frame is walked.
+        fault = first_fault(value)
+        if fault is not None:
+            raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: {fault}") from None
+        raise
 
 
 def encode_frame(frame: Frame) -> bytes:

@@ -1,7 +1,8 @@
 """Typed inputs per infno (SPEC section 7) and their validation (MALFORMED_INPUT, AMOUNT_MISMATCH).
 
 The parser names the offending field's path in err_msg (`input.items[3].pric: ...`). It checks
-shapes first, in field order, then amounts, so a malformed field wins over a mismatched sum.
+shapes first, in field order, then amounts, so a malformed field wins over a mismatched sum. Each
+map's fields and their rules are one table below, read through the reader compiled from it.
 Unknown extra keys are ignored. It does not judge the credential beyond its shape: an
 unaccepted mdtrt_cert_type becomes UnacceptedCredential, refused later by the core, because
 SPEC section 5 puts input validation before the credential step.
@@ -14,8 +15,12 @@ from collections.abc import Callable
 from typing import Any, Union
 
 from protocol import limits
-from protocol._fields import is_digits, is_id, is_int, is_real_date, msgid_layout_ok
-from protocol._msgpack import plain_violation
+from protocol._fields import is_real_date, msgid_layout_ok
+from protocol._msgpack import first_fault
+from protocol._rules import (
+    AMOUNT, BOOL, ID, STRING, Field, Rule, Table, binary, compile_reader, digits, integer, one_of, text,
+)
+from protocol.envelope import RequestEnvelope
 from protocol.errors import ErrCode, ProtocolError
 from protocol.session import x25519_public_usable
 
@@ -148,171 +153,107 @@ def _fail(path: str, why: str) -> ProtocolError:
     return ProtocolError(ErrCode.MALFORMED_INPUT, f"{path}: {why}")
 
 
-def _get(raw: dict[str, Any], path: str, name: str) -> Any:
-    if name not in raw or raw[name] is None:
-        raise _fail(f"{path}.{name}", "missing")
-    return raw[name]
+def _table(name: str, *fields: Field, make: Callable[..., Any] | None = None) -> Callable[[Any, str], Any]:
+    """The reader of one input map: MALFORMED_INPUT naming `<path>.<field>`; nil counts as missing."""
+    return compile_reader(Table(name=name, code=ErrCode.MALFORMED_INPUT, message="{path}.{name}: {why}",
+                                fields=fields, make=make))
 
 
-def _id(raw: dict[str, Any], path: str, name: str) -> str:
-    value = _get(raw, path, name)
-    if not is_id(value):
-        raise _fail(f"{path}.{name}", f"not a string of 1..{limits.ID_CHARS_MAX} chars")
-    return value
+# -- the tables of SPEC section 7, each field's rules in the order they are checked -----------------
 
+# card_key joins card_no and card_sn with a newline; refusing newlines keeps that unambiguous.
+_NO_NEWLINE = Rule("'\\n' not in v", "contains a newline")
+_STMT_DATE = Field("stmt_date", (Rule("is_real_date(v)", "not a real YYYYMMDD date",
+                                      uses={"is_real_date": is_real_date}),))
 
-def _int(raw: dict[str, Any], path: str, name: str, low: int, high: int) -> int:
-    value = _get(raw, path, name)
-    if not is_int(value):
-        raise _fail(f"{path}.{name}", "not an integer")
-    if not low <= value <= high:
-        raise _fail(f"{path}.{name}", f"outside {low}..{high}")
-    return value
-
-
-def _amount(raw: dict[str, Any], path: str, name: str) -> int:
-    return _int(raw, path, name, 0, limits.AMOUNT_FEN_MAX)
-
-
-def _bin(raw: dict[str, Any], path: str, name: str, size: int) -> bytes:
-    value = _get(raw, path, name)
-    if not isinstance(value, bytes) or len(value) != size:
-        raise _fail(f"{path}.{name}", f"not bin({size})")
-    return value
-
-
-def _admdvs(raw: dict[str, Any], path: str, name: str) -> str:
-    value = _get(raw, path, name)
-    if not isinstance(value, str) or not is_digits(value, limits.ADMDVS_DIGITS):
-        raise _fail(f"{path}.{name}", "not 6 digits")
-    return value
-
-
-def _stmt_date(raw: dict[str, Any]) -> str:
-    value = _get(raw, "input", "stmt_date")
-    if not is_real_date(value):
-        raise _fail("input.stmt_date", "not a real YYYYMMDD date")
-    return value
-
-
-def _card_id(raw: dict[str, Any], name: str) -> str:
-    # card_key joins card_no and card_sn with a newline; refusing newlines keeps that unambiguous.
-    value = _id(raw, "input", name)
-    if "\n" in value:
-        raise _fail(f"input.{name}", "contains a newline")
-    return value
+_CERT_TYPE = _table("cert_type", Field("mdtrt_cert_type", (STRING,)))
+_VOUCHER = _table("voucher", Field("mdtrt_cert_no", (STRING,)), make=VoucherCredential)
+_CARD = _table(
+    "card",
+    Field("mdtrt_cert_no", (ID, _NO_NEWLINE)),
+    Field("card_sn", (ID, _NO_NEWLINE)),
+    Field("psn_no", (ID,)),
+    Field("insutype", (ID,)),
+    Field("insuplc_admdvs", (digits(limits.ADMDVS_DIGITS),)),
+    Field("card_mac", (binary(limits.CARD_MAC_BYTES),)),
+    make=CardCredential,
+)
+_BILL_LINE = _table(
+    "bill_line",
+    Field("feedetl_sn", (ID,)),
+    Field("med_list_codg", (ID,)),
+    Field("chrgitm_lv", (one_of(CHRGITM_LEVELS, "not '01', '02' or '03'"),)),
+    Field("otc", (BOOL,)),
+    # An empty rxno counts as no prescription.
+    Field("rxno", (text(0, limits.ID_CHARS_MAX, ID.why),), optional="True", empty_is_none=True),
+    Field("cnt", integer(1, limits.CNT_MAX)),
+    Field("pric", AMOUNT),
+    Field("det_item_fee_sumamt", AMOUNT),
+    Field("bilg_dr_codg", (ID,)),
+    make=BillLine,
+)
+_SETTLE = _table(
+    "settle",
+    Field("medfee_sumamt", AMOUNT),
+    Field("items", (Rule(f"isinstance(v, list) and {limits.ITEMS_MIN} <= len(v) <= {limits.ITEMS_MAX}",
+                         f"not a list of {limits.ITEMS_MIN}..{limits.ITEMS_MAX} lines"),)),
+)
+_SIGN_IN = _table(
+    "sign_in",
+    Field("opter", (ID,)),
+    Field("x25519_pub", (binary(limits.X25519_PUB_BYTES),
+                         Rule("x25519_public_usable(v)", "not a usable X25519 public key",
+                              uses={"x25519_public_usable": x25519_public_usable}))),
+    make=SignInInput,
+)
+_CANCEL = _table("cancel", Field("setl_id", (ID,)), Field("psn_no", (ID,)), make=CancelInput)
+_REVERSAL = _table(
+    "reversal",
+    Field("omsgid", (Rule("msgid_layout_ok(v)", "not a msgid (12 chars + yyyyMMddHHmmss + 4 digits)",
+                          uses={"msgid_layout_ok": msgid_layout_ok}),)),
+    Field("oinfno", (one_of(REVERSIBLE_INFNOS, "not one of 2102, 2103, 2207, 2208"),)),
+    make=ReversalInput,
+)
+_TOTALS = _table(
+    "totals",
+    _STMT_DATE,
+    Field("setl_cnt", integer(0, limits.SETL_CNT_MAX)),
+    Field("medfee_sumamt", AMOUNT),
+    Field("fund_pay_sumamt", AMOUNT),
+    Field("psn_cash_pay", AMOUNT),
+    make=TotalsInput,
+)
+_DETAIL = _table(
+    "detail",
+    _STMT_DATE,
+    Field("after", (ID,), optional="True"),
+    Field("limit", integer(limits.DETAIL_LIMIT_MIN, limits.DETAIL_LIMIT_MAX)),
+    make=DetailInput,
+)
 
 
 def _credential(raw: dict[str, Any]) -> Credential:
-    # A card credential that is right in every field is read in one pass; anything else takes the
-    # reference walk below (same order of checks, same messages).
-    get = raw.get
-    if get("mdtrt_cert_type") == CERT_TYPE_CARD:
-        card_no, card_sn, psn_no, insutype = get("mdtrt_cert_no"), get("card_sn"), get("psn_no"), get("insutype")
-        admdvs, tag = get("insuplc_admdvs"), get("card_mac")
-        if (_id_ok(card_no) and "\n" not in card_no and _id_ok(card_sn) and "\n" not in card_sn and _id_ok(psn_no)
-                and _id_ok(insutype) and type(admdvs) is str and is_digits(admdvs, limits.ADMDVS_DIGITS)
-                and type(tag) is bytes and len(tag) == limits.CARD_MAC_BYTES):
-            return CardCredential(card_no, card_sn, psn_no, insutype, admdvs, tag)
-    return _credential_checked(raw)
-
-
-def _credential_checked(raw: dict[str, Any]) -> Credential:
-    cert_type = _get(raw, "input", "mdtrt_cert_type")
-    if not isinstance(cert_type, str):
-        raise _fail("input.mdtrt_cert_type", "not a string")
+    (cert_type,) = _CERT_TYPE(raw, "input")
+    if cert_type == CERT_TYPE_CARD:
+        return _CARD(raw, "input")
     if cert_type == CERT_TYPE_VOUCHER:
-        token = _get(raw, "input", "mdtrt_cert_no")
-        if not isinstance(token, str):
-            raise _fail("input.mdtrt_cert_no", "not a string")
-        return VoucherCredential(token=token)
-    if cert_type != CERT_TYPE_CARD:
-        return UnacceptedCredential(cert_type=cert_type)
-    return CardCredential(
-        card_no=_card_id(raw, "mdtrt_cert_no"),
-        card_sn=_card_id(raw, "card_sn"),
-        psn_no=_id(raw, "input", "psn_no"),
-        insutype=_id(raw, "input", "insutype"),
-        insuplc_admdvs=_admdvs(raw, "input", "insuplc_admdvs"),
-        card_mac=_bin(raw, "input", "card_mac", limits.CARD_MAC_BYTES),
-    )
+        return _VOUCHER(raw, "input")
+    return UnacceptedCredential(cert_type=cert_type)
 
 
-def _rxno(raw: dict[str, Any], path: str) -> str | None:
-    value = raw.get("rxno")
-    if value is None or value == "":
-        return None
-    if not is_id(value):
-        raise _fail(f"{path}.rxno", f"not a string of 1..{limits.ID_CHARS_MAX} chars")
-    return value
-
-
-def _chrgitm_lv(raw: dict[str, Any], path: str) -> str:
-    value = _get(raw, path, "chrgitm_lv")
-    if not isinstance(value, str) or value not in CHRGITM_LEVELS:
-        raise _fail(f"{path}.chrgitm_lv", "not '01', '02' or '03'")
-    return value
-
-
-def _bool(raw: dict[str, Any], path: str, name: str) -> bool:
-    value = _get(raw, path, name)
-    if not isinstance(value, bool):
-        raise _fail(f"{path}.{name}", "not a bool")
-    return value
-
-
-def _id_ok(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= limits.ID_CHARS_MAX
-
-
-def _amount_ok(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= limits.AMOUNT_FEN_MAX
-
-
-def _bill_line(raw: Any, index: int) -> BillLine:
-    # A line that is right in every field is read in one pass; any doubt (a missing, mistyped or
-    # out-of-range field, a subclass) goes to the field-by-field reference walk, which names the
-    # first offending field in the SPEC's order, or accepts what this pass was too strict for.
-    if type(raw) is dict:
-        get = raw.get
-        sn, codg, level, otc, rxno = get("feedetl_sn"), get("med_list_codg"), get("chrgitm_lv"), get("otc"), get("rxno")
-        cnt, pric, det_fen, doctor = get("cnt"), get("pric"), get("det_item_fee_sumamt"), get("bilg_dr_codg")
-        if (_id_ok(sn) and _id_ok(codg) and type(level) is str and level in CHRGITM_LEVELS and type(otc) is bool
-                and (rxno is None or (type(rxno) is str and len(rxno) <= limits.ID_CHARS_MAX))
-                and type(cnt) is int and 1 <= cnt <= limits.CNT_MAX and _amount_ok(pric) and _amount_ok(det_fen)
-                and _id_ok(doctor)):
-            return BillLine(sn, codg, level, otc, rxno or None, cnt, pric, det_fen, doctor)
-    return _bill_line_checked(raw, f"input.items[{index}]")
-
-
-def _bill_line_checked(raw: Any, path: str) -> BillLine:
-    if not isinstance(raw, dict):
-        raise _fail(path, "not a map")
-    # Keyword arguments evaluate left to right: fields are checked in the SPEC's order.
-    return BillLine(
-        feedetl_sn=_id(raw, path, "feedetl_sn"),
-        med_list_codg=_id(raw, path, "med_list_codg"),
-        chrgitm_lv=_chrgitm_lv(raw, path),
-        otc=_bool(raw, path, "otc"),
-        rxno=_rxno(raw, path),
-        cnt=_int(raw, path, "cnt", 1, limits.CNT_MAX),
-        pric=_amount(raw, path, "pric"),
-        det_item_fee_sumamt=_amount(raw, path, "det_item_fee_sumamt"),
-        bilg_dr_codg=_id(raw, path, "bilg_dr_codg"),
-    )
-
-
-def _bill_lines(raw: dict[str, Any]) -> tuple[BillLine, ...]:
-    items = _get(raw, "input", "items")
-    if not isinstance(items, list) or not limits.ITEMS_MIN <= len(items) <= limits.ITEMS_MAX:
-        raise _fail("input.items", f"not a list of {limits.ITEMS_MIN}..{limits.ITEMS_MAX} lines")
-    lines = tuple(_bill_line(item, index) for index, item in enumerate(items))
+def _bill_lines(items: list[Any]) -> tuple[BillLine, ...]:
+    lines = []
+    for index, item in enumerate(items):
+        path = f"input.items[{index}]"
+        if not isinstance(item, dict):
+            raise _fail(path, "not a map")
+        lines.append(_BILL_LINE(item, path))
     seen: set[str] = set()
     for index, line in enumerate(lines):
         if line.feedetl_sn in seen:
             raise _fail(f"input.items[{index}].feedetl_sn", "duplicate")
         seen.add(line.feedetl_sn)
-    return lines
+    return tuple(lines)
 
 
 def _check_amounts(medfee_sumamt: int, lines: tuple[BillLine, ...]) -> None:
@@ -325,91 +266,69 @@ def _check_amounts(medfee_sumamt: int, lines: tuple[BillLine, ...]) -> None:
         raise ProtocolError(ErrCode.AMOUNT_MISMATCH, "input.medfee_sumamt: not the sum of det_item_fee_sumamt")
 
 
-def _sign_in(raw: dict[str, Any]) -> SignInInput:
-    opter = _id(raw, "input", "opter")
-    x25519_pub = _bin(raw, "input", "x25519_pub", limits.X25519_PUB_BYTES)
-    if not x25519_public_usable(x25519_pub):
-        raise _fail("input.x25519_pub", "not a usable X25519 public key")
-    return SignInInput(opter=opter, x25519_pub=x25519_pub)
-
-
 def _settle(raw: dict[str, Any]) -> SettleInput:
+    # The credential's fields come first, then the amounts' (SPEC section 7 lists them so).
     cert = _credential(raw)
-    medfee_sumamt = _amount(raw, "input", "medfee_sumamt")
-    lines = _bill_lines(raw)
+    medfee_sumamt, items = _SETTLE(raw, "input")
+    lines = _bill_lines(items)
     _check_amounts(medfee_sumamt, lines)
     return SettleInput(cert=cert, medfee_sumamt=medfee_sumamt, items=lines)
 
 
-def _reversal(raw: dict[str, Any]) -> ReversalInput:
-    omsgid = _get(raw, "input", "omsgid")
-    if not msgid_layout_ok(omsgid):
-        raise _fail("input.omsgid", "not a msgid (12 chars + yyyyMMddHHmmss + 4 digits)")
-    oinfno = _get(raw, "input", "oinfno")
-    if not isinstance(oinfno, str) or oinfno not in REVERSIBLE_INFNOS:
-        raise _fail("input.oinfno", "not one of 2102, 2103, 2207, 2208")
-    return ReversalInput(omsgid=omsgid, oinfno=oinfno)
-
-
-def _totals(raw: dict[str, Any]) -> TotalsInput:
-    return TotalsInput(
-        stmt_date=_stmt_date(raw),
-        setl_cnt=_int(raw, "input", "setl_cnt", 0, limits.SETL_CNT_MAX),
-        medfee_sumamt=_amount(raw, "input", "medfee_sumamt"),
-        fund_pay_sumamt=_amount(raw, "input", "fund_pay_sumamt"),
-        psn_cash_pay=_amount(raw, "input", "psn_cash_pay"),
-    )
-
-
-def _detail(raw: dict[str, Any]) -> DetailInput:
-    stmt_date = _stmt_date(raw)
-    after = raw.get("after")
-    if after is not None and not is_id(after):
-        raise _fail("input.after", f"not a string of 1..{limits.ID_CHARS_MAX} chars")
-    limit = _int(raw, "input", "limit", limits.DETAIL_LIMIT_MIN, limits.DETAIL_LIMIT_MAX)
-    return DetailInput(stmt_date=stmt_date, after=after, limit=limit)
-
-
 _PARSERS: dict[str, Callable[[dict[str, Any]], TypedInput]] = {
-    "9001": _sign_in,
+    "9001": lambda raw: _SIGN_IN(raw, "input"),
     "9002": lambda raw: SignOutInput(),
     "1101": lambda raw: PersonInfoInput(cert=_credential(raw)),
     "2101": _settle,
     "2102": _settle,
     "2206": _settle,
     "2207": _settle,
-    "2103": lambda raw: CancelInput(setl_id=_id(raw, "input", "setl_id"), psn_no=_id(raw, "input", "psn_no")),
-    "2208": lambda raw: CancelInput(setl_id=_id(raw, "input", "setl_id"), psn_no=_id(raw, "input", "psn_no")),
-    "2601": _reversal,
-    "3201": _totals,
-    "3202": _detail,
+    "2103": lambda raw: _CANCEL(raw, "input"),
+    "2208": lambda raw: _CANCEL(raw, "input"),
+    "2601": lambda raw: _REVERSAL(raw, "input"),
+    "3201": lambda raw: _TOTALS(raw, "input"),
+    "3202": lambda raw: _DETAIL(raw, "input"),
 }
 INFNOS = frozenset(_PARSERS)
 
 
-def parse_input(infno: str, raw: Any, input_proven_plain: bool = False) -> TypedInput:
+def parse_input(infno: str, raw: Any) -> TypedInput:
     """Validate the raw input of `infno` and return its typed form.
 
     Args:
         infno: the envelope's infno.
-        raw: the envelope's input map (from decode_request_envelope).
-        input_proven_plain: True only when decode_request_envelope_proving_input said so for this
-            input; the plainness walk is then skipped (the answer is the same either way).
+        raw: the envelope's input map (or any value: a caller-built map is walked as a decoded one).
     Returns:
         One of the typed inputs (SignInInput ... DetailInput).
     Raises:
         ProtocolError(UNSUPPORTED_INFNO): infno is not one of SPEC section 7.
-        ProtocolError(MALFORMED_INPUT): a field missing, mistyped or out of range; msg names it.
+        ProtocolError(MALFORMED_INPUT): not a plain map, or a field missing, mistyped or out of
+            range; msg names it.
         ProtocolError(AMOUNT_MISMATCH): det_item_fee_sumamt != cnt x pric, or medfee_sumamt != Σ.
     """
+    parser = _parser(infno)
+    if not isinstance(raw, dict):
+        raise _fail("input", "not a map")
+    return _parsed(parser, raw, first_fault(raw))
+
+
+def parse_request_input(env: RequestEnvelope) -> TypedInput:
+    """`parse_input(env.infno, env.input)`, taking the input's fault from the envelope's decoder.
+
+    The decoder walked the whole body, input included, and kept what that walk found
+    (`env.input_fault`), so the input is not walked a second time. Same answers, same raises.
+    """
+    return _parsed(_parser(env.infno), env.input, env.input_fault)
+
+
+def _parser(infno: Any) -> Callable[[dict[str, Any]], TypedInput]:
     parser = _PARSERS.get(infno) if isinstance(infno, str) else None
     if parser is None:
         raise ProtocolError(ErrCode.UNSUPPORTED_INFNO, f"infno {infno!r} is not supported")
-    if not isinstance(raw, dict):
-        raise _fail("input", "not a map")
-    if not input_proven_plain:
-        reason = plain_violation(raw, 0)
-        if reason is not None:
-            raise _fail("input", reason)
-    return parser(raw)
+    return parser
 
+
+def _parsed(parser: Callable[[dict[str, Any]], TypedInput], raw: dict[str, Any], fault: str | None) -> TypedInput:
+    if fault is not None:
+        raise _fail("input", fault)
+    return parser(raw)

@@ -33,7 +33,7 @@ from gateway.core.sessions import Session, SessionTable
 from gateway.core.state import State
 from protocol import (
     AUTH_MAC, AUTH_SIG, REQ_DOMAIN, ErrCode, Frame, ProtocolError, RequestEnvelope,
-    check_fresh, decode_frame, decode_request_envelope_proving_input, fingerprint, parse_input,
+    check_fresh, decode_frame, decode_request_envelope, fingerprint, parse_request_input,
     verify_mac, verify_sig,
 )
 
@@ -142,7 +142,7 @@ class Core(AdminMixin):
 
     def _pipeline(self, body: bytes, trace: _Trace) -> Decision:
         frame = decode_frame(body)
-        env, input_plain = decode_request_envelope_proving_input(frame.body)
+        env = decode_request_envelope(frame.body)
         trace.msgid, trace.infno = env.msgid, env.infno
         trace.read_op = self.state.last_op
         institution = self.state.overlay.institutions.get(env.fixmedins_code)
@@ -158,7 +158,7 @@ class Core(AdminMixin):
         if replayed is not None:
             return replayed
         self._check_institution(env, institution)
-        typed = parse_input(env.infno, env.input, input_proven_plain=input_plain)
+        typed = parse_request_input(env)
         req = Request(env, institution, session, typed, print_, trace.now_ms)
         return self._answer(HANDLERS[env.infno](self.view, req), trace)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
+import random
+import struct
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -11,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol._msgpack import unpack_strict
 
 INSTITUTION_CODE = "P51018200001"
 ADMDVS = "510182"
@@ -151,21 +153,68 @@ def packed(value: Any) -> bytes:
     return protocol.canonical_packb(value)
 
 
-def reference_decode_frame(data: bytes) -> protocol.Frame:
-    """decode_frame as SPEC section 4 reads: strict plain decode first, then each field in order."""
-    value = unpack_strict(data, ErrCode.MALFORMED_FRAME, "frame")
-    if not isinstance(value, list) or len(value) != 5:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")
-    version, auth, key_id, body, tag = value
-    if type(version) is not int or version != 1:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: version is not 1")
-    if not isinstance(auth, str) or auth not in ("sig", "mac"):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: auth is not 'sig' or 'mac'")
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= 64:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: key_id is not a string of 1..64 chars")
-    if not isinstance(body, bytes):
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: body is not bin")
-    size = 64 if auth == "sig" else 32
-    if not isinstance(tag, bytes) or len(tag) != size:
-        raise ProtocolError(ErrCode.MALFORMED_FRAME, f"frame: tag is not bin({size})")
-    return protocol.Frame(version, auth, key_id, body, tag)
+# -- msgpack as other encoders may write it --------------------------------------------------------
+
+def _int_forms(value: int) -> list[bytes]:
+    forms = []
+    if 0 <= value <= 0x7F or -32 <= value < 0:
+        forms.append(struct.pack("b", value) if value < 0 else bytes([value]))
+    for marker, fmt, low, high in ((0xCC, ">B", 0, 2**8 - 1), (0xCD, ">H", 0, 2**16 - 1), (0xCE, ">I", 0, 2**32 - 1),
+                                   (0xCF, ">Q", 0, 2**64 - 1), (0xD0, ">b", -(2**7), 2**7 - 1),
+                                   (0xD1, ">h", -(2**15), 2**15 - 1), (0xD2, ">i", -(2**31), 2**31 - 1),
+                                   (0xD3, ">q", -(2**63), 2**63 - 1)):
+        if low <= value <= high:
+            forms.append(bytes([marker]) + struct.pack(fmt, value))
+    return forms
+
+
+def _sized(raw: bytes, fix_marker: int | None, fix_max: int, markers: tuple[int, ...], rng: random.Random) -> bytes:
+    forms = []
+    if fix_marker is not None and len(raw) <= fix_max:
+        forms.append(bytes([fix_marker | len(raw)]))
+    for marker, fmt in zip(markers, (">B", ">H", ">I")):
+        if len(raw) < 2 ** (8 * struct.calcsize(fmt)):
+            forms.append(bytes([marker]) + struct.pack(fmt, len(raw)))
+    return rng.choice(forms) + raw
+
+
+def _container_head(count: int, fix_marker: int, marker16: int, rng: random.Random) -> bytes:
+    forms = [bytes([fix_marker | count])] if count < 16 else []
+    return rng.choice(forms + [bytes([marker16]) + struct.pack(">H", count),
+                               bytes([marker16 + 1]) + struct.pack(">I", count)])
+
+
+class Pairs(list[tuple[Any, Any]]):
+    """A map written as its (key, value) pairs, in order, so that a key may be sent twice."""
+
+
+def loose_packb(value: Any, rng: random.Random) -> bytes:
+    """msgpack of `value` with a random (valid, often wider than needed) encoding of every item.
+
+    Ints, strings, bins, arrays and maps take any of their encodings, floats float32 when that holds
+    them exactly: what a terminal's msgpack library may send for the same value. A `Pairs` is
+    written as a map of exactly its pairs.
+    """
+    if value is None:
+        return b"\xc0"
+    if value is True or value is False:
+        return b"\xc3" if value else b"\xc2"
+    if isinstance(value, int):
+        return rng.choice(_int_forms(value))
+    if isinstance(value, float):
+        # float32 when it holds the value exactly (NaN and the infinities included): it decodes to the same float.
+        exact = not math.isfinite(value) or (
+            abs(value) < 3e38 and struct.unpack(">f", struct.pack(">f", value))[0] == value)
+        if exact and rng.random() < 0.5:
+            return b"\xca" + struct.pack(">f", value)
+        return b"\xcb" + struct.pack(">d", value)
+    if isinstance(value, str):
+        return _sized(value.encode("utf-8"), 0xA0, 31, (0xD9, 0xDA, 0xDB), rng)
+    if isinstance(value, bytes):
+        return _sized(value, None, 0, (0xC4, 0xC5, 0xC6), rng)
+    if isinstance(value, (Pairs, dict)):
+        items = value if isinstance(value, Pairs) else value.items()
+        pairs = [loose_packb(key, rng) + loose_packb(item, rng) for key, item in items]
+        return _container_head(len(pairs), 0x80, 0xDE, rng) + b"".join(pairs)
+    assert isinstance(value, (list, tuple)), value
+    return _container_head(len(value), 0x90, 0xDC, rng) + b"".join(loose_packb(item, rng) for item in value)

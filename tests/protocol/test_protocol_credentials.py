@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import random
 from typing import Any
 
 import msgpack
@@ -20,7 +21,9 @@ from protocol_builders import (
     ISSUER_KID,
     MSGID,
     NOW_S,
+    Pairs,
     ed25519,
+    loose_packb,
     voucher_claims,
     voucher_token,
 )
@@ -92,6 +95,19 @@ def test_invalid_vouchers(token: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         verify(token)
     assert caught.value.code is ErrCode.VOUCHER_INVALID
+
+
+@pytest.mark.parametrize("claim", ["org", "exp", "psn_no"])
+def test_a_signed_body_that_repeats_a_claim_is_invalid(claim: str) -> None:
+    # Either copy could be the claim a reader keeps (another institution, a later expiry, another
+    # patient): the token is no voucher, even with a good signature and the right copy last.
+    claims = msgpack.unpackb(BODY, raw=False)
+    body = loose_packb(Pairs([(claim, "P51018200099" if claim != "exp" else NOW_S + 10**6), *claims.items()]),
+                       random.Random(1))
+    with pytest.raises(ProtocolError) as caught:
+        verify(token_from([1, ISSUER_KID, body, signed_body(body)]))
+    assert (caught.value.code, caught.value.msg) == (
+        ErrCode.VOUCHER_INVALID, f"input.mdtrt_cert_no: body: repeated key {claim!r}")
 
 
 @pytest.mark.parametrize("bad_claim", [("iat", "1"), ("exp", 1.5), ("org", 12), ("tid", None), ("iat", True)])

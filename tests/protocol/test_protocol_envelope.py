@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_protocol_canonical import spec_canonical
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol_builders import INSTITUTION_CODE, MSGID, NOW_MS, envelope_dict, packed, valid_input
+from protocol_builders import (
+    INSTITUTION_CODE, MSGID, NOW_MS, VALID_INPUTS, Pairs, bill_line, envelope_dict, loose_packb, packed, settle_input,
+    valid_input,
+)
 
 MISSING = object()
 
@@ -123,6 +131,108 @@ def test_unknown_infno_and_big_input_ints_pass_the_envelope() -> None:
 def test_inf_time_int64_bounds() -> None:
     assert protocol.decode_request_envelope(body_with(inf_time=2**63 - 1)).inf_time == 2**63 - 1
     assert protocol.decode_request_envelope(body_with(inf_time=-(2**63))).inf_time == -(2**63)
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except ProtocolError as exc:
+        return (exc.code, exc.msg)
+
+
+@pytest.mark.parametrize(("env", "envelope_says", "input_says"), [
+    (envelope_dict(extra=2**64 - 1), "extra: integer outside int64", None),
+    (envelope_dict(extra=[{"k": [2**64 - 1]}]), "extra: integer outside int64", None),
+    (envelope_dict(extra=2**64 - 1, input_={"x": nested(40)}), "envelope: nested too deeply", None),
+    (envelope_dict(input_={**valid_input("2102"), "extra": 2**64 - 1}), None, "input: integer outside int64"),
+    (envelope_dict(input_={**valid_input("2102"), "extra": nested(30)}), None, None),      # 32 deep: the bound
+    (envelope_dict(input_={**valid_input("2102"), "extra": nested(31)}), "envelope: nested too deeply", None),
+    (envelope_dict(input_={**valid_input("2102"), "x": {b"k": 1}}), "envelope: map key is not a string", None),
+])
+def test_where_a_fault_of_the_tree_is_answered(env: dict[str, Any], envelope_says: str | None,
+                                                input_says: str | None) -> None:
+    # SPEC section 5: outside `input` every fault is MALFORMED_ENVELOPE; inside it an integer outside
+    # int64 is MALFORMED_INPUT (answered after authentication), the tree's shape stays the envelope's.
+    outcome = _outcome(lambda: protocol.decode_request_envelope(msgpack.packb(env, use_bin_type=True)))
+    if envelope_says is not None:
+        assert outcome == (ErrCode.MALFORMED_ENVELOPE, envelope_says)
+        return
+    parsed = _outcome(lambda: protocol.parse_request_input(outcome))
+    assert parsed == _outcome(lambda: protocol.parse_input(outcome.infno, outcome.input))
+    if input_says is None:
+        assert isinstance(parsed, protocol.SettleInput)
+    else:
+        assert parsed == (ErrCode.MALFORMED_INPUT, input_says)
+
+
+def repeating(mapping: dict[str, Any], key: str, decoy: Any = "decoy") -> Pairs:
+    """`mapping` with `key` sent twice: a decoy first, its own value last (the copy msgpack-python keeps)."""
+    return Pairs([(key, decoy), *mapping.items()])
+
+
+def _with_line_repeating(key: str) -> dict[str, Any]:
+    raw = settle_input([bill_line(0), bill_line(1)])
+    raw["items"][1] = repeating(raw["items"][1], key, 7)
+    return raw
+
+
+LONG_KEY = "k" * 100
+REPEATED_KEYS = [
+    ("envelope key", repeating(envelope_dict(), "infno", "9001"), "envelope: repeated key 'infno'", None),
+    ("envelope input key", repeating(envelope_dict(), "input", {}), "envelope: repeated key 'input'", None),
+    ("outer map", envelope_dict(extra=[repeating({"a": 1}, "a")]), "extra: repeated key 'a'", None),
+    ("input key", envelope_dict(input_=repeating(valid_input("2102"), "items", [])), None,
+     "input: repeated key 'items'"),
+    ("bill line key", envelope_dict(input_=_with_line_repeating("cnt")), None, "input: repeated key 'cnt'"),
+    ("deep in input", envelope_dict(input_={**valid_input("2102"), "x": [[{"y": repeating({"z": 1}, "z")}]]}), None,
+     "input: repeated key 'z'"),
+    ("long key cut short", envelope_dict(input_=repeating({**valid_input("2102"), LONG_KEY: 1}, LONG_KEY)), None,
+     f"input: repeated key {'k' * 64!r}..."),
+    # SPEC section 5's order: the envelope's own rules come before anything inside input.
+    ("input repeat, bad opter_type", envelope_dict(opter_type="9", input_=repeating(valid_input("2102"), "items")),
+     "opter_type: not '1', '2' or '3'", None),
+    ("input repeat, outer int64", envelope_dict(extra=2**64 - 1, input_=repeating(valid_input("2102"), "items")),
+     "extra: integer outside int64", None),
+    ("outer repeat, input int64", envelope_dict(extra=repeating({"a": 1}, "a"), input_={"x": 2**64 - 1}),
+     "extra: repeated key 'a'", None),
+]
+
+
+@pytest.mark.parametrize(("env", "envelope_says", "input_says"), [case[1:] for case in REPEATED_KEYS],
+                         ids=[case[0] for case in REPEATED_KEYS])
+def test_repeated_keys_are_malformed_where_they_lie(env: Any, envelope_says: str | None, input_says: str | None) -> None:
+    # SPEC section 2: MALFORMED_ENVELOPE in the envelope, MALFORMED_INPUT inside `input`, in every
+    # encoding, whichever copy a decoder would keep.
+    for seed in range(4):
+        outcome = _outcome(lambda: protocol.decode_request_envelope(loose_packb(env, random.Random(seed))))
+        if envelope_says is not None:
+            assert outcome == (ErrCode.MALFORMED_ENVELOPE, envelope_says)
+            continue
+        assert _outcome(lambda: protocol.parse_request_input(outcome)) == (ErrCode.MALFORMED_INPUT, input_says)
+        assert _outcome(lambda: protocol.parse_input(outcome.infno, outcome.input)) == (
+            ErrCode.MALFORMED_INPUT, input_says)
+
+
+def _shuffled(tree: Any, rng: random.Random) -> Any:
+    if isinstance(tree, dict):
+        items = [(key, _shuffled(value, rng)) for key, value in tree.items()]
+        rng.shuffle(items)
+        return dict(items)
+    if isinstance(tree, list):
+        return [_shuffled(value, rng) for value in tree]
+    return tree
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.sampled_from(sorted(VALID_INPUTS)), st.randoms(use_true_random=False))
+def test_valid_requests_in_any_encoding_are_the_same_request(infno: str, rng: random.Random) -> None:
+    env = envelope_dict(infno, valid_input(infno))
+    decoded = protocol.decode_request_envelope(loose_packb(_shuffled(env, rng), rng))
+    assert decoded == protocol.decode_request_envelope(packed(env))
+    protocol.parse_input(decoded.infno, decoded.input)
+    # A reordered or wider encoding of the same request is the same request for idempotency.
+    assert protocol.fingerprint(decoded.infno, decoded.input) == hashlib.sha256(
+        spec_canonical([infno, env["input"]])).digest()
 
 
 def test_request_envelope_round_trip() -> None:

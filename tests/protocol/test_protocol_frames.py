@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as std_hmac
+import random
 from typing import Any
 
 import msgpack
@@ -11,7 +12,7 @@ import pytest
 
 import protocol
 from protocol import ErrCode, ProtocolError
-from protocol_builders import GATEWAY_KEY, TERMINAL_KEY, seeded
+from protocol_builders import GATEWAY_KEY, TERMINAL_KEY, Pairs, loose_packb, seeded
 
 BODY = protocol.canonical_packb({"infno": "9002"})
 SIG = bytes(range(64))
@@ -57,6 +58,48 @@ def test_malformed_frames(data: bytes) -> None:
     with pytest.raises(ProtocolError) as caught:
         protocol.decode_frame(data)
     assert caught.value.code is ErrCode.MALFORMED_FRAME
+
+
+# SPEC reads the value before its fields: a fault of the tree (an integer outside int64, a bin
+# map key, an ext) outranks a field's rule; then the fields answer in their order.
+FRAME_MESSAGES = [
+    ([1, "mac", 2**64 - 1, BODY, MAC], "frame: integer outside int64"),
+    ([2**63, "mac", "S1", BODY, MAC], "frame: integer outside int64"),
+    ([1, "mac", "S1", {b"k": 1}, MAC], "frame: map key is not a string"),
+    ([{"a": 1}, "xyz", 7, "body", b""], "frame: version is not 1"),
+    ([True, "mac", "S1", BODY, MAC], "frame: version is not 1"),
+    ([1, ["mac"], "S1", BODY, MAC], "frame: auth is not 'sig' or 'mac'"),
+    ([1, "mac", "", BODY, SIG], "frame: key_id is not a string of 1..64 chars"),
+    ([1, "mac", "S1", "body", SIG], "frame: body is not bin"),
+    ([1, "mac", "S1", BODY, SIG], "frame: tag is not bin(32)"),
+    ([1, "sig", "S1", BODY, MAC], "frame: tag is not bin(64)"),
+    ([1, "mac", "S1", BODY], "frame: not an array of 5"),
+    ({"a": 1}, "frame: not an array of 5"),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), FRAME_MESSAGES, ids=[c[1] for c in FRAME_MESSAGES])
+def test_frame_faults_answer_in_the_spec_order(value: Any, message: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_frame(msgpack.packb(value, use_bin_type=True))
+    assert (caught.value.code, caught.value.msg) == (ErrCode.MALFORMED_FRAME, message)
+
+
+def test_a_frame_has_no_keys_of_its_own_and_a_map_in_it_is_malformed() -> None:
+    # A Frame is an array: a map (with a repeated key or not) is never a valid field.
+    for value in (Pairs([("a", 1), ("a", 2)]), [1, "mac", "S1", Pairs([("k", 1), ("k", 1)]), MAC]):
+        with pytest.raises(ProtocolError) as caught:
+            protocol.decode_frame(loose_packb(value, random.Random(0)))
+        assert caught.value.code is ErrCode.MALFORMED_FRAME
+        assert caught.value.msg in ("frame: repeated key 'a'", "frame: repeated key 'k'")
+
+
+def test_frame_with_an_ext_anywhere_is_malformed() -> None:
+    ext = msgpack.ExtType(1, b"x")
+    for value in ([1, "mac", "S1", ext, MAC], [1, "mac", "S1", BODY, MAC, ext], [ext]):
+        with pytest.raises(ProtocolError) as caught:
+            protocol.decode_frame(msgpack.packb(value, use_bin_type=True))
+        assert caught.value.code is ErrCode.MALFORMED_FRAME
 
 
 @pytest.mark.parametrize(("auth", "tag"), [("sig", SIG), ("mac", MAC)])

@@ -1,6 +1,7 @@
 """Fuzz every decoder: any input either decodes or raises ProtocolError, never anything else.
 
-About 15,000 examples in all, derandomized so every run is the same run.
+A map that repeats a key, at any depth, is refused with the error its place calls for (SPEC
+section 2). About 16,000 examples in all, derandomized so every run is the same run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import protocol
-from protocol import ProtocolError
+from protocol import ErrCode, ProtocolError
 from protocol_builders import (
     ADMDVS,
     DEV_NO,
@@ -29,7 +30,9 @@ from protocol_builders import (
     OPTER,
     NOW_S,
     TERMINAL_KEY,
+    Pairs,
     envelope_dict,
+    loose_packb,
     packed,
     valid_input,
     voucher_token,
@@ -273,3 +276,86 @@ def test_decoders_given_other_types(value: Any) -> None:
         protocol.verify_voucher(value, {ISSUER_KID: ISSUER_KEY.public_key()}, INSTITUTION_CODE, NOW_S)
     except ProtocolError:
         pass
+
+
+# -- repeated map keys at any depth (SPEC section 2) ----------------------------------------------
+
+EXTRA_TREES = st.recursive(
+    st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=12)
+
+
+def _map_slots(tree: Any, holder: Any = None, slot: Any = None) -> list[tuple[Any, Any]]:
+    """Every map in `tree` as (its holder, its key or index there); the root's holder is None."""
+    found = []
+    if isinstance(tree, dict):
+        found.append((holder, slot))
+        for key, value in tree.items():
+            found += _map_slots(value, tree, key)
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            found += _map_slots(value, tree, index)
+    return found
+
+
+def _repeat_a_key(tree: Any, data: st.DataObject, root_only: bool = False) -> tuple[Any, str]:
+    """`tree` with one map (drawn among all of them) sending one of its keys twice; and that key."""
+    holder, slot = (None, None) if root_only else data.draw(st.sampled_from(_map_slots(tree)))
+    mapping = tree if holder is None else holder[slot]
+    key = data.draw(st.sampled_from(sorted(mapping))) if mapping else "k"
+    pairs = list(mapping.items()) or [(key, 0)]
+    decoy = (key, data.draw(st.one_of(st.integers(-5, 5), st.text(max_size=3))))
+    pairs.insert(data.draw(st.integers(0, len(pairs))), decoy)   # before, between or after the other copy
+    repeated = Pairs(pairs)
+    if holder is None:
+        return repeated, key
+    holder[slot] = repeated
+    return tree, key
+
+
+@fuzz(400)
+@given(st.sampled_from(sorted(protocol.INFNOS)), EXTRA_TREES, st.booleans(), st.data())
+def test_a_repeated_key_in_the_envelope_is_malformed_envelope(infno: str, extra: Any, at_top: bool,
+                                                              data: st.DataObject) -> None:
+    env = envelope_dict(infno, valid_input(infno), extra={"tree": extra})
+    if at_top:  # the envelope's own keys (its input is the next test's)
+        tree, key = _repeat_a_key(env, data, root_only=True)
+    else:
+        env["extra"], key = _repeat_a_key(env["extra"], data)
+        tree = env
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_request_envelope(loose_packb(tree, random.Random(data.draw(st.integers(0, 99)))))
+    assert caught.value.code is ErrCode.MALFORMED_ENVELOPE
+    assert caught.value.msg.endswith(f"repeated key {key!r}"), caught.value.msg
+
+
+@fuzz(400)
+@given(st.sampled_from(sorted(protocol.INFNOS)), EXTRA_TREES, st.data())
+def test_a_repeated_key_in_input_is_malformed_input_after_the_envelope(infno: str, extra: Any,
+                                                                       data: st.DataObject) -> None:
+    input_ = {**valid_input(infno), "extra": extra}
+    repeated, key = _repeat_a_key(input_, data)
+    body = loose_packb(envelope_dict(infno, repeated), random.Random(data.draw(st.integers(0, 99))))
+    env = protocol.decode_request_envelope(body)
+    for parse in (lambda: protocol.parse_request_input(env), lambda: protocol.parse_input(env.infno, env.input)):
+        with pytest.raises(ProtocolError) as caught:
+            parse()
+        assert (caught.value.code, caught.value.msg) == (ErrCode.MALFORMED_INPUT, f"input: repeated key {key!r}")
+    # Until input validation answers, it is never the request without the repeat (idempotency).
+    assert protocol.fingerprint(infno, env.input) != protocol.fingerprint(infno, {**valid_input(infno), "extra": extra})
+
+
+@fuzz(200)
+@given(EXTRA_TREES, st.data())
+def test_a_repeated_key_in_an_answer_or_a_frame_is_malformed(extra: Any, data: st.DataObject) -> None:
+    answer = {"infcode": 0, "err_code": "", "err_msg": "", "inf_refmsgid": "5" * 30, "respond_time": NOW_MS,
+              "output": {"x": extra}, "warnings": []}
+    tree, _ = _repeat_a_key(answer, data)
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_response_envelope(loose_packb(tree, random.Random(0)))
+    assert caught.value.code is ErrCode.MALFORMED_ENVELOPE
+    frame, _ = _repeat_a_key([1, "mac", "S1", {"x": extra}, bytes(32)], data)
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_frame(loose_packb(frame, random.Random(0)))
+    assert caught.value.code is ErrCode.MALFORMED_FRAME

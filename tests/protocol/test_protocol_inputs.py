@@ -203,3 +203,45 @@ def test_typed_inputs_are_frozen() -> None:
 
 def test_card_fields_for_1101_use_zero_amount() -> None:
     assert card_fields("1101", 0) == valid_input("1101")
+
+
+# SPEC section 7's required fields per infno, written out here (not read from the parser's tables).
+CARD_FIELDS = ["mdtrt_cert_type", "mdtrt_cert_no", "card_sn", "psn_no", "insutype", "insuplc_admdvs", "card_mac"]
+REQUIRED_FIELDS = {
+    "9001": ["opter", "x25519_pub"],
+    "1101": CARD_FIELDS,
+    "2102": [*CARD_FIELDS, "medfee_sumamt", "items"],
+    "2103": ["setl_id", "psn_no"],
+    "2601": ["omsgid", "oinfno"],
+    "3201": ["stmt_date", "setl_cnt", "medfee_sumamt", "fund_pay_sumamt", "psn_cash_pay"],
+    "3202": ["stmt_date", "limit"],
+}
+LINE_FIELDS = ["feedetl_sn", "med_list_codg", "chrgitm_lv", "otc", "cnt", "pric", "det_item_fee_sumamt", "bilg_dr_codg"]
+REQUIRED_CASES = [(infno, field) for infno, fields in REQUIRED_FIELDS.items() for field in fields]
+
+
+@pytest.mark.parametrize(("infno", "field"), REQUIRED_CASES, ids=[f"{i}-{f}" for i, f in REQUIRED_CASES])
+def test_every_required_field_missing_nil_or_mistyped_is_named(infno: str, field: str) -> None:
+    for value, why in ((None, "missing"), ([], None)):
+        raw = replaced(infno, **{field: value})
+        with pytest.raises(ProtocolError) as caught:
+            protocol.parse_input(infno, raw)
+        assert caught.value.code is MALFORMED
+        assert caught.value.msg.startswith(f"input.{field}: " + (why or "")), caught.value.msg
+    with pytest.raises(ProtocolError) as caught:
+        protocol.parse_input(infno, without(infno, field))
+    assert caught.value.msg == f"input.{field}: missing"
+
+
+@pytest.mark.parametrize("field", LINE_FIELDS)
+def test_every_required_bill_line_field_missing_or_mistyped_is_named(field: str) -> None:
+    for position in (0, 3):
+        raw = with_line(position)
+        raw["items"][position][field] = [1]
+        with pytest.raises(ProtocolError) as caught:
+            protocol.parse_input("2102", raw)
+        assert caught.value.msg.startswith(f"input.items[{position}].{field}: "), caught.value.msg
+        del raw["items"][position][field]
+        with pytest.raises(ProtocolError) as caught:
+            protocol.parse_input("2102", raw)
+        assert caught.value.msg == f"input.items[{position}].{field}: missing"

@@ -8,6 +8,8 @@ import zlib
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.core import idempotency
 from gateway.core.idempotency import IdempotencyStore, IdemEntry, TimedKeys, pack_response, unpack_response
@@ -115,3 +117,87 @@ def test_settlement_days_expire_exactly_whatever_the_add_order() -> None:
     store.add(_settlement("s3", 20))
     store.expire(22)
     assert len(store) == 0
+
+
+# -- the same properties over generated answers and operation sequences ------------------------------
+
+def _template_like(rng: random.Random) -> bytes:
+    """A frame that shares long runs with the z2 dictionary's templates, with random edits."""
+    dictionary = idempotency._Z2_DICTIONARY
+    start = rng.randrange(len(dictionary))
+    piece = bytearray(dictionary[start:start + rng.randrange(1, 1200)])
+    for _ in range(rng.randrange(4)):
+        if piece:
+            piece[rng.randrange(len(piece))] = rng.randrange(256)
+    return bytes(piece) + rng.randbytes(rng.choice([0, 1, 63, 64, 65]))
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.binary(min_size=4000, max_size=9000),
+                 st.randoms(use_true_random=False).map(_template_like)))
+def test_z2_and_z1_round_trip_any_bytes(response: bytes) -> None:
+    packed = pack_response(response)
+    assert unpack_response(packed) == response
+    assert unpack_response(packed, "z2") == response
+    assert unpack_response(_z1_pack(response), "z1") == response
+
+
+def test_z2_round_trip_of_huge_and_repetitive_answers() -> None:
+    for response in (b"", b"\x00" * 65_536, idempotency._Z2_DICTIONARY, idempotency._Z2_DICTIONARY * 20,
+                     bytes(range(256)) * 300, random.Random(5).randbytes(70_000)):
+        assert unpack_response(pack_response(response)) == response
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["plain", "z1", "z2"]), st.binary(max_size=2000)), max_size=8))
+def test_snapshot_rows_of_any_codec_restore_and_snapshot_again(rows_spec: list[tuple[str, bytes]]) -> None:
+    rows = []
+    for index, (codec, answer) in enumerate(rows_spec):
+        stored = {"plain": answer, "z1": _z1_pack(answer), "z2": pack_response(answer)}[codec]
+        row = [f"M{index}", bytes([index]) * 32, stored, index + 1, "2102", 1_000 + index, f"S{index}"]
+        rows.append(row if codec == "plain" else [*row, codec])
+    store = IdempotencyStore(20)
+    store.restore(rows)
+    assert [store.get(f"M{n}").response for n in range(len(rows))] == [answer for _, answer in rows_spec]
+    again = IdempotencyStore(20)
+    again.restore(msgpack.unpackb(msgpack.packb(store.snapshot(), use_bin_type=True), raw=False))
+    assert again.snapshot() == store.snapshot()
+    assert [again.get(f"M{n}").response for n in range(len(rows))] == [answer for _, answer in rows_spec]
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=60))
+def test_timed_keys_expire_as_a_brute_force_model(ops: list[tuple[bool, int]]) -> None:
+    keys, model = TimedKeys(1_000), {}
+    for serial, (is_put, at_ms) in enumerate(ops):
+        if is_put:
+            keys.put(f"k{serial}", at_ms, serial)
+            model[f"k{serial}"] = at_ms
+        else:  # times go backwards too (a test clock set back): nothing live may be dropped
+            keys.expire(at_ms)
+            model = {key: at for key, at in model.items() if at >= at_ms}
+        assert sorted((at, key) for at, key, _ in keys.items()) == sorted((at, key) for key, at in model.items())
+        assert all((key in keys) for key in model) and len(keys) == len(model)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.sampled_from(["I1", "I2"])), max_size=60),
+       st.integers(1, 4))
+def test_settlement_days_expire_as_a_brute_force_model(ops: list[tuple[bool, int, str]], days_kept: int) -> None:
+    store, model = SettlementStore(1_000, days_kept), {}
+    for serial, (is_add, day, institution) in enumerate(ops):
+        if is_add:
+            setl_id = f"S{serial:06d}"
+            store.add(Settlement(setl_id=setl_id, msgid="M" + setl_id, infno="2102", institution=institution,
+                                 psn_no="P", insutype="310", insuplc_admdvs="510100", setl_time=0, day=day,
+                                 month=1, medfee_sumamt=1, fund_pay_sumamt=0, psn_cash_pay=1, otc_pay=0, rx_pay=0,
+                                 status=STATUS_SETTLED, cancel_msgid=None))
+            model[setl_id] = (day, institution)
+        else:
+            store.expire(day)
+            model = {key: value for key, value in model.items() if value[0] > day - days_kept}
+        assert len(store) == len(model) and all(store.get(key) is not None for key in model)
+        for institution_ in ("I1", "I2"):
+            for day_ in range(31):
+                assert store.day_ids(institution_, day_) == sorted(
+                    key for key, value in model.items() if value == (day_, institution_))
