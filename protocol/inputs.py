@@ -11,6 +11,7 @@ SPEC section 5 puts input validation before the credential step.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -67,8 +68,8 @@ class BillLine:
 
     feedetl_sn: str
     med_list_codg: str
-    chrgitm_lv: str
-    otc: bool
+    chrgitm_lv: str | None                    # None: not sent (SPEC 13: the catalogue decides)
+    otc: bool | None
     rxno: str | None
     cnt: int
     pric: int
@@ -159,6 +160,15 @@ def _table(name: str, *fields: Field, make: Callable[..., Any] | None = None) ->
                                 fields=fields, make=make))
 
 
+FLAGS = ("0", "1")
+_TRACE_CODE = re.compile(r"[!-~]{1,%d}" % limits.TRACE_CODE_CHARS_MAX)
+
+
+def trace_code_ok(code: Any) -> bool:
+    """A traceability code (药品追溯码): 1..64 printable ASCII characters, no space."""
+    return isinstance(code, str) and _TRACE_CODE.fullmatch(code) is not None
+
+
 # -- the tables of SPEC section 7, each field's rules in the order they are checked -----------------
 
 # card_key joins card_no and card_sn with a newline; refusing newlines keeps that unambiguous.
@@ -182,15 +192,22 @@ _BILL_LINE = _table(
     "bill_line",
     Field("feedetl_sn", (ID,)),
     Field("med_list_codg", (ID,)),
-    Field("chrgitm_lv", (one_of(CHRGITM_LEVELS, "not '01', '02' or '03'"),)),
-    Field("otc", (BOOL,)),
+    # Optional since SPEC 13 (the catalogue decides); the core requires both when it has none.
+    Field("chrgitm_lv", (one_of(CHRGITM_LEVELS, "not '01', '02' or '03'"),), optional="True"),
+    Field("otc", (BOOL,), optional="True"),
     # An empty rxno counts as no prescription.
     Field("rxno", (text(0, limits.ID_CHARS_MAX, ID.why),), optional="True", empty_is_none=True),
     Field("cnt", integer(1, limits.CNT_MAX)),
     Field("pric", AMOUNT),
     Field("det_item_fee_sumamt", AMOUNT),
     Field("bilg_dr_codg", (ID,)),
-    make=BillLine,
+    Field("hosp_appr_flag", (one_of(FLAGS, "not '0' or '1'"),), optional="True"),
+    Field("drug_trac_codg", (Rule("isinstance(v, list) and len(v) <= cnt", "not a list of at most cnt codes"),
+                             Rule("all(trace_code_ok(c) for c in v)",
+                                  "each code must be 1..64 characters from '!' to '~'",
+                                  uses={"trace_code_ok": trace_code_ok})), optional="True"),
+    Field("trdn_flag", (one_of(FLAGS, "not '0' or '1'"),), optional="True"),
+    make=lambda *values: _bill_line(*values),
 )
 _SETTLE = _table(
     "settle",
@@ -241,6 +258,27 @@ def _credential(raw: dict[str, Any]) -> Credential:
     return UnacceptedCredential(cert_type=cert_type)
 
 
+def _bill_line(feedetl_sn: str, med_list_codg: str, chrgitm_lv: str | None, otc: bool | None, rxno: str | None,
+               cnt: int, pric: int, det_item_fee_sumamt: int, bilg_dr_codg: str, hosp_appr_flag: str | None,
+               drug_trac_codg: list[str] | None, trdn_flag: str | None) -> BillLine:
+    # SPEC 13's defaults for the optional v2 fields.
+    return BillLine(feedetl_sn, med_list_codg, chrgitm_lv, otc, rxno, cnt, pric, det_item_fee_sumamt,
+                    bilg_dr_codg, hosp_appr_flag or "0", tuple(drug_trac_codg or ()), trdn_flag or "0")
+
+
+def _check_codes_once(lines: tuple[BillLine, ...]) -> None:
+    """A whole-package code sent twice in one bill is a malformed bill (split packages may share)."""
+    seen: set[str] = set()
+    for index, line in enumerate(lines):
+        if line.trdn_flag != "0":
+            continue
+        for code in line.drug_trac_codg:
+            if code in seen:
+                raise _fail(f"input.items[{index}].drug_trac_codg", f"code {code} appears twice among the "
+                                                                      "bill's whole-package lines")
+            seen.add(code)
+
+
 def _bill_lines(items: list[Any]) -> tuple[BillLine, ...]:
     lines = []
     for index, item in enumerate(items):
@@ -253,6 +291,7 @@ def _bill_lines(items: list[Any]) -> tuple[BillLine, ...]:
         if line.feedetl_sn in seen:
             raise _fail(f"input.items[{index}].feedetl_sn", "duplicate")
         seen.add(line.feedetl_sn)
+    _check_codes_once(tuple(lines))
     return tuple(lines)
 
 

@@ -40,6 +40,8 @@ INF_REFMSGID_CHARS = 30
 
 # Free-form identifiers (dev_no, opter, sign_no, psn_no, feedetl_sn, card_no ...): 1..64 chars.
 ID_CHARS_MAX = 64
+# A traceability code (药品追溯码, SPEC 13): the national format is 20 digits; 64 leaves room for others.
+TRACE_CODE_CHARS_MAX = 64
 # infno is a short numeric word ("9001"); anything longer is not an infno.
 INFNO_CHARS_MAX = 8
 # An e-voucher token is ~300 chars; 2 KiB leaves room for longer issuer kids.

@@ -24,6 +24,7 @@ class CheckCounts:
     acked_rechecked: int = 0
     totals_checked: int = 0
     admin_checked: int = 0
+    trace_checked: int = 0            # traceability codes probed after a restart
 
 
 class Checker:
@@ -95,6 +96,18 @@ class Checker:
             assert body == sent.answer, (f"acknowledged {sent.infno} {sent.msgid}: a re-send answered "
                                          f"{envelope.infcode} {envelope.err_code}, not the stored bytes")
         self.counts.acked_rechecked += 1
+
+    async def check_trace_codes(self, per_institution_max: int = 12) -> None:
+        """Held codes survived the crashes exactly: a standing settlement's code is refused
+        TRACE_CODE_REUSED, a cancelled or reversed one's is free again (2101s: nothing changes)."""
+        for code, link in self.links.items():
+            settlements = [s for s in self.book.settlements.values() if s.code == code]
+            for settlement in settlements[-per_institution_max:]:
+                msgid_, input_ = self.book.trace_probe(link.terminal, self.book.trace_codes(settlement)[0])
+                _, _, envelope = await link._post("2101", msgid_, input_)
+                expected = "TRACE_CODE_REUSED" if settlement.state == "settled" else ""
+                assert envelope.err_code == expected, (settlement, envelope)
+                self.counts.trace_checked += 1
 
     async def check_totals(self, with_detail: bool = False) -> None:
         """3201 of each pharmacy and date agrees with the book (and, optionally, every 3202 row)."""

@@ -308,10 +308,27 @@ class Book:
         new_msgid = self.new_msgid(terminal.code)
         card = self.rng.choice(self.region.cards)
         items = bill_items(self.rng, terminal.opter)
+        for item in items:
+            # A traceability code per package sold: random 20 digits, so every one is new.
+            item["drug_trac_codg"] = [str(self.rng.randrange(10**19, 10**20)) for _ in range(item["cnt"])]
         total_fen = sum(item["det_item_fee_sumamt"] for item in items)
         credential = terminal.session({}).card_input(card.key, new_msgid, "2102", total_fen, card.fields)
         return self._record(Sent("2102", new_msgid, terminal.code,
                                  {**credential, "medfee_sumamt": total_fen, "items": items}))
+
+    def trace_probe(self, terminal: Terminal, code: str) -> tuple[str, dict[str, Any]]:
+        """A 2101 (changes nothing) of one line carrying `code`: (msgid, input). Not booked."""
+        new_msgid = self.new_msgid(terminal.code)
+        card = self.rng.choice(self.region.cards)
+        items = bill_items(self.rng, terminal.opter)[:1]
+        items[0]["drug_trac_codg"] = [code]
+        total_fen = items[0]["det_item_fee_sumamt"]
+        credential = terminal.session({}).card_input(card.key, new_msgid, "2101", total_fen, card.fields)
+        return new_msgid, {**credential, "medfee_sumamt": total_fen, "items": items}
+
+    def trace_codes(self, settlement: Settlement) -> list[str]:
+        """The codes the 2102 of `settlement` sent."""
+        return [code for item in self.sent[settlement.msgid].input["items"] for code in item["drug_trac_codg"]]
 
     def _undo(self, terminal: Terminal, settlement: Settlement, infno: str) -> Sent:
         settlement.claimed = True

@@ -93,6 +93,7 @@ class CrashRun:
             await checker.recheck_acked(recheck)
             await checker.check_totals(with_detail=with_detail)
             await checker.check_admin_month()
+            await checker.check_trace_codes()
         assert not self.book.unexpected, self.book.unexpected[:5]
         return checker
 

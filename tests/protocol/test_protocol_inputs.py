@@ -217,6 +217,8 @@ REQUIRED_FIELDS = {
     "3202": ["stmt_date", "limit"],
 }
 LINE_FIELDS = ["feedetl_sn", "med_list_codg", "chrgitm_lv", "otc", "cnt", "pric", "det_item_fee_sumamt", "bilg_dr_codg"]
+# Optional since SPEC 13 (the catalogue decides them); still validated when sent.
+V2_OPTIONAL_LINE_FIELDS = {"chrgitm_lv", "otc"}
 REQUIRED_CASES = [(infno, field) for infno, fields in REQUIRED_FIELDS.items() for field in fields]
 
 
@@ -242,6 +244,9 @@ def test_every_required_bill_line_field_missing_or_mistyped_is_named(field: str)
             protocol.parse_input("2102", raw)
         assert caught.value.msg.startswith(f"input.items[{position}].{field}: "), caught.value.msg
         del raw["items"][position][field]
+        if field in V2_OPTIONAL_LINE_FIELDS:
+            assert getattr(protocol.parse_input("2102", raw).items[position], field) is None
+            continue
         with pytest.raises(ProtocolError) as caught:
             protocol.parse_input("2102", raw)
         assert caught.value.msg == f"input.items[{position}].{field}: missing"

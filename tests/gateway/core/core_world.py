@@ -45,7 +45,7 @@ MASTER_51 = bytes(range(32))
 ISSUER = _seed_key(40)
 
 
-def registry_toml(p2_cap_fen: int = 20_000) -> str:
+def registry_toml(p2_cap_fen: int = 20_000, policy_extra: str = "") -> str:
     terminals = "".join(
         f'[[terminals]]\ndev_no = "{dev}"\ninstitution = "{inst}"\npublic_key = "{pub_b64(_seed_key(seed))}"\n'
         f'status = "{status}"\n' for dev, (inst, seed, status) in TERMINALS.items())
@@ -56,6 +56,7 @@ coverage_permille = {{ "310" = 700, "390" = 500 }}
 selfpay_prop_permille = 100
 warn_person_day_permille = 800
 warn_institution_month_permille = 900
+{policy_extra}
 
 [[institutions]]
 code = "{P1}"
@@ -147,8 +148,9 @@ class World:
     """One core over the test region, with signed-in terminals and request helpers."""
 
     def __init__(self, tmp_path: pathlib.Path, p2_cap_fen: int = 20_000, seed: int = 7,
-                 catalogue_csv: str | None = None, **config: Any) -> None:
-        (tmp_path / "registry.toml").write_text(registry_toml(p2_cap_fen), encoding="utf-8")
+                 catalogue_csv: str | None = None, trace_required_from: str | None = None, **config: Any) -> None:
+        extra = "" if trace_required_from is None else f'trace_required_from = "{trace_required_from}"'
+        (tmp_path / "registry.toml").write_text(registry_toml(p2_cap_fen, extra), encoding="utf-8")
         (tmp_path / "secrets.toml").write_text(SECRETS_TOML, encoding="utf-8")
         self.registry = load_registry(str(tmp_path / "registry.toml"))
         self.secrets = load_secrets(str(tmp_path / "secrets.toml"))

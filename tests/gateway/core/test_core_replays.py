@@ -96,7 +96,7 @@ class Stream:
                "inf_time": self.now_ms, "input": input_}
         body = _loose_packb(env, rng)
         frame = encode_frame(Frame(1, AUTH_MAC, term.sign_no, body, mac(term.session_key, REQ_DOMAIN, body)))
-        result = self.world.core.handle_tx(frame, self.now_ms)
+        result = self.world.handle_tx(frame, self.now_ms)
         self.sent.append((term, infno, mid, input_, result.response, self.now_ms))
         return result
 
@@ -183,9 +183,8 @@ def test_every_stream_replays_byte_for_byte_and_restores_from_its_snapshot(rng: 
         snapshot = stream.world.core.snapshot()
         # A snapshot (through msgpack, as on disk) restores to the same state and the same answers.
         loaded = msgpack.unpackb(msgpack.packb(snapshot, use_bin_type=True), raw=False, strict_map_key=False)
-        restored = Core.from_snapshot(loaded, config=stream.world.config, registry=stream.world.registry,
-                                      secrets=stream.world.secrets, keyring=stream.world.core.keyring,
-                                      random_bytes=random.Random(0).randbytes)
+        restored = stream.world.make_core()
+        restored.restore(loaded)
         assert restored.snapshot() == snapshot
         for msgid, answer in _stored(stream.world).items():
             assert restored.state.idempotency.get(msgid).response == answer
@@ -226,7 +225,7 @@ def _send_repeating(stream: Stream, term: TerminalSession, infno: str, mid: str,
     outer = [(name, msgpack.packb(value, use_bin_type=True)) for name, value in env.items()]
     body = _map_of_packed([(key, msgpack.packb(decoy))] * in_envelope + outer + [("input", input_bytes)])
     frame = encode_frame(Frame(1, AUTH_MAC, term.sign_no, body, mac(term.session_key, REQ_DOMAIN, body)))
-    return stream.world.core.handle_tx(frame, stream.now_ms)
+    return stream.world.handle_tx(frame, stream.now_ms)
 
 
 def test_a_repeated_key_is_malformed_and_never_replays_a_recorded_answer(tmp_path: pathlib.Path) -> None:
