@@ -20,7 +20,7 @@ from protocol import (
     mac, public_raw, sign, verify_sig,
 )
 
-from spec_audit_helpers import DAY_MS, ERROR_KEYS, HOUR_MS, answer, crafted, ok_output, settle_frame
+from wire_helpers import DAY_MS, ERROR_KEYS, HOUR_MS, answer, crafted, ok_output, settle_frame
 
 
 # -- section 8: the error table ---------------------------------------------------------------------

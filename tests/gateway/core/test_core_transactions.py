@@ -7,7 +7,7 @@ import pytest
 
 from core_world import C1, P1, P2, T0_MS, World, card, line
 from protocol import limits
-from spec_audit_helpers import DAY_MS, ok_output
+from wire_helpers import DAY_MS, ok_output
 
 
 # -- section 7: settlement arithmetic -----------------------------------------------------------------
