@@ -82,9 +82,10 @@ CONSUMABLES = ("一次性使用无菌注射器", "医用脱脂纱布", "医用�
                "血糖试纸", "弹力绷带", "医用棉签")
 
 # The simulators' drug codes ("XA" Western, "ZB" Chinese) get classes in the simulator's weights
-# (55/35/10 over 20 codes) and OTC on three codes in four (its 75 % at pharmacies); it draws class
-# and OTC per line, so these rows are the closest fixed match. XA01 is the 甲类 OTC line of the
-# end-to-end tests.
+# (55/35/10 over 20 codes) and OTC on three codes in four (its 75 % at pharmacies): without a
+# catalogue, and in traces recorded before it read one, it draws class and OTC per line, so these
+# rows are the closest fixed match (with a catalogue it sends each row's own). XA01 is the 甲类 OTC
+# line of the end-to-end tests.
 _LEGACY_CLASSES = ("01", "01", "02", "01", "02", "01", "03", "02", "01", "02",
                    "01", "01", "02", "01", "02", "01", "03", "01", "02", "01")
 

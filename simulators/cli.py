@@ -2,9 +2,11 @@
 
     yibao-sim run --region DIR [--url URL] --seconds N --rate R --seed S
                   [--profile pharmacy|flat] [--start HH:MM] [--timeout-share X] [--concurrency N]
+                  [--v2-checks auto|off|catalogue|full]
     yibao-sim record --region DIR --out TRACE --seconds N --rate R --seed S
                   [--profile pharmacy|flat] [--start HH:MM] [--timeout-share X]
     yibao-sim replay TRACE --region DIR [--url URL] [--speed X] [--concurrency N]
+                  [--v2-checks auto|off|catalogue|full]
 
 Exit status: 0 clean run, 1 an oracle violation (the report lists each), 2 bad usage or an
 unreadable region/trace or an unreachable gateway.
@@ -18,6 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from protocol import SHANGHAI
+from simulators.oracle_v2 import V2_MODES
+from simulators.probe import ProbeError
 from simulators.region import Region, RegionReadError, load_region
 from simulators.runner import RunResult, read_trace, run, write_trace
 from simulators.traffic import PROFILES, TIMEOUT_SHARE, TrafficModel
@@ -44,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--url", help="gateway data URL (default: the region's gateway.toml)")
             command.add_argument("--concurrency", type=_positive_int,
                                  help="at most N terminals busy at once (default: every terminal)")
+            _v2_option(command)
         else:
             command.add_argument("--out", required=True)
     replay = commands.add_parser("replay")
@@ -52,7 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--url")
     replay.add_argument("--speed", type=float, default=1.0)
     replay.add_argument("--concurrency", type=_positive_int)
+    _v2_option(replay)
     return parser
+
+
+def _v2_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--v2-checks", choices=("auto", *V2_MODES), default="auto",
+                         help="the oracle's SPEC 13 line checks (auto: as a probe pre-settlement shows)")
+
+
+def _v2_checks(args: argparse.Namespace) -> str | None:
+    return None if args.v2_checks == "auto" else str(args.v2_checks)
 
 
 def _time_of_day(text: str) -> float:
@@ -121,13 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"yibao-sim: seed {args.seed}", flush=True)
             print(f"yibao-sim: --profile {args.profile} --start {_hhmm(start_s)}", flush=True)
             intents = _model(region, args, start_s).intents(args.seconds)
-            return _finish(run(region, intents, args.url, concurrency=args.concurrency, span_s=args.seconds))
+            return _finish(run(region, intents, args.url, concurrency=args.concurrency, span_s=args.seconds,
+                               v2_checks=_v2_checks(args)))
         if args.speed <= 0:
             raise ValueError("--speed must be positive")
         intents = list(read_trace(args.trace))
         span_s = intents[-1]["t_s"] / args.speed if intents else 0.0
-        return _finish(run(region, intents, args.url, args.speed, concurrency=args.concurrency, span_s=span_s))
-    except (RegionReadError, ValueError, KeyError, OSError) as error:
+        return _finish(run(region, intents, args.url, args.speed, concurrency=args.concurrency, span_s=span_s,
+                           v2_checks=_v2_checks(args)))
+    except (RegionReadError, ValueError, KeyError, OSError, ProbeError) as error:
         print(f"yibao-sim: {error}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -45,6 +45,9 @@ Others:
   likewise with "reversed"; any other row of a settlement this run sent but never saw committed
   is "reversed"; the other settled rows (history) add up to the baseline.
 
+SPEC 13's line cut and traceability codes are checked by `Oracle.v2` (simulators/oracle_v2.py),
+which the terminals feed with the lines they sent.
+
 Settlements made before the run (a gateway with history) only raise the usage the gateway counts,
 so the inequalities still hold; 3201 and 3202 are checked against the baseline.
 """
@@ -58,6 +61,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from protocol import SHANGHAI
+from simulators.oracle_v2 import V2Oracle
 
 DETAIL_PAGE_ROWS_MAX = 200
 
@@ -119,12 +123,16 @@ class Totals:
 class Oracle:
     """Checks committed answers; `violations` lists every broken invariant, one line each."""
 
-    def __init__(self, allowance_fen: Mapping[str, int], monthly_cap_fen: Mapping[str, int]) -> None:
+    def __init__(self, allowance_fen: Mapping[str, int], monthly_cap_fen: Mapping[str, int],
+                 v2: V2Oracle | None = None) -> None:
         """`allowance_fen`: institution code -> daily OTC allowance (0 for clinics);
-        `monthly_cap_fen`: institution code -> monthly fund cap."""
+        `monthly_cap_fen`: institution code -> monthly fund cap; `v2`: SPEC 13's line and
+        traceability checks (default: off), which report here."""
         self.allowance_fen = dict(allowance_fen)
         self.monthly_cap_fen = dict(monthly_cap_fen)
         self.violations: list[str] = []
+        self.v2 = v2 if v2 is not None else V2Oracle()
+        self.v2.report = self.violation
         self.settlements: dict[tuple[str, str], Committed] = {}
         self._answers: dict[tuple[str, str], bytes] = {}
         self._person_day: dict[tuple[str, str], list[Committed]] = collections.defaultdict(list)

@@ -74,6 +74,7 @@ def summary(stats: Stats, oracle: Oracle, kinds: Mapping[str, str]) -> str:
         by_kind[kinds.get(s.institution, "?")].append(s.medfee_sumamt)
     for kind, bills in sorted(by_kind.items()):
         lines.append(f"average bill at {kind:9} {sum(bills) / len(bills) / 100:8.2f} yuan over {len(bills)} bills")
+    lines.extend(oracle.v2.summary_lines())
     lines.append(_latency_line(stats.latencies_s, "counter requests"))
     lines.append(_latency_line(stats.burst_latencies_s, "sign-in and reconciliation requests"))
     lines.append(f"oracle violations {len(oracle.violations)}")

@@ -27,11 +27,15 @@ from typing import Any, TextIO
 import trio
 
 from protocol import SHANGHAI
+from simulators.catalogue import load_line_rules
 from simulators.client import GatewayClient
 from simulators.oracle import Oracle, Totals
+from simulators.oracle_v2 import V2Oracle
+from simulators.probe import probe_v2_checks
 from simulators.region import Person, Region
 from simulators.report import Stats, summary
 from simulators.terminal import MsgidSource, SimClock, SimTerminal, Transport
+from simulators.trace_codes import CodeSalt
 
 PROGRESS_EVERY_S = 5.0
 MS_PER_S = 1000
@@ -96,6 +100,21 @@ class Runner:
         self._terminals: dict[str, SimTerminal] = {}
         self._settled: dict[int, tuple[str, str]] = {}
         self.baselines: dict[tuple[str, str], Totals] = {}
+        # Traceability codes as this run sends them (fresh ones: a gateway remembers sold codes).
+        self.salt = CodeSalt()
+
+    def set_v2_checks(self, mode: str) -> None:
+        """Check SPEC 13's lines in `mode` (oracle_v2.V2_MODES); before any traffic."""
+        self.oracle.v2 = V2Oracle(mode, load_line_rules(self.region) if mode != "off" else None,
+                                  self.oracle.violation)
+
+    async def probe_v2_checks(self) -> str:
+        """The v2 mode the gateway's answer to one probe pre-settlement shows (probe.py)."""
+        client = self.client_factory(self.url)
+        try:
+            return await probe_v2_checks(self.region, client, self.keys, self.msgids, self.clock)
+        finally:
+            await client.aclose()
 
     def terminal(self, dev_no: str) -> SimTerminal:
         """The simulated POS for `dev_no`, created (not yet signed in) on first use."""
@@ -125,7 +144,8 @@ class Runner:
                 setl_id, psn_no = earlier
                 await self.terminal(intent["dev_no"]).cancel(setl_id, psn_no)
             return
-        setlinfo = await self.terminal(intent["dev_no"]).settle(intent, self.person(intent))
+        sent = {**intent, "items": self.salt.items(intent["items"])}
+        setlinfo = await self.terminal(intent["dev_no"]).settle(sent, self.person(intent))
         if setlinfo is not None:
             self._settled[intent["seq"]] = (setlinfo["setl_id"], setlinfo["psn_no"])
 
@@ -226,14 +246,16 @@ def _single(error: BaseException) -> BaseException:
 
 async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
                     progress: TextIO | None = sys.stderr, concurrency: int | None = None,
-                    span_s: float = 0.0) -> RunResult:
+                    span_s: float = 0.0, v2_checks: str | None = None) -> RunResult:
     """Send `intents` at their offsets (divided by `speed`) from concurrent terminals, then reconcile.
 
-    `span_s`: the planned length of the traffic (for the days the 3201 baseline covers).
+    `span_s`: the planned length of the traffic (for the days the 3201 baseline covers);
+    `v2_checks`: the oracle's SPEC 13 mode (oracle_v2.V2_MODES), None: as a probe shows (probe.py).
 
     Raises:
         OSError: the gateway is unreachable.
         KeyError: an intent names a terminal or person not in this region.
+        ProbeError: the probe was refused.
     """
     target = url or region.gateway_url
     keys_client = GatewayClient(target)
@@ -243,6 +265,7 @@ async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str 
         await keys_client.aclose()
     runner = Runner(region, target, keys, concurrency)
     try:
+        runner.set_v2_checks(v2_checks or await runner.probe_v2_checks())
         await runner.baseline(span_s)
         await runner.dispatch(intents, speed, progress)
         await runner.reconcile()
@@ -255,6 +278,7 @@ async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str 
 
 
 def run(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
-        progress: TextIO | None = sys.stderr, concurrency: int | None = None, span_s: float = 0.0) -> RunResult:
+        progress: TextIO | None = sys.stderr, concurrency: int | None = None, span_s: float = 0.0,
+        v2_checks: str | None = None) -> RunResult:
     """run_async in its own trio event loop (for the command line and synchronous callers)."""
-    return trio.run(run_async, region, intents, url, speed, progress, concurrency, span_s)
+    return trio.run(run_async, region, intents, url, speed, progress, concurrency, span_s, v2_checks)

@@ -98,7 +98,8 @@ class SimTerminal:
             self.stats.count(infno, "UNVERIFIABLE", latency_s)
             return None, raw
         self.stats.count(infno, envelope.err_code or "ok", latency_s)
-        answer = {"infcode": envelope.infcode, "err_code": envelope.err_code, "output": envelope.output or {}}
+        answer = {"infcode": envelope.infcode, "err_code": envelope.err_code, "err_msg": envelope.err_msg,
+                  "output": envelope.output or {}, "warnings": list(envelope.warnings)}
         return answer, raw
 
     async def sign_in(self) -> bool:
@@ -174,10 +175,13 @@ class SimTerminal:
         sent_tick = self.oracle.tick()
         answer, _ = await self.exchange(pre_infno, mid_pre, lambda: {
             **credential(mid_pre, pre_infno, bill_fen), "medfee_sumamt": bill_fen, "items": items})
+        received_tick = self.oracle.tick()
+        self.oracle.v2.on_answer(pre_infno, f"{pre_infno} {where}", self.institution, items, answer, sent_tick,
+                                 received_tick)
         if answer is None or answer["infcode"] != 0:
             return None
         self.oracle.on_presettle(f"{pre_infno} {where}", self.institution.code, answer["output"]["setlinfo"],
-                                 bill_fen, sent_tick, self.oracle.tick())
+                                 bill_fen, sent_tick, received_tick)
         mid = self.msgids.next(self.institution.code, self._now_ms())
 
         def build() -> dict[str, Any]:
@@ -185,8 +189,11 @@ class SimTerminal:
 
         self.oracle.on_settle_sent(self.institution.code, mid)
         sent_tick = self.oracle.tick()
+        self.oracle.v2.on_settle_sent(self.institution, mid, items, sent_tick)
         answer, raw = await self.exchange(infno, mid, build)
         received_tick = self.oracle.tick()
+        self.oracle.v2.on_answer(infno, f"{infno} {where}", self.institution, items, answer, sent_tick,
+                                 received_tick, msgid=mid, seen=not intent.get("timeout", False))
         if intent.get("timeout", False):
             await self._timed_out(where, infno, mid, build, answer, bill_fen, (sent_tick, received_tick))
             return None
@@ -229,11 +236,13 @@ class SimTerminal:
         `applied`: True when the original's answer was 0, False when it was a rejection, None when
         unknown (the oracle checks `original_found` against it)."""
         mid = self.msgids.next(self.institution.code, self._now_ms())
+        sent_tick = self.oracle.tick()
         answer, _ = await self.exchange("2601", mid, lambda: {"omsgid": omsgid, "oinfno": oinfno})
         if answer is None or answer["infcode"] != 0:
             self.oracle.violation(f"2601 of {omsgid} at {self.spec.dev_no}: outcome still unknown")
             return False
         self.oracle.on_reversal(f"2601 {where}", self.institution.code, omsgid, oinfno, applied, answer["output"])
+        self.oracle.v2.on_reversal(self.institution.code, omsgid, sent_tick, self.oracle.tick())
         return True
 
     async def cancel(self, setl_id: str, psn_no: str) -> bool:
@@ -241,12 +250,14 @@ class SimTerminal:
         infno = "2103" if self.institution.kind == "pharmacy" else "2208"
         mid = self.msgids.next(self.institution.code, self._now_ms())
         self.oracle.on_cancel_sent(self.institution.code, setl_id)
+        self.oracle.v2.on_cancel_sent(self.institution.code, setl_id, mid, self.oracle.tick())
         answer, _ = await self.exchange(infno, mid, lambda: {"setl_id": setl_id, "psn_no": psn_no})
         if answer is not None and answer["infcode"] == -1:
             await self.reverse(mid, infno, f"{self.spec.dev_no} cancel of {setl_id}")
         if answer is None or answer["infcode"] != 0:
             return False
         self.oracle.on_cancel(f"{infno} {self.spec.dev_no}", self.institution.code, setl_id, answer["output"])
+        self.oracle.v2.on_cancelled(self.institution.code, setl_id, self.oracle.tick())
         return True
 
     async def totals(self, stmt_date: str, claimed: Totals) -> tuple[str, dict[str, Any]] | None:

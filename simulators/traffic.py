@@ -28,6 +28,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from simulators.bill_lines import LineDrawer, LineShares
+from simulators.catalogue import region_catalogue
 from simulators.region import Person, Region
 
 VOUCHER_SHARE = 0.20
@@ -87,22 +89,36 @@ def _price_fen(rng: random.Random) -> int:
     return min(PRICE_MAX_FEN, max(1, price))
 
 
-def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str) -> list[dict[str, Any]]:
-    """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints)."""
+def _line(rng: random.Random, serial: int, doctor: str, otc: bool) -> dict[str, Any]:
+    """One line with the given OTC flag: count, price, a drug code and class, and for a
+    prescription line (70 %) an rxno."""
     classes, weights = zip(*CLASS_WEIGHTS.items(), strict=True)
+    count, price = rng.randint(1, COUNT_MAX), _price_fen(rng)
+    item: dict[str, Any] = {
+        "feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES),
+        "chrgitm_lv": rng.choices(classes, weights)[0], "otc": otc, "cnt": count, "pric": price,
+        "det_item_fee_sumamt": count * price, "bilg_dr_codg": doctor,
+    }
+    if not otc and rng.random() < RX_WITH_RXNO_SHARE:
+        item["rxno"] = f"RX{rng.randrange(10**10):010d}"
+    return item
+
+
+def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str,
+               lines: LineDrawer | None = None, t_s: float = 0.0) -> list[dict[str, Any]]:
+    """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints).
+
+    With `lines` (the region has a catalogue) the lines are v2 lines drawn from it (bill_lines.py);
+    without, codes come from DRUG_CODES and class and OTC flag are drawn per line."""
     items = []
     for serial in range(1, rng.randint(LINES_MIN, LINES_MAX) + 1):
-        count, price = rng.randint(1, COUNT_MAX), _price_fen(rng)
-        otc = pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY
-        item: dict[str, Any] = {
-            "feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES),
-            "chrgitm_lv": rng.choices(classes, weights)[0], "otc": otc, "cnt": count, "pric": price,
-            "det_item_fee_sumamt": count * price,
-            "bilg_dr_codg": rng.choice(doctors) if doctors else opter,
-        }
-        if not otc and rng.random() < RX_WITH_RXNO_SHARE:
-            item["rxno"] = f"RX{rng.randrange(10**10):010d}"
-        items.append(item)
+        doctor = rng.choice(doctors) if doctors else opter
+        if lines is None:
+            items.append(_line(rng, serial, doctor, pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY))
+        else:
+            items.append(lines.line(rng, serial, pharmacy, doctor, _line))
+    if lines is not None:
+        lines.finish_bill(rng, items, pharmacy, t_s)
     return items
 
 
@@ -110,10 +126,12 @@ class TrafficModel:
     """A deterministic stream of intents for one region: the same seed gives the same stream."""
 
     def __init__(self, region: Region, seed: int, rate_per_s: float, profile: DayProfile = FLAT,
-                 start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE) -> None:
+                 start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE,
+                 line_shares: LineShares = LineShares()) -> None:
         """`rate_per_s`: the mean arrival rate over a day; `profile` shapes it by the Shanghai hour
         of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset;
-        `timeout_share`: the probability that a settlement times out (0..1)."""
+        `timeout_share`: the probability that a settlement times out (0..1); `line_shares`: how
+        often the v2 line cases are drawn when the region has a catalogue (bill_lines.py)."""
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         if not 0.0 <= timeout_share <= 1.0:
@@ -126,6 +144,8 @@ class TrafficModel:
         self._rng = random.Random(seed)
         self._seq = 0
         self._settles: list[int] = []
+        catalogue = region_catalogue(region)
+        self._lines = LineDrawer(catalogue, line_shares) if catalogue is not None else None
 
     def rate_at(self, t_s: float) -> float:
         """The arrival rate (per s) at offset `t_s`."""
@@ -156,7 +176,7 @@ class TrafficModel:
         institution = self.region.institutions[terminal.institution]
         person = self._person(rng)
         credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
-        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter)
+        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter, self._lines, t_s)
         retries = 1 if rng.random() < RETRY_SHARE else 0
         # Drawn whatever the share, so that changing the share changes nothing else in the stream.
         timeout = rng.random() < self.timeout_share

@@ -2,7 +2,11 @@
 
 The gateway runs with --test-clock, set just before a Shanghai midnight, so the seeded run crosses
 it: both days are reconciled (3201 and 3202) against the oracle. A raised time-out share makes
-some settlements time out: they are reversed (2601) and their resends refused.
+some settlements time out: they are reversed (2601) and their resends refused. Raised v2 shares
+put restricted lines, prices over the cap and resold traceability codes on the bills; the oracle
+checks SPEC 13's cut of every line, in the mode a probe finds ("full" once this tree's decoder
+reads `hosp_appr_flag`, `drug_trac_codg` and `trdn_flag`, "catalogue" before: the test requires
+the probe to agree with the decoder, so the full checks run as soon as the decoder has them).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import tomllib
 
 import pytest
 
-from protocol import SHANGHAI
+from protocol import SHANGHAI, parse_input
+from simulators.bill_lines import LineShares
 from simulators.cli import main
 from simulators.region import load_region
 from simulators.runner import read_trace, run
@@ -33,6 +38,22 @@ RATE_PER_S = 6.0
 # Far above the model's 0.5 %, so that a 15 s run sees settlements time out and get reversed.
 TIMEOUT_SHARE = 0.1
 SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "simulators" / "traces" / "sample.jsonl"
+# Far above the model's shares, so that a 15 s run resells codes and cuts restricted lines.
+V2_SHARES = LineShares(not_in_catalogue=0.05, over_cap=0.5, unapproved=0.5, override=0.1, resale=0.3)
+TRACE_CODE = "12345670000000000001"
+
+
+def decoder_reads_v2_line_fields() -> bool:
+    """True when this tree's protocol decoder keeps a line's `hosp_appr_flag`, `drug_trac_codg`
+    and `trdn_flag` (the gateway then applies them): the oracle's full v2 checks are due."""
+    item = {"feedetl_sn": "1", "med_list_codg": "X1", "chrgitm_lv": "01", "otc": True, "cnt": 1, "pric": 100,
+            "det_item_fee_sumamt": 100, "bilg_dr_codg": "D1", "hosp_appr_flag": "1",
+            "drug_trac_codg": [TRACE_CODE], "trdn_flag": "1"}
+    raw = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "510182000000000001", "card_sn": "0123456789ABCDEF",
+           "psn_no": "5101820000000001", "insutype": "310", "insuplc_admdvs": "510182", "card_mac": bytes(16),
+           "medfee_sumamt": 100, "items": [item]}
+    [line] = parse_input("2101", raw).items  # type: ignore[union-attr]
+    return (line.hosp_appr_flag, tuple(line.drug_trac_codg), line.trdn_flag) == ("1", (TRACE_CODE,), "1")
 
 
 def free_port() -> int:
@@ -105,9 +126,18 @@ def before_next_midnight_ms(lead_s: float) -> int:
 def test_seeded_run_across_midnight_settles_with_zero_violations(served_region: pathlib.Path) -> None:
     set_gateway_clock(served_region, before_next_midnight_ms(RUN_SECONDS / 2))
     region = load_region(served_region)
-    model = TrafficModel(region, 4, RATE_PER_S, FLAT, timeout_share=TIMEOUT_SHARE)
+    model = TrafficModel(region, 4, RATE_PER_S, FLAT, timeout_share=TIMEOUT_SHARE, line_shares=V2_SHARES)
     result = run(region, model.intents(RUN_SECONDS), progress=None, span_s=RUN_SECONDS)
     assert result.oracle.violations == [], result.table
+    # The probe found what this tree's decoder reads, and every line was checked in that mode.
+    v2 = result.oracle.v2
+    assert v2.mode == ("full" if decoder_reads_v2_line_fields() else "catalogue"), result.table
+    assert min(v2.counts[k] for k in ("not in catalogue", "over cap", "unapproved", "overrides", "split lines",
+                                      "resold codes")) > 0, result.table
+    if v2.full:  # a resold code held by a standing settlement is refused as a whole
+        refused = result.stats.outcomes[("2101", "TRACE_CODE_REUSED")] + result.stats.outcomes[
+            ("2102", "TRACE_CODE_REUSED")]
+        assert refused > 0, result.table
     # Timed-out settlements were applied, reversed, listed "reversed" by 3202 and refused on resend.
     assert result.oracle.reversed and result.oracle.reversals[("2102", "original found")] > 0, result.table
     resent = result.stats.outcomes[("2102", "ORIGINAL_REVERSED")] + result.stats.outcomes[("2207", "ORIGINAL_REVERSED")]
@@ -133,6 +163,7 @@ def test_cli_run_prints_seed_and_summary_and_exits_0(served_region: pathlib.Path
     out = capsys.readouterr().out
     assert status == 0, out
     assert out.startswith("yibao-sim: seed 9\n") and "oracle violations 0" in out and "latency p50" in out
+    assert "v2 checks full" in out or "v2 checks catalogue" in out
     assert "reversal of 2" in out and "ORIGINAL_REVERSED" in out
 
 

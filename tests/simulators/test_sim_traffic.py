@@ -61,11 +61,11 @@ def test_pharmacy_lines_mix_otc_rx_with_and_without_rxno(region: Region) -> None
     assert kinds == {(True, False), (False, True), (False, False)}
 
 
-def test_clinic_lines_are_never_otc_and_name_a_doctor(region: Region) -> None:
+def test_clinic_lines_name_a_doctor_and_carry_no_traceability_codes(region: Region) -> None:
     for bill in settles(region, 10, 500):
         institution = region.institutions[bill["dev_no"][:12]]
         if institution.kind != "pharmacy":
-            assert all(not i["otc"] and i["bilg_dr_codg"] in institution.doctors for i in bill["items"])
+            assert all(i["bilg_dr_codg"] in institution.doctors and "drug_trac_codg" not in i for i in bill["items"])
 
 
 def test_same_seed_same_stream_other_seed_other_stream(region: Region) -> None:
