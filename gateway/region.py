@@ -322,13 +322,15 @@ def _toml(comment: str, document: dict[str, Any]) -> str:
 
 def _gateway_toml() -> str:
     comment = ("yibao-gateway configuration (SPEC section 10). Paths are relative to this file.\n"
-               "Further [limits] and [journal] keys and their defaults: see gateway/config.py.")
+               "Further [limits] and [journal] keys and their defaults: see gateway/config.py.\n"
+               "connections_per_address_max: the simulator's terminals all connect from 127.0.0.1, so\n"
+               "one address may use every connection here; a real region keeps the default (256).")
     return _toml(comment, {
         "admdvs": ADMDVS,
         "listen": {"data": DATA_LISTEN, "admin": ADMIN_LISTEN},
         "paths": {"registry": "registry.toml", "secrets": "secrets.toml",
                   "signing_key": "gateway_ed25519.pem", "data_dir": "data", "catalogue": CATALOGUE_FILE},
-        "limits": {"body_bytes_max": 65536, "session_ttl_s": 43200},
+        "limits": {"body_bytes_max": 65536, "session_ttl_s": 43200, "connections_per_address_max": 1024},
         "journal": {"fsync": True, "group_commit_ms": 2},
     })
 
