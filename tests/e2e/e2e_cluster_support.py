@@ -190,18 +190,37 @@ class Timeline:
         return min(later) - at_s if later else None
 
 
+class Gate:
+    """Holds the terminals before their next request while closed (requests in flight finish)."""
+
+    def __init__(self) -> None:
+        self._opened = trio.Event()
+        self._opened.set()
+
+    def close(self) -> None:
+        if self._opened.is_set():
+            self._opened = trio.Event()
+
+    def open(self) -> None:
+        self._opened.set()
+
+    async def wait_open(self) -> None:
+        await self._opened.wait()
+
+
 async def drive_through_faults(book: Book, region: ClusterRegion, keys: dict[str, Ed25519PublicKey],
-                               stop: trio.Event, timeline: Timeline) -> None:
+                               stop: trio.Event, timeline: Timeline, gate: Gate) -> None:
     """One task per pharmacy terminal through HAProxy until `stop` is set."""
     async with trio.open_nursery() as nursery:
         for terminal in region.terminals:
-            nursery.start_soon(_terminal_loop, book, terminal, region, keys, stop, timeline)
+            nursery.start_soon(_terminal_loop, book, terminal, region, keys, stop, timeline, gate)
 
 
 async def _terminal_loop(book: Book, terminal: Any, region: ClusterRegion, keys: dict[str, Ed25519PublicKey],
-                         stop: trio.Event, timeline: Timeline) -> None:
+                         stop: trio.Event, timeline: Timeline, gate: Gate) -> None:
     link: TerminalLink | None = None
     while not stop.is_set():
+        await gate.wait_open()
         if link is None:
             link = TerminalLink(terminal, region.data, keys)
             try:
@@ -262,5 +281,5 @@ def check_stream(cluster: LocalCluster, admdvs: str) -> dict[str, int]:
     return {"entries": len(entries), "epochs": len(set(epochs))}
 
 
-__all__ = ["ClusterRegion", "Node", "Timeline", "check_stream", "cluster_missing", "drive_through_faults",
+__all__ = ["ClusterRegion", "Gate", "Node", "Timeline", "check_stream", "cluster_missing", "drive_through_faults",
            "flush_region", "now_ms"]
