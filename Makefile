@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 REGION ?= region
 PYTEST_FLAGS ?=
 
-.PHONY: run test soak bench bench-core bench-catalogue bench-journal ops-tools clean
+CLUSTER_DIR ?= build/cluster
+
+.PHONY: run test soak bench bench-core bench-catalogue bench-journal bench-cluster ops-tools cluster-tools \
+	run-cluster stop-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,16 +25,35 @@ ops-tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1) \
 	    || echo "ops-tools: could not install Debian's prometheus; its tests will skip"; }
 
+# Debian's redis-server and haproxy for cluster mode (SPEC section 15): `make run-cluster`, the
+# chaos tests and `make bench-cluster`. Best effort like ops-tools: without them those tests skip
+# and say why.
+cluster-tools:
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && \
+	  command -v haproxy >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq >/dev/null 2>&1; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server \
+	    redis-tools haproxy >/dev/null 2>&1) \
+	    || echo "cluster-tools: could not install Debian's redis-server and haproxy; the cluster tests will skip"; }
+
 $(REGION)/gateway.toml: | $(STAMP)
 	$(BIN)/yibao-gateway init --out $(REGION) --profile small
 
 run: $(STAMP) $(REGION)/gateway.toml
 	$(BIN)/yibao-gateway serve --config $(REGION)/gateway.toml
 
-test: $(STAMP) ops-tools
+# A Redis Cluster (3 primaries, two replicas each, ports 7000-7008), gateways gw-a and gw-b of the
+# sample region and HAProxy on 127.0.0.1:8600 (data) and 8601 (admin); `make stop-cluster` ends it.
+run-cluster: $(STAMP) cluster-tools $(REGION)/gateway.toml
+	$(BIN)/python -m load_tests.cluster_rig up --region $(REGION) --dir $(CLUSTER_DIR)
+
+stop-cluster: $(STAMP)
+	$(BIN)/python -m load_tests.cluster_rig down --dir $(CLUSTER_DIR)
+
+test: $(STAMP) ops-tools cluster-tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_FLAGS)
 
-soak: $(STAMP) ops-tools
+soak: $(STAMP) ops-tools cluster-tools
 	$(BIN)/python -m pytest -m slow $(PYTEST_FLAGS)
 
 bench-core: $(STAMP)
@@ -42,6 +64,9 @@ bench-catalogue: $(STAMP)
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench
+
+bench-cluster: $(STAMP) cluster-tools
+	$(BIN)/python -m load_tests.cluster_bench --out load_tests/results
 
 bench: $(STAMP)
 	$(BIN)/yibao-load bench --out load_tests/results

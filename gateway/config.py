@@ -16,6 +16,7 @@ from typing import Any
 from protocol.limits import MSGPACK_LEN_MAX
 
 __all__ = [
+    "ClusterConfig",
     "ConfigError",
     "GatewayConfig",
     "HostPort",
@@ -86,8 +87,24 @@ class JournalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """SPEC section 15: the region's processes share a journal on a Redis Cluster (docs/cluster.md).
+
+    redis: seed nodes; node_id: this process's name, unique in the region; lease_ms: how long a
+    leader's lease lasts unless renewed; replicas_ack: replicas that must hold a batch before its
+    answers leave; wait_timeout_ms: how long a batch waits for them.
+    """
+
+    redis: tuple[HostPort, ...]
+    node_id: str
+    lease_ms: int
+    replicas_ack: int
+    wait_timeout_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
 class GatewayConfig:
-    """The whole of `gateway.toml`, validated."""
+    """The whole of `gateway.toml`, validated. `cluster` is None: the embedded default (one process)."""
 
     path: pathlib.Path
     admdvs: str
@@ -95,6 +112,7 @@ class GatewayConfig:
     paths: PathsConfig
     limits: LimitsConfig
     journal: JournalConfig
+    cluster: ClusterConfig | None = None
 
 
 _PATH_DEFAULTS = {
@@ -111,11 +129,15 @@ _MINIMUM = {
     "requests_in_flight_max": 1, "header_bytes_max": 256, "read_timeout_s": 0.001,
     "write_timeout_s": 0.001, "idle_timeout_s": 0.001, "drain_timeout_s": 0.0, "group_commit_ms": 0,
     "batch_records_max": 1, "queue_records_max": 1, "snapshot_every_records": 1,
+    "lease_ms": 300, "replicas_ack": 0, "wait_timeout_ms": 1,
 }
 # Upper bounds: the frame decoder refuses msgpack strings/bins longer than the protocol's bound,
 # so a larger body limit would only turn big requests into MALFORMED_FRAME instead of 413.
 _MAXIMUM = {"body_bytes_max": MSGPACK_LEN_MAX}
 _ADMDVS = re.compile(r"[0-9]{6}")
+_NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Seed nodes a region may name; a real cluster is reached through any few of its nodes.
+REDIS_SEEDS_MAX = 32
 
 
 def load_config(path: str | pathlib.Path) -> GatewayConfig:
@@ -153,7 +175,7 @@ class _Parser:
         return ConfigError(f"{self.file}: key '{key}' {problem}")
 
     def parse(self, raw: dict[str, Any]) -> GatewayConfig:
-        sections = {"listen", "paths", "limits", "journal"}
+        sections = {"listen", "paths", "limits", "journal", "cluster"}
         self.reject_unknown(raw, {"admdvs"} | sections, prefix="")
         for name in sections:
             if name in raw and not isinstance(raw[name], dict):
@@ -170,7 +192,27 @@ class _Parser:
             paths=self.paths(raw.get("paths", {})),
             limits=self.fields(LimitsConfig, raw.get("limits", {}), "limits"),
             journal=self.fields(JournalConfig, raw.get("journal", {}), "journal"),
+            cluster=self.cluster(raw["cluster"]) if "cluster" in raw else None,
         )
+
+    def cluster(self, table: dict[str, Any]) -> ClusterConfig:
+        scalars = {key: value for key, value in table.items() if key not in ("redis", "node_id")}
+        self.reject_unknown(table, {"redis", "node_id", "lease_ms", "replicas_ack", "wait_timeout_ms"},
+                            "cluster.")
+        seeds = table.get("redis")
+        if not isinstance(seeds, list) or not 1 <= len(seeds) <= REDIS_SEEDS_MAX:
+            raise self.fail("cluster.redis", f'must be an array of 1..{REDIS_SEEDS_MAX} "host:port" strings')
+        redis = tuple(self.host_port({"redis": seed}, "redis", HostPort("", 0), "cluster.redis")
+                      for seed in seeds)
+        if any(seed.port == 0 for seed in redis):
+            raise self.fail("cluster.redis", "names port 0")
+        node_id = table.get("node_id")
+        if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
+            raise self.fail("cluster.node_id", "must be 1..64 characters of A-Z a-z 0-9 _ . -")
+        numbers = self.fields(_ClusterNumbers, scalars, "cluster")
+        if numbers.wait_timeout_ms >= numbers.lease_ms:
+            raise self.fail("cluster.wait_timeout_ms", "must be less than cluster.lease_ms")
+        return ClusterConfig(redis, node_id, **dataclasses.asdict(numbers))
 
     def reject_unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
         for key in table:
@@ -185,13 +227,13 @@ class _Parser:
             admin=self.host_port(table, "admin", defaults.admin),
         )
 
-    def host_port(self, table: dict[str, Any], key: str, default: HostPort) -> HostPort:
+    def host_port(self, table: dict[str, Any], key: str, default: HostPort, dotted: str = "") -> HostPort:
         if key not in table:
             return default
         value = table[key]
         host, sep, port_text = value.rpartition(":") if isinstance(value, str) else ("", "", "")
         if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-            raise self.fail(f"listen.{key}", 'must be a string "host:port" with port 0..65535')
+            raise self.fail(dotted or f"listen.{key}", 'must be a string "host:port" with port 0..65535')
         return HostPort(host.strip("[]"), int(port_text))
 
     def paths(self, table: dict[str, Any]) -> PathsConfig:
@@ -229,6 +271,15 @@ class _Parser:
         if key in _MAXIMUM and value > _MAXIMUM[key]:
             raise self.fail(dotted, f"must be at most {_MAXIMUM[key]}, got {value}")
         return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClusterNumbers:
+    """The numeric keys of [cluster] and their defaults (SPEC section 15)."""
+
+    lease_ms: int = 3000
+    replicas_ack: int = 1
+    wait_timeout_ms: int = 1000
 
 
 def _type_name(value: Any) -> str:

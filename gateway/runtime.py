@@ -83,17 +83,20 @@ class Runtime:
     recovered: bool = False
     rebuilding: bool = False
     in_flight: int = 0
+    # Cluster mode (SPEC section 15): a hot standby follows its region's journal and serves no
+    # transaction (/readyz 503 "standby", DRAINING) until it holds the region's lease.
+    standby: bool = False
     on_journal_failure: Callable[[], None] = lambda: None
     snapshots: SnapshotScheduler | None = None
 
     def ready(self) -> bool:
-        """True when /readyz answers 200: recovered, not draining, journal healthy."""
+        """True when /readyz answers 200: recovered, not draining, journal healthy, not a standby."""
         return (self.recovered and not self.rebuilding and not self.drain.started
-                and not self.journal.failed)
+                and not self.standby and not self.journal.failed)
 
     def writable(self) -> bool:
         """True when transactions may reach the core (its state matches the durable journal)."""
-        return self.recovered and not self.rebuilding and not self.journal.failed
+        return self.recovered and not self.rebuilding and not self.standby and not self.journal.failed
 
     async def make_durable(self, record: Record | None, wait_op: int) -> None:
         """Journal `record` (None: nothing new) and return once op `wait_op` is durable.

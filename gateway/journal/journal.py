@@ -63,7 +63,7 @@ import trio
 from ..logs import JsonLogger
 from .errors import JournalCorrupt, JournalFailed, JournalFull
 from .fileops import RealFileOps
-from .forked import CAN_FORK, fork_writer, wait_writer
+from .forked import CAN_FORK, ChildSnapshot, fork_writer, wait_writer
 from .framing import encode_payload, encode_snapshot, frame_payload
 from .segments import ScanResult, scan_segments, segment_name
 from .snapshots import (LoadedSnapshot, SnapshotWritten, load_newest_snapshots, publish_snapshot,
@@ -399,13 +399,17 @@ class Journal:
                 # Never publish a state holding an op that could still be lost.
                 await self.wait_durable(op)
                 self._check_snapshot_op(op)
-                written = await trio.to_thread.run_sync(
-                    publish_snapshot, self._file_ops, self.snapshot_dir, self.journal_dir, op,
-                    child.tmp_path, child.snapshot_bytes)
+                written = await self._publish_child_snapshot(op, child)
             except BaseException:
                 self._discard(child.tmp_path)
                 raise
         return self._account_snapshot(written, child.encode_s, loop_pause_s=fork_s)
+
+    async def _publish_child_snapshot(self, op: int, child: ChildSnapshot) -> SnapshotWritten:
+        """Put the child's file of durable op `op` in place and retire what it covers."""
+        return await trio.to_thread.run_sync(
+            publish_snapshot, self._file_ops, self.snapshot_dir, self.journal_dir, op,
+            child.tmp_path, child.snapshot_bytes)
 
     def _discard(self, tmp_path: str) -> None:
         """Best effort: a leftover temporary snapshot is also removed by the next retention."""
@@ -496,23 +500,32 @@ class Journal:
         self._inflight_last_op = last_op
         self._idle = trio.Event()
         try:
-            written_bytes, fsync_s = await trio.to_thread.run_sync(
-                self._write_blocking, first_op, [p.payload for p in batch])
-        except OSError as exc:
-            error = JournalFailed(f"writing ops {first_op}..{last_op} failed: {exc}")
-            error.__cause__ = exc
+            written_bytes, fsync_s = await self._write_batch(first_op, [p.payload for p in batch])
+        except (OSError, JournalFailed) as exc:
+            error = exc if isinstance(exc, JournalFailed) else JournalFailed(
+                f"writing ops {first_op}..{last_op} failed: {exc}")
+            if error is not exc:
+                error.__cause__ = exc
             self._inflight_last_op = 0
             self._fail(error)
             return
         finally:
             self._inflight_last_op = 0
             self._idle.set()
-        assert self._segment is not None
-        self._segment.durable_bytes += written_bytes
         self._durable_op = last_op
         self.stats.add_batch(len(batch), written_bytes, fsync_s)
         self._observer.on_batch(len(batch), written_bytes, fsync_s)
         self._release_waiters()
+
+    async def _write_batch(self, first_op: int, payloads: list[bytes]) -> tuple[int, float | None]:
+        """Make one batch durable; returns (bytes written, fsync seconds or None).
+
+        Raises OSError or JournalFailed: the batch is not durable (the journal fails).
+        """
+        written_bytes, fsync_s = await trio.to_thread.run_sync(self._write_blocking, first_op, payloads)
+        assert self._segment is not None
+        self._segment.durable_bytes += written_bytes
+        return written_bytes, fsync_s
 
     def _write_blocking(self, first_op: int, payloads: list[bytes]) -> tuple[int, float | None]:
         """Worker thread: one write and one fsync for the whole batch."""

@@ -106,12 +106,7 @@ class Gateway:
         self.files = load_files(config)
         load_signing_key(config.paths.signing_key)  # fail early on a bad key file
         self.metrics = GatewayMetrics()
-        self.journal = Journal(
-            config.paths.data_dir, fsync=config.journal.fsync,
-            group_commit_ms=config.journal.group_commit_ms,
-            batch_records_max=config.journal.batch_records_max,
-            queue_records_max=config.journal.queue_records_max,
-            file_ops=file_ops, observer=JournalMetrics(self.metrics), logger=LOGGER)
+        self.journal = self._make_journal(file_ops)
         clock = SettableClock() if test_clock else WallClock()
         keyring = KeyRing(load_signing_key(config.paths.signing_key))
         core_config = self._core_config()
@@ -125,6 +120,16 @@ class Gateway:
         self._rebuild_wanted = trio.Event()
         self._listeners_done: list[trio.Event] = []
         self._stop = trio.Event()
+
+    def _make_journal(self, file_ops: RealFileOps | None) -> Journal:
+        """The journal port: the local files (the embedded default; cluster mode overrides it)."""
+        config = self.config
+        return Journal(
+            config.paths.data_dir, fsync=config.journal.fsync,
+            group_commit_ms=config.journal.group_commit_ms,
+            batch_records_max=config.journal.batch_records_max,
+            queue_records_max=config.journal.queue_records_max,
+            file_ops=file_ops, observer=JournalMetrics(self.metrics), logger=LOGGER)
 
     def _core_config(self) -> CoreConfig:
         return CoreConfig(admdvs=self.config.admdvs, session_ttl_s=self.config.limits.session_ttl_s)
@@ -184,7 +189,7 @@ class Gateway:
             await nursery.start(self.journal.run)
             assert runtime.snapshots is not None
             nursery.start_soon(runtime.snapshots.run)
-            nursery.start_soon(self._rebuild_loop)
+            self._start_role(nursery)
             data_port = await self._start_listener(nursery, "data")
             log_event("ready", data_port=data_port, admin_port=admin_port,
                       last_op=runtime.core.last_op)
@@ -192,6 +197,10 @@ class Gateway:
             await self._wait_for_stop()
             await self._drain()
             nursery.cancel_scope.cancel()
+
+    def _start_role(self, nursery: trio.Nursery) -> None:
+        """Alone, the gateway serves, and rebuilds its memory from disk after a journal failure."""
+        nursery.start_soon(self._rebuild_loop)
 
     async def _start_listener(self, nursery: trio.Nursery, name: str) -> int:
         runtime, limits = self.runtime, self.config.limits
@@ -232,7 +241,7 @@ class Gateway:
         """Rebuild the core from disk before anything is answered on the data listener."""
         started_s = time.perf_counter()
         try:
-            recovery = await trio.to_thread.run_sync(self.journal.recover)
+            recovery = await self._read_journal()
         except JournalCorrupt as exc:
             raise StartupError(f"journal corrupt before its tail, refusing to start: {exc}") from None
         keyring = await trio.to_thread.run_sync(self._recovered_keyring, recovery)
@@ -244,6 +253,10 @@ class Gateway:
         log_event("recovered", snapshot_op=recovery.snapshot_op, records=recovery.records_replayed,
                   last_op=recovery.last_op, torn_tail_bytes=recovery.torn_tail_bytes,
                   duration_s=round(time.perf_counter() - started_s, 6))
+
+    async def _read_journal(self) -> Recovery:
+        """The durable state to start from: the newest snapshot and the records after it."""
+        return await trio.to_thread.run_sync(self.journal.recover)
 
     # -- journal failure -------------------------------------------------------------------
 
@@ -344,6 +357,12 @@ def _find(group: BaseExceptionGroup, kind: type[Exception]) -> Exception | None:
 
 async def serve(config: GatewayConfig, *, test_clock: bool = False,
                 task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Build a Gateway from `config` and run it (see Gateway.run)."""
-    await Gateway(config, test_clock=test_clock).run(task_status=task_status)
+    """Build a Gateway from `config` (a region node when it has [cluster]) and run it (see Gateway.run)."""
+    if config.cluster is None:
+        await Gateway(config, test_clock=test_clock).run(task_status=task_status)
+        return
+    # Imported only in cluster mode: it brings in the Redis client.
+    from gateway.cluster.gateway import ClusterGateway
+
+    await ClusterGateway(config, test_clock=test_clock).run(task_status=task_status)
 

@@ -62,6 +62,8 @@ def common_route(runtime: Runtime, request: Request) -> Response | None:
     if request.path == "/healthz":
         return plain_response(200, "ok")
     if request.path == "/readyz":
+        if runtime.standby and runtime.recovered and not runtime.drain.started:
+            return plain_response(503, "standby")
         return plain_response(200, "ready") if runtime.ready() else plain_response(503, "not ready")
     if request.path == "/metrics":
         runtime.metrics.sessions_active.set(runtime.core.sessions_active)
@@ -114,7 +116,8 @@ class DataApp:
     async def _tx(self, request: Request) -> Response:
         started_s = time.perf_counter()
         runtime = self.runtime
-        if runtime.drain.started:
+        if runtime.drain.started or runtime.standby:
+            # A standby (cluster mode) refuses like a draining gateway: the router retries elsewhere.
             runtime.metrics.observe_shed("draining")
             return self._refusal(ErrCode.DRAINING, started_s, RETRY_AFTER_DRAINING_S)
         if not _is_msgpack(request.headers.get("content-type")):
