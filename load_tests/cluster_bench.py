@@ -8,7 +8,8 @@
    lease_ms = 3000 (the default): under load, kill -9 the leader; the time from the kill to the
    first settlement acknowledged that was sent after it (target ≤ lease_ms + 1 s). `--kills` times.
 3. **Several regions on several shards.** 1, 2, then 3 regions, each its own leader, whose hash
-   tags (`{admdvs}`) fall on different primaries; total and per-region settlements/s.
+   tags (`{admdvs}`) fall on different primaries, `REGION_CONNECTIONS` clients each; total and
+   per-region settlements/s, and each shard's primary's CPU per settlement.
 
 Everything on 127.0.0.1. Writes load_tests/results/cluster.json.
 """
@@ -32,9 +33,12 @@ from load_tests.cluster_rig import haproxy_config, node_config
 from load_tests.gateway_target import GatewayTarget
 from load_tests.http import Endpoint, HttpConnection
 from load_tests.redis_cluster import LocalCluster, free_base_port, redis_available
-from load_tests.servers import free_port, gateway_command
+from load_tests.servers import free_port, gateway_command, process_cpu_s
 
 CONNECTIONS = 32
+# Per region in the shards series: few enough that one region is bound by its round trips (group
+# commit, WAIT), not by a CPU, so what more regions add shows on a 2-core machine too.
+REGION_CONNECTIONS = 4
 WARMUP_S = 1.0
 READY_S = 60.0
 SEED = 1
@@ -83,9 +87,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def closed_loop(endpoint: Endpoint, target: GatewayTarget, connections: int, seconds: float
-                      ) -> dict[str, float]:
-    """`connections` clients send fresh 2102s back to back; throughput and latency after warm-up."""
+async def closed_loop(endpoint: Endpoint, target: GatewayTarget, connections: int, seconds: float,
+                      cpu_pids: dict[str, list[int]] | None = None) -> dict[str, float]:
+    """`connections` clients send fresh 2102s back to back; throughput and latency after warm-up.
+
+    `cpu_pids`: name -> processes whose CPU time per settlement is reported as `<name>_cpu_us`
+    (on a shared machine a steadier figure than throughput).
+    """
+    cpu_pids = cpu_pids or {}
     latencies: list[float] = []
     counts = {"errors": 0}
     measuring = {"on": False}
@@ -110,15 +119,19 @@ async def closed_loop(endpoint: Endpoint, target: GatewayTarget, connections: in
         for index in range(connections):
             nursery.start_soon(client, index)
         await trio.sleep(WARMUP_S)
+        cpu_before = {name: sum(process_cpu_s(pid) for pid in pids) for name, pids in cpu_pids.items()}
         measuring["on"] = True
         started_s = time.monotonic()
         await trio.sleep(seconds)
         measuring["on"] = False
         elapsed_s = time.monotonic() - started_s
+        cpu_s = {name: sum(process_cpu_s(pid) for pid in pids) - cpu_before[name] for name, pids in cpu_pids.items()}
         nursery.cancel_scope.cancel()
+    done = max(1, len(latencies))
     return {"settlements_per_s": round(len(latencies) / elapsed_s, 1), "errors": counts["errors"],
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            **{f"{name}_cpu_us": round(spent * 1e6 / done) for name, spent in cpu_s.items()}}
 
 
 def fresh_region(root: pathlib.Path, name: str, admdvs: str | None = None) -> pathlib.Path:
@@ -141,28 +154,37 @@ def cluster_nodes(region: pathlib.Path, cluster: LocalCluster, names: tuple[str,
     return nodes
 
 
-async def embedded_vs_cluster(root: pathlib.Path, cluster: LocalCluster, seconds: float) -> dict[str, Any]:
-    region = fresh_region(root, "embedded")
-    data_port, admin_port = free_port(), free_port()
-    config = node_config(region, "x", data_port, admin_port, [])
-    config.write_text(config.read_text().split("\n[cluster]")[0] + "\n")   # the same file, no [cluster]
-    alone = Gateway(config, data_port, admin_port)
-    try:
-        await alone.wait()
-        embedded = await closed_loop(alone.data, GatewayTarget(region, "2102", SEED), CONNECTIONS, seconds)
-    finally:
-        alone.stop()
-    region = fresh_region(root, "cluster")
-    nodes = cluster_nodes(region, cluster, ("a", "b"))
-    try:
-        await nodes["a"].wait()
-        await nodes["b"].wait((503,))
-        clustered = await closed_loop(nodes["a"].data, GatewayTarget(region, "2102", SEED), CONNECTIONS, seconds)
-    finally:
-        for node in nodes.values():
-            node.stop()
-    return {"embedded": embedded, "cluster": clustered,
-            "ratio": round(clustered["settlements_per_s"] / embedded["settlements_per_s"], 2)}
+async def embedded_vs_cluster(root: pathlib.Path, cluster: LocalCluster, seconds: float,
+                              rounds: int = 2) -> dict[str, Any]:
+    """Both modes `rounds` times, alternating, so a busy neighbour weighs on both alike."""
+    runs: dict[str, list[dict[str, float]]] = {"embedded": [], "cluster": []}
+    redis_pids = [process.pid for process in cluster.processes.values()]
+    for number in range(rounds):
+        region = fresh_region(root, f"embedded{number}")
+        data_port, admin_port = free_port(), free_port()
+        config = node_config(region, "x", data_port, admin_port, [])
+        config.write_text(config.read_text().split("\n[cluster]")[0] + "\n")   # the same file, no [cluster]
+        alone = Gateway(config, data_port, admin_port)
+        try:
+            await alone.wait()
+            runs["embedded"].append(await closed_loop(alone.data, GatewayTarget(region, "2102", SEED),
+                                                      CONNECTIONS, seconds, {"gateway": [alone.process.pid]}))
+        finally:
+            alone.stop()
+        region = fresh_region(root, f"cluster{number}")
+        nodes = cluster_nodes(region, cluster, ("a", "b"))
+        try:
+            await nodes["a"].wait()
+            await nodes["b"].wait((503,))
+            runs["cluster"].append(await closed_loop(
+                nodes["a"].data, GatewayTarget(region, "2102", SEED), CONNECTIONS, seconds,
+                {"gateway": [nodes["a"].process.pid], "standby": [nodes["b"].process.pid], "redis": redis_pids}))
+        finally:
+            for node in nodes.values():
+                node.stop()
+    best = {mode: max(results, key=lambda run: run["settlements_per_s"]) for mode, results in runs.items()}
+    return {"runs": runs, "ratio_best": round(best["cluster"]["settlements_per_s"]
+                                              / best["embedded"]["settlements_per_s"], 2)}
 
 
 async def leader_kills(root: pathlib.Path, cluster: LocalCluster, kills: int) -> list[float]:
@@ -182,7 +204,7 @@ async def leader_kills(root: pathlib.Path, cluster: LocalCluster, kills: int) ->
         await nodes["b"].wait((503,))
         target = GatewayTarget(region, "2102", SEED)
         for _ in range(kills):
-            leader = next(name for name, node in nodes.items() if await node.readyz() == 200)
+            leader = [name for name, node in nodes.items() if await node.readyz() == 200][0]
             acks: list[tuple[float, float]] = []
             async with trio.open_nursery() as nursery:
                 for index in range(8):
@@ -237,6 +259,8 @@ async def regions_on_shards(root: pathlib.Path, cluster: LocalCluster, seconds: 
     for count in (1, 2, 3):
         regions = [fresh_region(root, f"shard{count}-{n}", REGION_CODES[n]) for n in range(count)]
         leaders = [cluster_nodes(region, cluster, ("a",))["a"] for region in regions]
+        shard_pids = [[cluster.processes[cluster.primary_of("{" + REGION_CODES[n] + "}:journal")].pid]
+                      for n in range(count)]
         try:
             for leader in leaders:
                 await leader.wait()
@@ -244,7 +268,7 @@ async def regions_on_shards(root: pathlib.Path, cluster: LocalCluster, seconds: 
 
             async def run(n: int) -> None:
                 results[n] = await closed_loop(leaders[n].data, GatewayTarget(regions[n], "2102", SEED),
-                                               CONNECTIONS // 2, seconds)
+                                               REGION_CONNECTIONS, seconds, {"redis": shard_pids[n]})
 
             async with trio.open_nursery() as nursery:
                 for n in range(count):
@@ -266,12 +290,13 @@ async def main_async(seconds: float, kills: int, out: pathlib.Path) -> dict[str,
         cluster.start()
         try:
             compare = await embedded_vs_cluster(root, cluster, seconds)
-            print(f"{'2102':<12}{'settle/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-            for name in ("embedded", "cluster"):
-                run = compare[name]
-                print(f"{name:<12}{run['settlements_per_s']:>10.0f}{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}"
-                      f"{run['errors']:>8}")
-            print(f"cluster / embedded {compare['ratio']:.2f}, {CONNECTIONS} connections")
+            print(f"{'2102':<12}{'settle/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  CPU us per settlement")
+            for name, results in compare["runs"].items():
+                for run in results:
+                    cpu = ", ".join(f"{key[:-7]} {value}" for key, value in run.items() if key.endswith("_cpu_us"))
+                    print(f"{name:<12}{run['settlements_per_s']:>10.0f}{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}"
+                          f"{run['errors']:>8}  {cpu}")
+            print(f"cluster / embedded (best runs) {compare['ratio_best']:.2f}, {CONNECTIONS} connections")
             delays = await leader_kills(root, cluster, kills)
             print(f"leader kill -9 to first success (lease_ms 3000, target <= 4.0 s): {delays} s")
             shards = await regions_on_shards(root, cluster, seconds)

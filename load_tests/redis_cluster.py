@@ -97,13 +97,17 @@ class LocalCluster:
     def start(self, daemon: bool = False) -> None:
         """Start every node and create the cluster (once: a restarted directory keeps its nodes)."""
         fresh = not any(self.node_dir(port).joinpath(f"nodes-{port}.conf").exists() for port in self.ports)
-        for port in self.ports:
-            self.start_node(port, daemon)
-        for port in self.ports:
-            self._wait_ping(port)
-        if fresh:
-            self._create()
-        self.wait_healthy()
+        try:
+            for port in self.ports:
+                self.start_node(port, daemon)
+            for port in self.ports:
+                self._wait_ping(port)
+            if fresh:
+                self._create()
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
 
     def start_node(self, port: int, daemon: bool = False) -> None:
         """Start (or restart, keeping its files) the node on `port`."""

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from e2e_kill9_support import (Book, Region, Sent, TerminalLink, http_get, http_status, now_ms)
 from load_tests.cluster_rig import haproxy_available, haproxy_config, node_config
+from load_tests.http import Endpoint, HttpResponse, parse_head
 from load_tests.redis_cluster import LocalCluster, redis_available
 
 LEASE_MS = 1500                 # short leases keep the tests short; the bench measures the default
@@ -67,6 +68,7 @@ class Node:
         self.region, self.name = region, name
         self.config = region.node_configs[name]
         self.data_port, self.admin_port = region.node_ports[name]
+        self.data, self.admin = Endpoint("127.0.0.1", self.data_port), Endpoint("127.0.0.1", self.admin_port)
         self.runs = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -84,9 +86,7 @@ class Node:
         return self.log_path.read_text(errors="replace")
 
     async def readyz(self) -> tuple[int | None, str]:
-        from load_tests.http import Endpoint
-
-        response = await http_get(Endpoint("127.0.0.1", self.admin_port), "/readyz")
+        response = await http_get(self.admin, "/readyz")
         return (None, "") if response is None else (response.status, response.body.decode().strip())
 
     async def wait_up(self) -> None:
@@ -260,6 +260,23 @@ async def _send_booked(book: Book, link: TerminalLink, sent: Sent, timeline: Tim
     return book.take_answer(sent, body, envelope)
 
 
+async def http_post(endpoint: Endpoint, path: str, token: str, body: bytes) -> HttpResponse:
+    """POST a JSON `body` with a bearer token on a new connection, read to its end (as http_get)."""
+    head = (f"POST {path} HTTP/1.1\r\nhost: {endpoint.host_header}\r\nauthorization: Bearer {token}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+    received = bytearray()
+    try:
+        await stream.send_all(head.encode() + body)
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    finally:
+        await stream.aclose()
+    head_bytes, answer = bytes(received).split(b"\r\n\r\n", 1)
+    status, headers = parse_head(head_bytes)
+    return HttpResponse(status, headers, answer)
+
+
 def stream_entries(cluster: LocalCluster, admdvs: str) -> list[tuple[int, int]]:
     """(op, epoch) of every entry left in the region's journal stream, read with redis-cli."""
     key = "{" + admdvs + "}:journal"
@@ -281,5 +298,5 @@ def check_stream(cluster: LocalCluster, admdvs: str) -> dict[str, int]:
     return {"entries": len(entries), "epochs": len(set(epochs))}
 
 
-__all__ = ["ClusterRegion", "Gate", "Node", "Timeline", "check_stream", "cluster_missing", "drive_through_faults",
+__all__ = ["ClusterRegion", "Gate", "Node", "http_post", "Timeline", "check_stream", "cluster_missing", "drive_through_faults",
            "flush_region", "now_ms"]

@@ -31,10 +31,11 @@ import pytest
 import trio
 
 from e2e_cluster_support import (ClusterRegion, Gate, Node, Timeline, check_stream, cluster_missing,
-                                 drive_through_faults, flush_region, now_ms)
+                                 drive_through_faults, flush_region, http_post, now_ms)
 from e2e_kill9_checks import Checker
-from e2e_kill9_support import Book, TerminalLink, gateway_keys
-from load_tests.http import Endpoint
+from e2e_kill9_support import Book, TerminalLink, gateway_keys, http_get
+from load_tests.http import Endpoint, HttpConnection
+from protocol.terminal import verify_answer
 from load_tests.redis_cluster import LocalCluster
 
 MISSING = cluster_missing()
@@ -103,11 +104,24 @@ class ChaosRun:
             await checker.check_admin_month()
         assert not self.book.unexpected, self.book.unexpected[:5]
         assert len(self.book.acked) > 20, "the load hardly ran: the test proved little"
+        self.check_unique_serials()
         stream = check_stream(self.cluster, self.admdvs)
         print(f"chaos seed {self.seed}: {len(self.book.acked)} acknowledged, {len(self.book.settlements)} "
               f"settlements, in doubt resolved {checker.counts.in_doubt_found_applied} found applied + "
               f"{checker.counts.in_doubt_applied_now} applied now; serve again after "
               f"{[round(s, 2) for s in self.serve_again_s]} s; stream {stream}")
+
+    def check_unique_serials(self) -> None:
+        """inf_refmsgid and setl_id never repeat across the region's processes and leaders.
+
+        The serial (the inf_refmsgid's last 10 digits) is checked, not the whole string: the
+        string also holds the second it was made in, which would hide a reused serial.
+        """
+        serials = [verify_answer(sent.answer, self.keys).inf_refmsgid[-10:]
+                   for sent in self.book.sent.values() if sent.answer is not None]
+        assert len(set(serials)) == len(serials), "an inf_refmsgid serial was handed out twice"
+        setl_ids = [s.setl_id for s in self.book.settlements.values()]
+        assert len(set(setl_ids)) == len(setl_ids), "a setl_id was handed out twice"
 
     def reap(self) -> None:
         self.region.reap()
@@ -307,3 +321,41 @@ async def test_standby_from_nothing_catches_up_from_snapshot_and_stream(
 async def test_standby_from_nothing_soak(tmp_path: pathlib.Path, redis_cluster: LocalCluster) -> None:
     await run_chaos(tmp_path, redis_cluster, standby_rebuilds(int(os.environ.get("YB_CHAOS_CYCLES", 4))),
                     snapshot_every_records=150)
+
+
+# -- what a standby answers -------------------------------------------------------------------
+
+
+async def test_a_standby_answers_reads_and_refuses_writes(tmp_path: pathlib.Path, redis_cluster: LocalCluster) -> None:
+    """/readyz 503 "standby"; a transaction 503 DRAINING with Retry-After, signed; admin reads
+    answered from the followed state, admin writes 503; the leader's change shows on the standby."""
+    run = ChaosRun(tmp_path, redis_cluster, chaos_seed())
+    try:
+        await run.start()
+        leader = await run.region.leader()
+        standby = next(node for node in run.region.nodes.values() if node is not leader)
+        assert await standby.readyz() == (503, "standby")
+        operator = next(a["token"] for a in run.region.sim["admins"] if a["role"] == "operator")
+        code = run.region.terminals[0].code
+        suspend = f"/admin/v1/institutions/{code}/suspend"
+        assert (await http_post(leader.admin, suspend, operator, b'{"reason":"audit"}')).status == 200
+        refused = await http_post(standby.admin, f"/admin/v1/institutions/{code}/resume", operator, b"{}")
+        assert refused.status == 503, refused
+        with trio.fail_after(10):
+            while True:      # the standby applies the leader's record as it arrives
+                shown = await http_get(standby.admin, f"/admin/v1/institutions/{code}", run.region.viewer_token)
+                assert shown is not None and shown.status == 200, shown
+                if b'"suspended"' in shown.body:
+                    break
+                await trio.sleep(0.05)
+        terminal = run.region.terminals[0]
+        conn = await HttpConnection.connect(standby.data)
+        try:
+            frame = terminal.session(run.keys).signin_frame(run.book.new_msgid(terminal.code), now_ms())
+            answer = await conn.request("POST", "/fsi/v1/tx", frame, "application/msgpack")
+        finally:
+            await conn.aclose()
+        assert (answer.status, verify_answer(answer.body, run.keys).err_code) == (503, "DRAINING")
+        assert answer.headers.get("retry-after"), answer.headers
+    finally:
+        run.reap()
