@@ -32,7 +32,7 @@ LIMITS = ("person_day", "institution_month")
 WARNINGS = ("PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTION_MONTH_NEAR_CAP",
             "INSTITUTION_MONTH_CAP_REACHED", "DOCTOR_SUSPENDED", "RX_REQUIRED")
 PARTS = ("medfee", "fund", "cash")
-SHED_REASONS = ("in_flight", "connections", "draining", "journal_full")
+SHED_REASONS = ("queue_time", "queue_closed", "in_flight", "connections", "draining", "journal_full")
 OTHER = "other"
 
 # Settlement latency spans fsync-bound group commits (a few ms) to a slow disk (up to a second).
