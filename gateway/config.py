@@ -70,6 +70,13 @@ class LimitsConfig:
     connections_max: int = 1024
     connections_per_address_max: int = 256
     requests_in_flight_max: int = 256
+    # Admission (gateway/server/admission.py): when the core is busy, admit about
+    # admission_target_ms worth of work at once (in flight = throughput x target); a request
+    # that waited admission_wait_max_ms is shed instead, with at most sheds_per_answer shed
+    # answers for each admitted one answered.
+    admission_target_ms: int = 40
+    admission_wait_max_ms: int = 50
+    sheds_per_answer: float = 4.0
     header_bytes_max: int = 16384
     read_timeout_s: float = 10.0
     write_timeout_s: float = 10.0
@@ -126,14 +133,15 @@ _OPTIONAL_PATHS = ("catalogue", "accounts")
 # Lower bounds per numeric key: zero or negative timeouts and caps make no sense.
 _MINIMUM = {
     "body_bytes_max": 1, "session_ttl_s": 1, "connections_max": 1, "connections_per_address_max": 1,
-    "requests_in_flight_max": 1, "header_bytes_max": 256, "read_timeout_s": 0.001,
+    "requests_in_flight_max": 1, "admission_target_ms": 1, "admission_wait_max_ms": 1,
+    "sheds_per_answer": 0.0, "header_bytes_max": 256, "read_timeout_s": 0.001,
     "write_timeout_s": 0.001, "idle_timeout_s": 0.001, "drain_timeout_s": 0.0, "group_commit_ms": 0,
     "batch_records_max": 1, "queue_records_max": 1, "snapshot_every_records": 1,
     "lease_ms": 300, "replicas_ack": 0, "wait_timeout_ms": 1,
 }
 # Upper bounds: the frame decoder refuses msgpack strings/bins longer than the protocol's bound,
 # so a larger body limit would only turn big requests into MALFORMED_FRAME instead of 413.
-_MAXIMUM = {"body_bytes_max": MSGPACK_LEN_MAX}
+_MAXIMUM = {"body_bytes_max": MSGPACK_LEN_MAX, "sheds_per_answer": 1000.0}
 _ADMDVS = re.compile(r"[0-9]{6}")
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Seed nodes a region may name; a real cluster is reached through any few of its nodes.

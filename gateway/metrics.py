@@ -34,7 +34,7 @@ WARNINGS = ("PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTION_MO
             "INSTITUTION_MONTH_CAP_REACHED", *CUT_REASONS, "CATALOGUE_OVERRIDE", "PERSON_YEAR_CAP_REACHED")
 # SPEC 12's three parts, then SPEC 13's: account, own-pay, self-pay-first and over the price cap.
 PARTS = ("medfee", "fund", "cash", "acct", "fulamt", "preselfpay", "overlmt")
-SHED_REASONS = ("in_flight", "connections", "draining", "journal_full")
+SHED_REASONS = ("queue_time", "queue_closed", "in_flight", "connections", "draining", "journal_full")
 OTHER = "other"
 
 # Settlement latency spans fsync-bound group commits (a few ms) to a slow disk (up to a second).

@@ -45,6 +45,44 @@ class KeyRing:
         self.active_kid = gateway_kid(self.active_public_raw)
 
 
+# respond_time is a Unix time in ms: msgpack's shortest encoding of it is a uint64 (9 bytes) from
+# 1970-02-19 on. The template path is taken only in that range.
+_UINT64_MIN = 2**32
+_UINT64_LIMIT = 2**64
+# inf_refmsgid: admdvs (6) + yyyyMMddHHmmss (14) + serial (10).
+_REFID_CHARS = 30
+
+
+class _FixedAnswer:
+    """A response body whose only varying fields are inf_refmsgid and respond_time, pre-encoded.
+
+    The body is encoded once with placeholders; `fill` splices the two values in at their offsets.
+    Both have one length on the wire (a 30-character str, a uint64), so the result is exactly the
+    canonical encoding of the same fields.
+    """
+
+    def __init__(self, head: bytes, middle: bytes, tail: bytes) -> None:
+        self.head, self.middle, self.tail = head, middle, tail
+
+    @classmethod
+    def of(cls, code: ErrCode, admdvs: str) -> _FixedAnswer | None:
+        """The template of a server-raised `code` answer; None if admdvs would not fit the layout."""
+        refid = (admdvs + "9" * _REFID_CHARS)[:_REFID_CHARS]
+        stamp = _UINT64_MIN + 0x5A5A5A5A
+        if len(admdvs) != 6:
+            return None
+        body = encode_response_fields(infcode=code.infcode, err_code=code.wire, err_msg=code.wire, msgid=None,
+                                      inf_refmsgid=refid, respond_time=stamp, output=None, warnings=())
+        refid_bytes, stamp_bytes = refid.encode("ascii"), b"\xcf" + stamp.to_bytes(8, "big")
+        assert body.count(refid_bytes) == 1 and body.count(stamp_bytes) == 1, body
+        refid_at, stamp_at = body.index(refid_bytes), body.index(stamp_bytes) + 1
+        assert refid_at < stamp_at
+        return cls(body[:refid_at], body[refid_at + _REFID_CHARS:stamp_at], body[stamp_at + 8:])
+
+    def fill(self, refid: bytes, now_ms: int) -> bytes:
+        return b"".join((self.head, refid, self.middle, now_ms.to_bytes(8, "big"), self.tail))
+
+
 # A NamedTuple: one per request, built by one tuple allocation.
 class TxResult(NamedTuple):
     """The sealed answer to one POST /fsi/v1/tx body.
@@ -68,6 +106,7 @@ class Sealer:
         self.admdvs = admdvs
         self.keyring = keyring
         self.refids = RefidAllocator(refid_block)
+        self._overloaded = _FixedAnswer.of(ErrCode.OVERLOADED, admdvs)
 
     def follow(self, core: Core, *, after_failure: bool = False) -> None:
         """After recovery or a rebuild: continue serials past every durable reservation of `core`.
@@ -108,6 +147,20 @@ class Sealer:
     def error_response(self, code: ErrCode, now_ms: int, msgid: str | None = None) -> bytes:
         """A signed error Frame for errors the server raises itself (OVERLOADED, DRAINING ...)."""
         return self._seal(code, code.wire, msgid, None, (), now_ms, self.refids.take())
+
+    def overloaded_response(self, now_ms: int) -> bytes:
+        """`error_response(OVERLOADED, now_ms)`, byte for byte, from a pre-encoded body (the shed path).
+
+        Only inf_refmsgid and respond_time differ between two such answers, and both have a fixed
+        length on the wire, so the body is three constant pieces and two fills; the signature is
+        the one cost left.
+        """
+        template = self._overloaded
+        if template is None or not _UINT64_MIN <= now_ms < _UINT64_LIMIT:
+            return self.error_response(ErrCode.OVERLOADED, now_ms)
+        serial = self.refids.take()
+        refid = f"{self.admdvs}{local_stamp(now_ms)}{serial:010d}".encode("ascii")
+        return self.keyring.seal(template.fill(refid, now_ms))
 
     def _commit(self, core: Core, decision: Decision, response: bytes) -> Record | None:
         record = decision.record

@@ -156,13 +156,31 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--target", choices=("fixed", "gateway-2102", "gateway-1101"), default="fixed")
     r.add_argument("--region", type=pathlib.Path, help="region dir (yibao-gateway init) for gateway targets")
     r.add_argument("--seed", type=int, default=1)
+    o = sub.add_parser("overload", help="the overload campaign: S, then multiples of S; writes overload.json/md")
+    o.add_argument("--out", type=pathlib.Path, default=pathlib.Path("load_tests/results"))
+    o.add_argument("--seconds", type=float, default=20.0, help="seconds per overload step")
+    o.add_argument("--multiples", default="4,8", help="comma-separated multiples of S")
+    o.add_argument("--connections", type=int, default=512)
+    o.add_argument("--sustainable", type=float, help="S in settlements/s (skips the ladder)")
+    o.add_argument("--sustainable-p99-ms", type=float, default=10.0)
+    o.add_argument("--seed", type=int, default=1)
     return parser
+
+
+def _overload(args: argparse.Namespace) -> None:
+    from load_tests.campaign import CampaignConfig, run_campaign   # imports this module
+    config = CampaignConfig(seconds=args.seconds, multiples=tuple(float(m) for m in args.multiples.split(",")),
+                            connections=args.connections, sustainable_per_s=args.sustainable,
+                            sustainable_p99_ms=args.sustainable_p99_ms, seed=args.seed)
+    trio.run(run_campaign, config, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `yibao-load`."""
     args = _parser().parse_args(argv)
-    if args.command == "bench":
+    if args.command == "overload":
+        _overload(args)
+    elif args.command == "bench":
         config = SweepConfig(start_rate_per_s=args.start_rate, step_factor=args.step_factor,
                              steps_max=args.steps_max, seconds_per_step=args.seconds_per_step,
                              connections=args.connections, seed=args.seed)

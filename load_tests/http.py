@@ -84,9 +84,10 @@ class HttpConnection:
         self.reusable = True
 
     @classmethod
-    async def connect(cls, endpoint: Endpoint) -> HttpConnection:
-        """Open a TCP connection (trio sets TCP_NODELAY on it) to `endpoint`."""
-        stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+    async def connect(cls, endpoint: Endpoint, local_address: str | None = None) -> HttpConnection:
+        """Open a TCP connection (trio sets TCP_NODELAY on it) to `endpoint`, from `local_address`
+        (a loopback address such as 127.0.0.2; None: the kernel's choice)."""
+        stream = await trio.open_tcp_stream(endpoint.host, endpoint.port, local_address=local_address)
         return cls(stream, endpoint)
 
     async def aclose(self) -> None:

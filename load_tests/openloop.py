@@ -223,7 +223,8 @@ async def _one_request(run: _Run, conn: HttpConnection, slot: Slot, intended_s: 
         run.errors[kind] += 1
 
 
-async def _schedule(config: OpenLoopConfig, start_s: float, send: trio.MemorySendChannel[float]) -> None:
+async def release_on_schedule(config: OpenLoopConfig, start_s: float, send: trio.MemorySendChannel[float]) -> None:
+    """Send each request's intended time (trio clock) into `send` when it is due; then close it."""
     # Release every request whose time has come, then sleep until the next one: when the loop is
     # behind, a whole batch goes out at once instead of being spread (and under-counted) later.
     # The OS timer behind trio's sleep has millisecond granularity and wakes late, so a request is
@@ -259,7 +260,7 @@ async def run_open_loop(endpoint: Endpoint, target: Target, config: OpenLoopConf
         cpu_start_s = time.process_time()
         start_s = trio.current_time()
         nursery.cancel_scope.deadline = start_s + config.duration_s + config.drain_s
-        nursery.start_soon(_schedule, config, start_s, send)
+        nursery.start_soon(release_on_schedule, config, start_s, send)
     elapsed_s = max(trio.current_time() - start_s, config.duration_s)
     cpu_s = time.process_time() - cpu_start_s
     return RunResult(config, run.histogram, config.request_count, run.ok, run.errors, elapsed_s, cpu_s)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.admin import AdminApi, finish_pending_rotation
 from gateway.admin.keyfiles import KeyFileError, read_key
 from gateway.catalogue_file import load_catalogue
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LimitsConfig
 from gateway.core import Core, CoreConfig, Registry, RegistryError, Secrets, from_wire
 from gateway.core.catalogue import Catalogue, CatalogueError
 from gateway.files import load_registry, load_secrets
@@ -44,14 +44,15 @@ from gateway.metrics import GatewayMetrics, JournalMetrics
 from gateway.server.admin_routes import AdminApp
 from gateway.server.clock import SettableClock, WallClock
 from gateway.server.data import COMMON_PATHS, RETRY_AFTER_OVERLOADED_S, TX_PATH, DataApp
-from gateway.server.http import Request, Response, plain_response
+from gateway.server.admission import Admission
+from gateway.server.http import Gate, Request, Response, plain_response
 from gateway.server.listener import Listener, OverCap
 from gateway.server.logs import LOGGER, log_event
 from gateway.runtime import Runtime, SnapshotScheduler
 from gateway.sealer import KeyRing, Sealer
 from gateway.server.runtime import http_limits
 
-__all__ = ["Gateway", "StartupError", "load_signing_key", "serve"]
+__all__ = ["Gateway", "StartupError", "admission_of", "load_signing_key", "serve"]
 
 # Admin requests are small JSON documents; a handful of ops staff at once.
 ADMIN_CONNECTIONS_MAX = 64
@@ -204,11 +205,14 @@ class Gateway:
 
     async def _start_listener(self, nursery: trio.Nursery, name: str) -> int:
         runtime, limits = self.runtime, self.config.limits
+        gate = None
         if name == "data":
             data_app = DataApp(runtime)
             app: Any = data_app
             address, cap, refusal = self.config.listen.data, limits.connections_max, data_app.overflow_refusal
             over_cap = OverCap(data_app, COMMON_PATHS, functools.partial(_data_over_cap, data_app))
+            gate = Gate(admission_of(limits), data_app)
+            nursery.start_soon(gate.admission.run)
         else:
             admin_app = AdminApp(runtime, self.files.secrets.admins,
                                  AdminApi(runtime, self.files.secrets.admins, self.config.paths.signing_key))
@@ -218,7 +222,7 @@ class Gateway:
         listener = Listener(name, address, app, http_limits(limits), runtime.drain, cap, refusal,
                             self.metrics.connections_open.inc,
                             connections_per_address_max=limits.connections_per_address_max,
-                            over_cap=over_cap)
+                            over_cap=over_cap, gate=gate)
         try:
             port: int = await nursery.start(self._run_listener, listener)
         except OSError as exc:
@@ -332,6 +336,13 @@ class Gateway:
             with trio.move_on_after(DRAIN_SNAPSHOT_TIMEOUT_S):
                 assert runtime.snapshots is not None
                 await runtime.snapshots.take()
+
+
+def admission_of(limits: LimitsConfig) -> Admission:
+    """The data listener's admission gate, from gateway.toml [limits]."""
+    return Admission(limit_max=limits.requests_in_flight_max, target_s=limits.admission_target_ms / 1000,
+                     wait_max_s=limits.admission_wait_max_ms / 1000, sheds_per_answer=limits.sheds_per_answer,
+                     close_after_s=limits.read_timeout_s)
 
 
 def _data_over_cap(data_app: DataApp, request: Request) -> Response:

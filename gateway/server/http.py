@@ -12,11 +12,19 @@ Content-Length, and Transfer-Encoding in HTTP/1.0 are 400 (each a request-smuggl
 proxy reads the message differently); an HTTP version other than 1.x is 505; an expectation other
 than 100-continue is 417. All of these close the connection, since the rest of the stream can no
 longer be framed with certainty.
+
+On the data listener a `Gate` sees each transaction request before it is parsed (see
+gateway/server/admission.py): the connection stamps the arrival of its first bytes and waits for
+the verdict. An admitted request is served as usual. A shed one whose first bytes hold the whole
+of a plainly framed `POST` (`plain_post_length`) is answered from those bytes without h11: h11
+never sees that request nor its answer, so the connection is as it was before the request, ready
+for the next. Anything less plain is parsed by h11 as usual and answered by the shedder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import urllib.parse
 from typing import Protocol
@@ -25,10 +33,11 @@ import h11
 import trio
 
 from gateway.runtime import Drain
+from gateway.server.admission import Admission, Verdict
 from gateway.server.logs import log_event
 
-__all__ = ["Drain", "HttpApp", "HttpConnection", "HttpLimits", "IdleConnections", "Request",
-           "Response", "plain_response", "serve_connection"]
+__all__ = ["Drain", "Gate", "HttpApp", "HttpConnection", "HttpLimits", "IdleConnections", "Request",
+           "Response", "Shedder", "plain_post_length", "plain_response", "serve_connection"]
 
 RECEIVE_BYTES_MAX = 16384
 # After answering a peer that may still be sending (e.g. a refused oversized body), keep reading
@@ -39,6 +48,9 @@ LINGER_BYTES_MAX = 256 * 1024
 # A line of a head that starts with a space or a tab continues the previous one (obs-fold).
 _OBS_FOLD = re.compile(rb"\n[ \t]")
 _ABSOLUTE_FORM = re.compile(r"https?://", re.IGNORECASE)
+# Requests the gate never holds: reads (health, readiness, metrics, keys) are cheap and most needed
+# when the gateway is full.
+_UNGATED_METHODS = (b"GET ", b"HEAD ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +106,29 @@ class HttpApp(Protocol):
         """Answer a request whose body exceeds body_bytes_max (its `body` is empty)."""
 
 
+class Shedder(Protocol):
+    """Who answers the requests a gate sheds."""
+
+    tx_path: bytes
+
+    def shed_bytes(self, waited_s: float, close: bool) -> bytes:
+        """The whole HTTP answer (head and body) to a plain POST of `tx_path` that was shed."""
+
+    def shed_response(self, request: Request, waited_s: float) -> Response:
+        """The answer to any other request that was shed (parsed by h11 as usual)."""
+
+    def closed_unanswered(self) -> None:
+        """Count a request closed without an answer: it waited too long for a verdict."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """The admission of one listener's requests, and who answers those it sheds."""
+
+    admission: Admission
+    shedder: Shedder
+
+
 class IdleConnections:
     """The connections of one listener waiting for their next request line, longest-waiting first.
 
@@ -147,11 +182,14 @@ class HttpConnection:
     """Serves requests on one stream until either side closes it."""
 
     def __init__(self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits,
-                 drain: Drain, idle: IdleConnections | None = None, peer: str = "") -> None:
+                 drain: Drain, idle: IdleConnections | None = None, peer: str = "",
+                 gate: Gate | None = None) -> None:
         """Args:
-            idle: where the listener finds this connection while it waits for a request, so it
-                can close it to make room (None: nobody closes it early).
+            idle: where the listener finds this connection while it waits for a request (or
+                for the gate's verdict on one), so it can close it to make room (None: nobody
+                closes it early).
             peer: the peer's address, as the listener counts connections per address.
+            gate: admits, sheds or closes each request before it is parsed (None: all admitted).
         """
         self.stream = stream
         self.app = app
@@ -159,8 +197,14 @@ class HttpConnection:
         self.drain = drain
         self.idle = idle
         self.peer = peer
+        self.gate = gate
+        # The gate's verdict on the request being served, and when its first bytes arrived.
+        self._verdict: Verdict | None = None
+        self._arrived_s = 0.0
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes_max)
         self._linger = False
+        socket = getattr(stream, "socket", None)
+        self._fileno: int = socket.fileno() if socket is not None else -1
         # An answer to HEAD carries the head only (h11 refuses body bytes for it).
         self._answering_head = False
 
@@ -168,7 +212,9 @@ class HttpConnection:
         """Serve until the connection ends; never raises (except trio.Cancelled)."""
         try:
             while await self._serve_one():
-                self.conn.start_next_cycle()
+                # After a shed answered without h11, h11 is still idle: nothing to restart.
+                if self.conn.our_state is h11.DONE:
+                    self.conn.start_next_cycle()
         except (_PeerGone, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except h11.LocalProtocolError:
@@ -180,6 +226,12 @@ class HttpConnection:
 
     async def _serve_one(self) -> bool:
         """Read one request and answer it; return whether the connection stays open."""
+        try:
+            return await self._read_and_answer()
+        finally:
+            self._leave_gate()
+
+    async def _read_and_answer(self) -> bool:
         try:
             request = await self._receive_request()
         except h11.RemoteProtocolError as exc:
@@ -196,19 +248,69 @@ class HttpConnection:
             return False
         if request is None:
             return False
+        if isinstance(request, _ShedPlain):
+            return request.keep_alive
         if isinstance(request, _TooLarge):
             response = self.app.body_too_large(request.head)
             response = dataclasses.replace(response, close=True)
+        elif self._verdict is Verdict.SHED:
+            assert self.gate is not None
+            response = self.gate.shedder.shed_response(request, trio.current_time() - self._arrived_s)
         else:
             response = await self.app.handle(request)
         await self._send_response(response)
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
 
-    async def _receive_request(self) -> Request | _TooLarge | None:
+    async def _after_verdict(self, data: bytes) -> _ShedPlain | None:
+        """Act on the gate's verdict on the request that starts with `data`.
+
+        Returns None when the request is to be read as usual (admitted, or shed but not plain),
+        or the outcome of a shed answered from `data` alone. Raises _PeerGone on CLOSE.
+        """
+        gate = self.gate
+        assert gate is not None
+        if self._verdict is Verdict.CLOSE:
+            self._verdict = None
+            gate.shedder.closed_unanswered()
+            raise _PeerGone("waited too long for admission")
+        if self._verdict is Verdict.SHED:
+            return await self._shed_plain(gate, data)
+        return None
+
+    async def _shed_plain(self, gate: Gate, data: bytes) -> _ShedPlain | None:
+        """Answer a shed request from its first bytes, when they hold all of a plain POST."""
+        framed = plain_post_length(data, gate.shedder.tx_path, self.limits)
+        if framed is None:
+            return None
+        length, keep_alive = framed
+        keep_alive = keep_alive and not self.drain.started
+        answer = gate.shedder.shed_bytes(trio.current_time() - self._arrived_s, not keep_alive)
+        if not keep_alive:
+            self._linger = True
+        elif len(data) > length:
+            self.conn.receive_data(data[length:])   # a pipelined request: h11 reads it next
+        written = self._write_now(answer)
+        if written < len(answer):
+            await self._send(answer[written:])
+        return _ShedPlain(keep_alive)
+
+    def _leave_gate(self) -> None:
+        """Tell the gate the request it ruled on is finished with (answered or not)."""
+        verdict, self._verdict = self._verdict, None
+        if verdict is Verdict.ADMIT:
+            assert self.gate is not None
+            self.gate.admission.done()
+        elif verdict is Verdict.SHED:
+            assert self.gate is not None
+            self.gate.admission.shed_done()
+
+    async def _receive_request(self) -> Request | _TooLarge | _ShedPlain | None:
         self._answering_head = False
         event = await self._receive_head()
         if event is None or isinstance(event, h11.ConnectionClosed):
             return None
+        if isinstance(event, _ShedPlain):
+            return event
         deadline = trio.current_time() + self.limits.read_timeout_s
         assert isinstance(event, h11.Request), event
         _check_framing(event)
@@ -235,6 +337,10 @@ class HttpConnection:
             data = await self._wait_for_request_start()
             if data is None:
                 return None
+            if self._verdict is not None:
+                shed = await self._after_verdict(data)
+                if shed is not None:
+                    return shed
             raw += self._feed(data)
             event = self.conn.next_event()
         deadline = trio.current_time() + self.limits.read_timeout_s
@@ -256,10 +362,12 @@ class HttpConnection:
         return data
 
     async def _wait_for_request_start(self) -> bytes | None:
-        """The first bytes of a request within idle_timeout_s; None ends the connection.
+        """The first bytes of a request within idle_timeout_s (and, for a gated request, the
+        gate's verdict on it in `_verdict`); None ends the connection.
 
-        The wait ends early when draining starts or the listener closes this idle connection
-        to make room for another.
+        The wait ends early when draining starts or the listener closes this connection to make
+        room for another: while it is idle, or while its request waits for a verdict (it holds
+        nothing but the connection then; its client is answered by the connection's close).
         """
         scope = self.drain.idle_scope()
         if self.idle is not None:
@@ -267,7 +375,12 @@ class HttpConnection:
         try:
             with scope:
                 scope.deadline = trio.current_time() + self.limits.idle_timeout_s
-                return await self.stream.receive_some(RECEIVE_BYTES_MAX)
+                data = await self.stream.receive_some(RECEIVE_BYTES_MAX)
+                gate = self.gate
+                if gate is not None and data and not data.startswith(_UNGATED_METHODS) and not self.drain.started:
+                    self._arrived_s = trio.current_time()
+                    self._verdict = await gate.admission.enter(self._arrived_s)
+                return data
             return None
         finally:
             self.drain.forget(scope)
@@ -337,12 +450,29 @@ class HttpConnection:
             await self._send_response(response)
 
     async def _send(self, data: bytes) -> None:
+        written = self._write_now(data)
+        if written == len(data):
+            return
         # A peer that never reads its answer must not hold this task: the write has a deadline.
         with trio.move_on_after(self.limits.write_timeout_s):
-            await self.stream.send_all(data)
+            await self.stream.send_all(data[written:])
             return
         self._linger = False
         raise _PeerGone("write timeout")
+
+    def _write_now(self, data: bytes) -> int:
+        """Write what a socket takes at once (an answer usually fits its send buffer), without
+        the cancel scope and checkpoints of `send_all`; 0 when it takes nothing or the stream is
+        no socket. Raises _PeerGone when the peer is gone."""
+        if self._fileno < 0:
+            return 0
+        try:
+            return os.write(self._fileno, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._linger = False
+            raise _PeerGone(f"write failed: {exc.strerror}") from None
 
     async def _close(self) -> None:
         try:
@@ -370,6 +500,54 @@ class HttpConnection:
 @dataclasses.dataclass(frozen=True)
 class _TooLarge:
     head: Request
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShedPlain:
+    """A shed request answered without h11; `keep_alive`: the connection serves on."""
+
+    keep_alive: bool
+
+
+def plain_post_length(data: bytes, path: bytes, limits: HttpLimits) -> tuple[int, bool] | None:
+    """(length, keep_alive) of the request `data` starts with, when it is all there and plainly framed.
+
+    Plain: `POST <path> HTTP/1.1`, header lines `name: value` (no obs-fold, no empty or spaced
+    names, no bare CR or LF), one Host, exactly one Content-Length of ASCII digits within
+    body_bytes_max, no Transfer-Encoding and no Expect, the head within header_bytes_max. `keep_alive` is False when
+    the request says `Connection: close`. None for anything else: h11 then parses it as usual, so
+    this shortcut never frames a request differently from the strict path.
+    """
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0 or head_end + 4 > limits.header_bytes_max:
+        return None
+    lines = data[:head_end].split(b"\r\n")
+    if lines[0] != b"POST " + path + b" HTTP/1.1":
+        return None
+    length: int | None = None
+    keep_alive = True
+    hosts = 0
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        # A bare CR or LF would end a line for h11 but not here: leave such heads to h11.
+        if (not colon or not name or name != name.strip() or b" " in name or b"\t" in name
+                or b"\n" in line or b"\r" in line):
+            return None
+        name = name.lower()
+        hosts += name == b"host"
+        value = value.strip(b" \t")
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name in (b"transfer-encoding", b"expect"):
+            return None
+        elif name == b"connection" and b"close" in value.lower():
+            keep_alive = False
+    if (length is None or hosts != 1 or length > limits.body_bytes_max
+            or head_end + 4 + length > len(data)):
+        return None
+    return head_end + 4 + length, keep_alive
 
 
 class _ReadTimeout(Exception):
@@ -416,6 +594,7 @@ def _log_connection_error(exc: Exception) -> None:
 
 
 async def serve_connection(stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits,
-                           drain: Drain, idle: IdleConnections | None = None, peer: str = "") -> None:
+                           drain: Drain, idle: IdleConnections | None = None, peer: str = "",
+                           gate: Gate | None = None) -> None:
     """Serve one connection to its end (the listener's per-connection task; see HttpConnection)."""
-    await HttpConnection(stream, app, limits, drain, idle, peer).run()
+    await HttpConnection(stream, app, limits, drain, idle, peer, gate).run()

@@ -21,7 +21,7 @@ from typing import Callable, Collection
 import trio
 
 from gateway.config import HostPort, LimitsConfig
-from gateway.server.http import (Drain, HttpApp, HttpLimits, IdleConnections, Request, Response,
+from gateway.server.http import (Drain, Gate, HttpApp, HttpLimits, IdleConnections, Request, Response,
                                  serve_connection)
 from gateway.server.logs import log_event
 
@@ -71,7 +71,7 @@ class Listener:
                  drain: Drain, connections_max: int,
                  refusal: Callable[[], Response], on_count: Callable[[int], None], *,
                  connections_per_address_max: int = LimitsConfig.connections_per_address_max,
-                 over_cap: HttpApp | None = None) -> None:
+                 over_cap: HttpApp | None = None, gate: Gate | None = None) -> None:
         """Args:
             name: "data" or "admin", for logs.
             address: where to listen (port 0: any free port).
@@ -80,6 +80,8 @@ class Listener:
             on_count: called with +1 / -1 as connections open and close (metrics).
             connections_per_address_max: open connections from one source address.
             over_cap: serves the one request of a connection over a cap (see OverCap).
+            gate: admits or sheds each request of the connections within the caps (None: all
+                are admitted).
         """
         self.name = name
         self.address = address
@@ -90,6 +92,7 @@ class Listener:
         self.connections_per_address_max = connections_per_address_max
         self.over_cap = over_cap or OverCap(app, (), lambda request: refusal())
         self.on_count = on_count
+        self.gate = gate
         self.open_connections = 0
         self.idle = IdleConnections()
         self.idle_closed = 0
@@ -174,7 +177,7 @@ class Listener:
 
     async def _serve(self, stream: trio.SocketStream, peer: str) -> None:
         try:
-            await serve_connection(stream, self.app, self.limits, self.drain, self.idle, peer)
+            await serve_connection(stream, self.app, self.limits, self.drain, self.idle, peer, self.gate)
         finally:
             self._count(peer, -1)
 

@@ -18,6 +18,7 @@ from gateway.journal.errors import JournalFailed, JournalFull
 from gateway.metrics import GatewayMetrics
 from gateway.server.clock import SettableClock, WallClock
 from gateway.server.runtime import Runtime
+from protocol import ErrCode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,9 @@ class FakeSealer:
 
     def error_response(self, code: Any, now_ms: int, msgid: str | None = None) -> bytes:
         return msgpack.packb({"err_code": code.wire, "infcode": code.infcode, "now_ms": now_ms})
+
+    def overloaded_response(self, now_ms: int) -> bytes:
+        return self.error_response(ErrCode.OVERLOADED, now_ms)
 
 
 class FakeCore:
