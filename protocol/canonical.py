@@ -31,41 +31,41 @@ def _ordered(obj: Any) -> Any:
         keys = list(obj)
         if keys and set(map(type, keys)) != _STR_ONLY:
             return _ordered_general(obj)
-        # Python orders str by code point and UTF-8 preserves code-point order, so plain sorted()
-        # gives the UTF-8 byte order without encoding every key.
-        ordered_keys = sorted(keys)
-        changed = None
-        if not _SCALAR_TYPES.issuperset(map(type, obj.values())):
-            for key, value in obj.items():
-                if type(value) not in _SCALAR_TYPES and (ordered := _ordered(value)) is not value:
-                    changed = changed or {}
-                    changed[key] = ordered
-        if changed is None and keys == ordered_keys:
-            return obj
-        changed = changed or {}
-        return {key: changed[key] if key in changed else obj[key] for key in ordered_keys}
+        children: Any = obj.values()
     # Exact types: msgpack.ExtType is a tuple subclass and must stay an ext, not become an array.
-    if kind is list or kind is tuple:
-        return _ordered_items(obj)
-    if kind in _SCALAR_TYPES:
+    elif kind is list or kind is tuple:
+        keys, children = None, obj
+    elif kind in _SCALAR_TYPES:
         return obj
-    if kind is RepeatedKeys:
+    else:
+        return _ordered_unusual(obj)
+    # Rebuilt children are noted by identity, which costs less than counting positions: the children
+    # stay alive in `obj` meanwhile, so no two share an id, and a child held twice is one child.
+    rebuilt = None
+    if not _SCALAR_TYPES.issuperset(map(type, children)):
+        for value in children:
+            if type(value) not in _SCALAR_TYPES and (ordered := _ordered(value)) is not value:
+                rebuilt = rebuilt or {}
+                rebuilt[id(value)] = ordered
+    if keys is None:
+        return obj if rebuilt is None else [rebuilt.get(id(value), value) for value in obj]
+    # Python orders str by code point and UTF-8 preserves code-point order, so plain sorted()
+    # gives the UTF-8 byte order without encoding every key.
+    ordered_keys = sorted(keys)
+    if rebuilt is None and keys == ordered_keys:
+        return obj
+    rebuilt = rebuilt or {}
+    return {key: rebuilt.get(id(obj[key]), obj[key]) for key in ordered_keys}
+
+
+def _ordered_unusual(obj: Any) -> Any:
+    """`_ordered` of what decoding and answers rarely hold: repeated keys, subclasses, other types."""
+    if type(obj) is RepeatedKeys:
         pairs = sorted(obj.pairs, key=lambda kv: kv[0].encode("utf-8"))  # stable: repeats stay in wire order
         return msgpack.ExtType(_REPEATED_KEYS_EXT, canonical_packb([list(pair) for pair in pairs]))
     if isinstance(obj, dict):
         return _ordered_general(obj)
-    return _ordered_items(list(obj)) if isinstance(obj, list) else obj
-
-
-def _ordered_items(obj: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
-    if _SCALAR_TYPES.issuperset(map(type, obj)):
-        return obj
-    rebuilt: list[Any] | None = None
-    for index, value in enumerate(obj):
-        if type(value) not in _SCALAR_TYPES and (ordered := _ordered(value)) is not value:
-            rebuilt = list(obj) if rebuilt is None else rebuilt
-            rebuilt[index] = ordered
-    return obj if rebuilt is None else rebuilt
+    return _ordered(list(obj)) if isinstance(obj, list) else obj
 
 
 def _ordered_general(obj: dict[Any, Any]) -> dict[Any, Any]:

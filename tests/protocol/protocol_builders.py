@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import protocol
-from protocol import ErrCode, ProtocolError
 
 INSTITUTION_CODE = "P51018200001"
 ADMDVS = "510182"

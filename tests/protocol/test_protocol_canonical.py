@@ -88,6 +88,10 @@ def test_maps_inside_any_array_or_map_are_ordered() -> None:
     tree = _Items([{"b": 1, "a": OrderedDict(d=1, c=2)}, (msgpack.ExtType(1, b"x"),)])
     expected = [{"a": {"c": 2, "d": 1}, "b": 1}, [msgpack.ExtType(1, b"x")]]  # an ext stays an ext
     assert protocol.canonical_packb(tree) == msgpack.packb(expected, use_bin_type=True)
+    # One map held in several places (as `[line] * 3` builds) is ordered wherever it is.
+    shared = {"z": [1], "y": {"x": 0, "w": 0}}
+    tree = {"s": [shared, 0, shared], "r": shared, "q": [shared]}
+    assert protocol.canonical_packb(tree) == spec_canonical(tree)
 
 
 def test_canonical_key_order_is_utf8_byte_order_across_planes() -> None:
