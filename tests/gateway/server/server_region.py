@@ -27,10 +27,12 @@ _SERIALS = itertools.count(1)
 
 
 def with_limits(region: pathlib.Path, **limits: object) -> None:
-    """Add keys to the [limits] table of the region's gateway.toml."""
+    """Set keys of the [limits] table of the region's gateway.toml (replacing any `init` wrote)."""
     config = region / "gateway.toml"
+    kept = [line for line in config.read_text().splitlines(keepends=True)
+            if line.split("=", 1)[0].strip() not in limits]
     lines = "".join(f"{key} = {value}\n" for key, value in limits.items())
-    config.write_text(config.read_text().replace("[limits]\n", "[limits]\n" + lines, 1))
+    config.write_text("".join(kept).replace("[limits]\n", "[limits]\n" + lines, 1))
 
 
 async def start_gateway(nursery: trio.Nursery, region: pathlib.Path) -> tuple[Gateway, RegionClient]:
