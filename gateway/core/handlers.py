@@ -24,6 +24,7 @@ from gateway.core.sessions import Session, SessionTable
 from gateway.core.settlement import Bill, Usage, compute_bill
 from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement
 from gateway.core.state import State
+from gateway.core.supervision import doctor_sums
 from protocol import ErrCode, RequestEnvelope, session_key, x25519_public_raw
 
 PRE_SETTLE_INFNOS = frozenset({"2101", "2206"})
@@ -204,7 +205,12 @@ def settle(view: View, req: Request) -> Answer:
             "psn_no": patient.psn_no, "insutype": patient.insutype, "insuplc_admdvs": patient.insuplc_admdvs,
             "setl_time": req.now_ms, "day": day, "month": month, "medfee_sumamt": bill.medfee_sumamt,
             "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": bill.psn_cash_pay, "otc_pay": bill.otc_pay,
-            "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None}
+            "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None,
+            # Supervision (SPEC 14): who settled, how, and per doctor. overlmt_amt is 0 until the
+            # catalogue cut gives lines a part over the price cap; acct_pay is 0 until accounts pay.
+            "opter": env.opter, "cert_type": patient.cert_type, "bound_by": setlinfo["bound_by"],
+            "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "preselfpay_amt": bill.preselfpay_amt, "overlmt_amt": 0,
+            "acct_pay": 0, "doctors": doctor_sums(req.typed.items, bill.lines)}
     voucher = None if patient.voucher_key is None else Voucher(patient.voucher_key, patient.voucher_exp_ms)
     record = SettleRecord(now_ms=req.now_ms, setl=setl, setl_n=setl_n, person_limit_fen=usage.otc_allowance_fen,
                           cap_fen=usage.monthly_cap_fen, voucher=voucher,

@@ -25,6 +25,13 @@ ADMDVS = r"\d{6}"
 NAME = r"[^\x00-\x1f]{1,64}"
 ID = r"[0-9A-Za-z_.:\-]{1,64}"
 INSUTYPE = r"\d{1,8}"
+# Optional [policy] keys of supervision (SPEC 13/14): default, lowest and highest value. A person is
+# "at many institutions" from two on, so the threshold cannot be lower.
+SUPERVISION_POLICY = {
+    "large_bill_fen": (100_000, 1, 10**10),
+    "alert_institutions_per_day": (3, 2, 1000),
+    "avg_bill_yoy_max_permille": (1050, 0, 1_000_000),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +43,10 @@ class Policy:
     selfpay_prop_permille: int
     warn_person_day_permille: int
     warn_institution_month_permille: int
+    # Supervision thresholds (SPEC 13/14), optional in the file.
+    large_bill_fen: int = 100_000
+    alert_institutions_per_day: int = 3
+    avg_bill_yoy_max_permille: int = 1050
 
     def coverage(self, insutype: str) -> int:
         """Coverage in permille for an insurance type; types the policy does not name get 0."""
@@ -53,6 +64,7 @@ class Institution:
     grade: str | None
     monthly_cap_fen: int
     status: str
+    held: bool = False          # payment hold (SPEC 14): settlement goes on, the fund holds payment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +136,7 @@ def parse_policy(file: str, table: Any) -> Policy:
     """Validate the [policy] table."""
     entry = Entry(file, "policy", table)
     entry.only(["otc_allowance_fen", "coverage_permille", "selfpay_prop_permille",
-                "warn_person_day_permille", "warn_institution_month_permille"])
+                "warn_person_day_permille", "warn_institution_month_permille", *SUPERVISION_POLICY])
     allowance = Entry(file, "policy.otc_allowance_fen", entry.raw("otc_allowance_fen"))
     allowance.only(GRADES)
     coverage = Entry(file, "policy.coverage_permille", entry.raw("coverage_permille"))
@@ -137,6 +149,8 @@ def parse_policy(file: str, table: Any) -> Policy:
         selfpay_prop_permille=entry.integer("selfpay_prop_permille", 0, 1000),
         warn_person_day_permille=entry.integer("warn_person_day_permille", 0, 1000),
         warn_institution_month_permille=entry.integer("warn_institution_month_permille", 0, 1000),
+        **{key: check_int(entry, key, entry.raw(key, default), low, high)
+           for key, (default, low, high) in SUPERVISION_POLICY.items()},
     )
 
 

@@ -18,7 +18,10 @@ STATUS_CANCELLED = "cancelled"
 STATUS_REVERSED = "reversed"
 _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "insuplc_admdvs",
            "setl_time", "day", "month", "medfee_sumamt", "fund_pay_sumamt", "psn_cash_pay", "otc_pay",
-           "rx_pay", "status", "cancel_msgid")
+           "rx_pay", "status", "cancel_msgid",
+           # Supervision (SPEC 14): who settled and how; see gateway/core/supervision.py.
+           "opter", "cert_type", "bound_by", "fulamt_ownpay_amt", "preselfpay_amt", "overlmt_amt", "acct_pay",
+           "doctors")
 
 
 _ALL_FIELDS = operator.attrgetter(*_FIELDS)   # one C call reads every field, in _FIELDS order
@@ -35,7 +38,11 @@ class Settlement:
     def __init__(self, *, setl_id: str, msgid: str, infno: str, institution: str, psn_no: str, insutype: str,
                  insuplc_admdvs: str, setl_time: int, day: int, month: int, medfee_sumamt: int,
                  fund_pay_sumamt: int, psn_cash_pay: int, otc_pay: int, rx_pay: int, status: str,
-                 cancel_msgid: str | None) -> None:
+                 cancel_msgid: str | None,
+                 # Supervision (SPEC 14). Defaults: settlements journaled before these fields existed.
+                 opter: str = "", cert_type: str = "", bound_by: list[str] | None = None,
+                 fulamt_ownpay_amt: int = 0, preselfpay_amt: int = 0, overlmt_amt: int = 0, acct_pay: int = 0,
+                 doctors: list[list[Any]] | None = None) -> None:
         self.setl_id = setl_id
         self.msgid = msgid
         self.infno = infno
@@ -53,6 +60,14 @@ class Settlement:
         self.rx_pay = rx_pay
         self.status = status
         self.cancel_msgid = cancel_msgid
+        self.opter = opter
+        self.cert_type = cert_type
+        self.bound_by = [] if bound_by is None else bound_by
+        self.fulamt_ownpay_amt = fulamt_ownpay_amt
+        self.preselfpay_amt = preselfpay_amt
+        self.overlmt_amt = overlmt_amt
+        self.acct_pay = acct_pay
+        self.doctors = [] if doctors is None else doctors   # [[bilg_dr_codg, medfee_fen, ownpay_fen], ...]
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-able form."""

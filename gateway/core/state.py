@@ -19,13 +19,14 @@ from gateway.core.keys import PublishedKeys
 from gateway.core.ledger import InMemoryLedger
 from gateway.core.overlay import Overlay
 from gateway.core.records import (
-    AdminNoteRecord, AdminRecord, CancelRecord, ChangeApproveRecord, ChangeProposeRecord, ChangeRejectRecord,
+    AdminNoteRecord, AdminRecord, AlertRecord, CancelRecord, ChangeApproveRecord, ChangeProposeRecord, ChangeRejectRecord,
     KeyRotateRecord, Record, RefidRecord, ReverseRecord, SettleRecord,
 )
 from gateway.core.registry import Registry
 from gateway.core.settlements import (
     STATUS_CANCELLED, STATUS_REVERSED, STATUS_SETTLED, Settlement, SettlementStore,
 )
+from gateway.core.supervision import Supervision
 
 SNAPSHOT_VERSION = 1
 
@@ -43,6 +44,7 @@ class State:
         self.idempotency = IdempotencyStore(config.idempotency_records_max)
         self.tombstones = Tombstones(config.tombstones_max)
         self.vouchers = UsedVouchers(config.used_vouchers_max)
+        self.supervision = Supervision()
         self.last_op = 0
         self.setl_counter = 0
         self.refid_reserved_to = 0
@@ -57,6 +59,9 @@ class State:
         if now_ms is not None:
             self._expire(now_ms)
         _COMMITS[type(record)](self, record)
+        if now_ms is not None:
+            # After the record is applied: a month closes only once nothing can change it any more.
+            self.supervision.expire(now_ms)
 
     def _expire(self, now_ms: int) -> None:
         today = business_day(now_ms)
@@ -80,7 +85,7 @@ class State:
             "settlements": self.settlements.snapshot(), "idempotency": self.idempotency.snapshot(),
             "tombstones": self.tombstones.snapshot(), "vouchers": self.vouchers.snapshot(),
             "admin_changes": self.overlay.snapshot(), "retired_keys": self.keys.snapshot(),
-            "governance": self.governance.snapshot(),
+            "governance": self.governance.snapshot(), "supervision": self.supervision.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -97,6 +102,10 @@ class State:
         self.overlay = Overlay.restore(self.overlay.registry, snap["admin_changes"])
         self.keys.restore(snap["retired_keys"])
         self.governance = Governance.restore(snap.get("governance"))
+        # Snapshots written before supervision: recompute the figures of the settlements they hold.
+        supervision = snap.get("supervision")
+        self.supervision = (Supervision.restore(supervision) if supervision is not None else
+                            Supervision.rebuilt(self.settlements.standing(), self.overlay.policy.large_bill_fen))
 
 
 
@@ -119,6 +128,7 @@ def _commit_settle(state: State, record: SettleRecord) -> None:
     assert settlement.status == STATUS_SETTLED
     _debit(state, settlement, record.person_limit_fen, record.cap_fen)
     state.settlements.add(settlement)
+    state.supervision.settled(settlement, state.overlay.policy.large_bill_fen)
     state.setl_counter = max(state.setl_counter, record.setl_n)
     if record.voucher is not None:
         state.vouchers.add(record.voucher.key, record.voucher.exp_ms)
@@ -129,6 +139,7 @@ def _commit_cancel(state: State, record: CancelRecord) -> None:
     settlement = state.settlements.get(record.setl_id)
     assert settlement is not None and settlement.status == STATUS_SETTLED
     _credit(state, settlement)
+    state.supervision.unsettled(settlement)
     settlement.status = STATUS_CANCELLED
     settlement.cancel_msgid = record.idem.msgid
     state.remember(record)
@@ -141,11 +152,13 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
         assert settlement is not None and settlement.status != STATUS_REVERSED
         if settlement.status == STATUS_SETTLED:
             _credit(state, settlement)
+            state.supervision.unsettled(settlement)
         settlement.status = STATUS_REVERSED
     elif action == "reinstate":
         assert settlement is not None and settlement.status == STATUS_CANCELLED
         # Re-instating a cancellation is an undo, not a new settlement: no limit checks (SPEC §7).
         _debit(state, settlement, None, None)
+        state.supervision.settled(settlement, state.overlay.policy.large_bill_fen)
         settlement.status = STATUS_SETTLED
         settlement.cancel_msgid = None
     state.tombstones.add(record.omsgid, record.now_ms)
@@ -214,9 +227,13 @@ def _commit_admin_note(state: State, record: AdminNoteRecord) -> None:
                                   dict(record.detail), reason=record.reason)
 
 
+def _commit_alert(state: State, record: AlertRecord) -> None:
+    state.supervision.note_event(record.now_ms, record.code, record.subject, record.detail)
+
+
 _COMMITS: dict[type[Record], Callable[[State, Any], None]] = {
     SettleRecord: _commit_settle, CancelRecord: _commit_cancel, ReverseRecord: _commit_reverse,
     RefidRecord: _commit_refid, AdminRecord: _commit_admin, KeyRotateRecord: _commit_key_rotate,
     ChangeProposeRecord: _commit_change_propose, ChangeApproveRecord: _commit_change_approve,
-    ChangeRejectRecord: _commit_change_reject, AdminNoteRecord: _commit_admin_note,
+    ChangeRejectRecord: _commit_change_reject, AdminNoteRecord: _commit_admin_note, AlertRecord: _commit_alert,
 }
