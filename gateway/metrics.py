@@ -31,7 +31,11 @@ CERT_TYPES = ("01", "03")
 LIMITS = ("person_day", "institution_month")
 WARNINGS = ("PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTION_MONTH_NEAR_CAP",
             "INSTITUTION_MONTH_CAP_REACHED", "DOCTOR_SUSPENDED", "RX_REQUIRED")
-PARTS = ("medfee", "fund", "cash")
+# SPEC 12's parts and SPEC 13's: the account payment and the three own-pay parts (自费), so
+# dashboards can show the self-pay ratio of SPEC 14 without per-institution labels.
+PARTS = ("medfee", "fund", "cash", "acct", "fulamt", "preselfpay", "overlmt")
+# Limits counted by institution kind and grade (the bound share by kind and grade, SPEC 14).
+BOUND_LIMITS = ("person_day", "institution_month", "person_year")
 SHED_REASONS = ("in_flight", "connections", "draining", "journal_full")
 OTHER = "other"
 
@@ -54,6 +58,10 @@ class TxFactsLike(Protocol):
     medfee_fen: int
     fund_fen: int
     cash_fen: int
+    fulamt_fen: int
+    preselfpay_fen: int
+    overlmt_fen: int
+    acct_fen: int
     bound_by: tuple[str, ...]
     warnings: tuple[str, ...]
     idempotent_replay: bool
@@ -127,6 +135,10 @@ class GatewayMetrics:
         bound = Counter("yb_limit_bound_total", "Settlements where a limit bound (partial approval).",
                         ("limit",), registry=reg)
         self._bound = _bind(bound, LIMITS)
+        bound_by_kind = Counter("yb_limit_bound_by_kind_total",
+                                "Settlements where a limit bound, by institution kind and grade.",
+                                ("limit", "kind", "grade"), registry=reg)
+        self._bound_by_kind = _bind(bound_by_kind, BOUND_LIMITS, KINDS, GRADES)
         warnings = Counter("yb_warnings_total", "Warnings attached to answers.", ("code",),
                            registry=reg)
         self._warnings = _bind(warnings, WARNINGS)
@@ -187,8 +199,13 @@ class GatewayMetrics:
         self._amount[("medfee", kind)].inc(facts.medfee_fen)
         self._amount[("fund", kind)].inc(facts.fund_fen)
         self._amount[("cash", kind)].inc(facts.cash_fen)
+        self._amount[("acct", kind)].inc(facts.acct_fen)
+        self._amount[("fulamt", kind)].inc(facts.fulamt_fen)
+        self._amount[("preselfpay", kind)].inc(facts.preselfpay_fen)
+        self._amount[("overlmt", kind)].inc(facts.overlmt_fen)
         for limit in facts.bound_by:
             self._bound[limit if limit in self._bound else OTHER].inc()
+            self._bound_by_kind[(limit if limit in BOUND_LIMITS else OTHER, kind, grade)].inc()
 
     def _rejection(self, err_code: str) -> None:
         self._rejections[err_code if err_code in self._rejections else OTHER].inc()

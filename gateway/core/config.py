@@ -47,6 +47,11 @@ class TxFacts(NamedTuple):
     medfee_fen: int = 0
     fund_fen: int = 0
     cash_fen: int = 0
+    # Own-pay parts and the account payment (SPEC 13 amount parts; overlmt and acct 0 until they land).
+    fulamt_fen: int = 0
+    preselfpay_fen: int = 0
+    overlmt_fen: int = 0
+    acct_fen: int = 0
     bound_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     idempotent_replay: bool = False

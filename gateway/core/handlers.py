@@ -197,7 +197,8 @@ def settle(view: View, req: Request) -> Answer:
          "inscp_scp_amt": c.inscp_scp_amt, "preselfpay_amt": c.preselfpay_amt} for c in bill.lines],
         "setlinfo": setlinfo}
     facts = {"cert_type": patient.cert_type, "medfee_fen": bill.medfee_sumamt, "fund_fen": bill.fund_pay_sumamt,
-             "cash_fen": bill.psn_cash_pay, "bound_by": bill.bound_by}
+             "cash_fen": bill.psn_cash_pay, "bound_by": bill.bound_by,
+             "fulamt_fen": bill.fulamt_ownpay_amt, "preselfpay_fen": bill.preselfpay_amt}
     if not applying:
         return Answer(output, bill.warnings, None, facts)
     # The record's settlement in Settlement.to_dict() form, built directly (the commit builds the object).

@@ -48,7 +48,7 @@ _HELPER_LABELS = {"le"}
 
 # A pharmacy card settlement as the core reports it; each test changes what it needs.
 _SETTLEMENT = {"infno": "2102", "outcome": "ok", "kind": "pharmacy", "grade": "A", "cert_type": "03",
-               "medfee_fen": 3990, "fund_fen": 2800, "cash_fen": 1190}
+               "medfee_fen": 3990, "fund_fen": 2800, "cash_fen": 1190, "fulamt_fen": 500, "preselfpay_fen": 99}
 
 
 def facts(**changes: Any) -> TxFacts:
@@ -99,7 +99,8 @@ def test_limit_and_code_take_only_the_spec_values() -> None:
     found = families(metrics)
     assert label_values(found["yb_limit_bound"], "limit") == {"person_day", "institution_month"}
     assert label_values(found["yb_warnings"], "code") == WARNING_CODES
-    assert label_values(found["yb_settlement_amount_fen"], "part") == {"medfee", "fund", "cash"}
+    assert label_values(found["yb_settlement_amount_fen"], "part") == {
+        "medfee", "fund", "cash", "acct", "fulamt", "preselfpay", "overlmt"}   # SPEC 12 and 13
     assert label_values(found["yb_rejections"], "err_code") == {code.wire for code in ErrCode}
 
 
@@ -122,8 +123,12 @@ def test_a_settlement_moves_every_business_series() -> None:
     assert value_of(found["yb_settlement_amount_fen"], part="medfee", kind="pharmacy") == 3990
     assert value_of(found["yb_settlement_amount_fen"], part="fund", kind="pharmacy") == 2800
     assert value_of(found["yb_settlement_amount_fen"], part="cash", kind="pharmacy") == 1190
+    assert value_of(found["yb_settlement_amount_fen"], part="fulamt", kind="pharmacy") == 500
+    assert value_of(found["yb_settlement_amount_fen"], part="preselfpay", kind="pharmacy") == 99
     assert value_of(found["yb_limit_bound"], limit="person_day") == 1
     assert value_of(found["yb_limit_bound"], limit="institution_month") == 1
+    assert value_of(found["yb_limit_bound_by_kind"], limit="person_day", kind="pharmacy", grade="A") == 1
+    assert value_of(found["yb_limit_bound_by_kind"], limit="institution_month", kind="clinic", grade="none") == 1
     assert value_of(found["yb_warnings"], code="PERSON_DAY_LIMIT_REACHED") == 1
 
 

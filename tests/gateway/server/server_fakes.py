@@ -32,6 +32,10 @@ class FakeFacts:
     medfee_fen: int = 1000
     fund_fen: int = 600
     cash_fen: int = 400
+    fulamt_fen: int = 0
+    preselfpay_fen: int = 0
+    overlmt_fen: int = 0
+    acct_fen: int = 0
     bound_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     idempotent_replay: bool = False
