@@ -87,12 +87,15 @@ def _price_fen(rng: random.Random) -> int:
     return min(PRICE_MAX_FEN, max(1, price))
 
 
-def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str) -> list[dict[str, Any]]:
-    """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints)."""
+def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str,
+               price_permille: int = 1000) -> list[dict[str, Any]]:
+    """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints).
+
+    `price_permille` scales every unit price (the draws are the same whatever it is)."""
     classes, weights = zip(*CLASS_WEIGHTS.items(), strict=True)
     items = []
     for serial in range(1, rng.randint(LINES_MIN, LINES_MAX) + 1):
-        count, price = rng.randint(1, COUNT_MAX), _price_fen(rng)
+        count, price = rng.randint(1, COUNT_MAX), max(1, _price_fen(rng) * price_permille // 1000)
         otc = pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY
         item: dict[str, Any] = {
             "feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES),
@@ -110,15 +113,17 @@ class TrafficModel:
     """A deterministic stream of intents for one region: the same seed gives the same stream."""
 
     def __init__(self, region: Region, seed: int, rate_per_s: float, profile: DayProfile = FLAT,
-                 start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE) -> None:
+                 start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE, price_permille: int = 1000) -> None:
         """`rate_per_s`: the mean arrival rate over a day; `profile` shapes it by the Shanghai hour
         of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset;
-        `timeout_share`: the probability that a settlement times out (0..1)."""
+        `timeout_share`: the probability that a settlement times out (0..1); `price_permille`: unit
+        prices scaled by it (a cheaper year for `--history`)."""
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         if not 0.0 <= timeout_share <= 1.0:
             raise ValueError("timeout_share must be between 0 and 1")
         self.timeout_share = timeout_share
+        self.price_permille = price_permille
         self.region = region
         self.rate_per_s = rate_per_s
         self.profile = profile
@@ -156,7 +161,8 @@ class TrafficModel:
         institution = self.region.institutions[terminal.institution]
         person = self._person(rng)
         credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
-        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter)
+        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter,
+                           self.price_permille)
         retries = 1 if rng.random() < RETRY_SHARE else 0
         # Drawn whatever the share, so that changing the share changes nothing else in the stream.
         timeout = rng.random() < self.timeout_share
