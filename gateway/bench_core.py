@@ -10,6 +10,11 @@ For a 3-line card 2102 with fresh msgids, prints medians of:
       the commit;
   (c) the Ed25519 signature of one answer alone, for reference;
   (d) the bytes retained per idempotency record (tracemalloc);
+  (e) what supervision (SPEC 14) adds to a settlement: the per-doctor sums the handler builds and
+      the aggregates the commit updates (month rows by institution, operator and doctor, the day's
+      alert state), and what a cancellation costs to take them back;
+  (f) the bytes one institution-month of figures keeps once the month is closed, and per distinct
+      (row, person) while it is open (tracemalloc);
 and, to account for (b), the request decode without MAC (frame, envelope, input, fingerprint)
 and the answer encoding without signature.
 """
@@ -251,6 +256,80 @@ def bytes_per_trace_code(settlements: int = 20_000, codes_per_settlement: int = 
     return (after - before + strings) / len(trace)
 
 
+def bench_supervision(count: int) -> tuple[float, float, float]:
+    """(g) Median µs of the business apply (a) with supervision and without it (the handler's doctor
+    sums and the commit's aggregate updates switched off), on two cores fed the same requests
+    alternately, so that both see the same machine load; and of taking one settlement back out.
+    """
+    from gateway.core import handlers
+    from gateway.core.supervision import Supervision
+
+    class _Off:
+        def settled(self, settlement: Any, large_bill_fen: int) -> None: ...
+        def expire(self, now_ms: int) -> None: ...
+
+    def off_sums(items: Any, cuts: Any) -> list[list[Any]]:
+        return []
+
+    on_sums = handlers.doctor_sums
+    sides = []
+    for enabled in (True, False):
+        core, frames, now_ms = build(count + 1)
+        response = _answer(core, frames[count], now_ms).response
+        if not enabled:
+            core.state.supervision = _Off()  # type: ignore[assignment]
+        sides.append((core, _requests(core, frames[:count], now_ms), response, on_sums if enabled else off_sums))
+    samples: tuple[list[int], list[int]] = ([], [])
+    try:
+        for n in range(count):
+            for side, (core, requests, response, sums) in enumerate(sides):
+                handlers.doctor_sums = sums  # type: ignore[assignment]
+                start = time.perf_counter_ns()
+                record = HANDLERS["2102"](core.view, requests[n]).record
+                assert record is not None
+                core.commit(record.sealed(core.last_op + 1, 0, response))
+                samples[side].append(time.perf_counter_ns() - start)
+    finally:
+        handlers.doctor_sums = on_sums
+    settlements = sides[0][0].state.settlements.standing()
+    supervision = Supervision.rebuilt(settlements, 100_000)
+    unsettled_us = _median_us(lambda n: supervision.unsettled(settlements[n]), len(settlements))
+    return statistics.median(samples[0]) / 1000, statistics.median(samples[1]) / 1000, unsettled_us
+
+
+def bytes_per_institution_month(institutions: int = 2000, persons_per_row: int = 50) -> tuple[float, float]:
+    """(h) Bytes per institution row of a closed month, and per (row, person) of an open month."""
+    from gateway.core.settlements import Settlement
+    from gateway.core.supervision import Supervision
+
+    def settlement(n: int, institution: str, psn_no: str) -> Settlement:
+        return Settlement(setl_id=f"S{n}", msgid=f"M{n}", infno="2102", institution=institution, psn_no=psn_no,
+                          insutype="310", insuplc_admdvs=ADMDVS, setl_time=T0_MS, day=19797, month=202403,
+                          medfee_sumamt=123_456, fund_pay_sumamt=65_432, psn_cash_pay=58_024, otc_pay=0, rx_pay=1,
+                          status="settled", cancel_msgid=None, cert_type="03", bound_by=["person_day"],
+                          fulamt_ownpay_amt=12_345, preselfpay_amt=678)
+    codes = [f"P{n:011d}" for n in range(institutions)]
+    persons = [f"PSN{n:08d}" for n in range(persons_per_row)]
+    made = [settlement(i * persons_per_row + k, code, psn) for i, code in enumerate(codes)
+            for k, psn in enumerate(persons)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    supervision = Supervision()
+    for one in made:
+        supervision.settled(one, 10**12)
+    open_bytes = tracemalloc.get_traced_memory()[0] - before
+    supervision.days.clear()
+    month = supervision.months[202403]
+    for rows in month.rows:
+        for row in rows.values():
+            row.psn_closed, row.persons = len(row.persons or ()), None
+    closed_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    per_row = closed_bytes / institutions
+    per_person = (open_bytes - closed_bytes) / len(made)
+    return per_row, per_person
+
+
 def main() -> None:
     """Run the measurements and print them."""
     count = 5000
@@ -267,6 +346,13 @@ def main() -> None:
     print(f"(d) idempotency record retained:                  {retained:8.0f} bytes"
           f"  (answer as sent: {answer_bytes:.0f} bytes)")
     print(f"(f) held traceability code retained:              {bytes_per_trace_code():8.0f} bytes")
+    with_us, without_us, unsettled_us = bench_supervision(count)
+    print(f"(g) business apply with supervision:              {with_us:8.1f} µs"
+          f"  (without: {without_us:.1f} µs; added: {with_us - without_us:.1f} µs)")
+    print(f"    taking a settlement back out (cancellation):  {unsettled_us:8.1f} µs")
+    per_row, per_person = bytes_per_institution_month()
+    print(f"(h) one institution-month, closed:                {per_row:8.0f} bytes"
+          f"  (open: + {per_person:.0f} bytes per distinct person, day maps included)")
 
 
 if __name__ == "__main__":

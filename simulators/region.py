@@ -153,6 +153,9 @@ class Region:
     issuers: dict[str, Ed25519PrivateKey]
     card_master_keys: dict[str, bytes]
     policy: Policy
+    # The admin API (SPEC 11/14): its URL and the admins' tokens by role, from sim.toml.
+    admin_url: str = ""
+    admin_tokens: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def allowance_fen(self, institution_code: str) -> int:
         """The daily OTC allowance at this institution (0 at clinics and hospitals)."""
@@ -171,14 +174,17 @@ def _key(text: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(base64.b64decode(text))
 
 
-def _gateway_url(region_dir: pathlib.Path, sim: dict[str, Any]) -> str:
-    """Prefer gateway.toml's listen.data: tests and operators rewrite ports there, not in sim.toml."""
+def _listen_url(region_dir: pathlib.Path, sim: dict[str, Any], listener: str) -> str:
+    """Prefer gateway.toml's listen.data / listen.admin: tests and operators rewrite ports there,
+    not in sim.toml (whose gateway_url / admin_url come next)."""
     config_path = region_dir / "gateway.toml"
     if config_path.exists():
-        listen = _load(config_path).get("listen", {}).get("data")
+        listen = _load(config_path).get("listen", {}).get(listener)
         if isinstance(listen, str):
             return f"http://{listen}"
-    return str(sim.get("gateway_url", "http://127.0.0.1:8600"))
+    if listener == "data":
+        return str(sim.get("gateway_url", "http://127.0.0.1:8600"))
+    return str(sim.get("admin_url", "http://127.0.0.1:8601"))
 
 
 def _institutions(registry: dict[str, Any]) -> dict[str, Institution]:
@@ -234,5 +240,6 @@ def load_region(region_dir: str | pathlib.Path) -> Region:
     if not terminals or not persons:
         raise RegionReadError(f"{path}: no terminals or no persons in sim.toml")
     population = _population(sim, persons, institutions)
-    return Region(path, _gateway_url(path, sim), institutions, terminals, persons, population, issuers, masters,
-                  policy)
+    tokens = {a["role"]: a["token"] for a in reversed(sim.get("admins", [])) if "role" in a and "token" in a}
+    return Region(path, _listen_url(path, sim, "data"), institutions, terminals, persons, population, issuers,
+                  masters, policy, _listen_url(path, sim, "admin"), tokens)

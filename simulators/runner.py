@@ -9,8 +9,10 @@ bound; 1 sends strictly one intent at a time).
 
 Around the traffic: at the start, a 3201 baseline per institution for each Shanghai day the run
 may touch (the gateway's current day up to the day after the planned end, at least two days, so
-a run across midnight reconciles both); at the end, 3201 and 3202 per institution for every day
-that has a baseline or a settlement the oracle saw.
+a run across midnight reconciles both), and the monthly supervision report of their months; at
+the end, 3201 and 3202 per institution for every day that has a baseline or a settlement the
+oracle saw, and the monthly report against the oracle's own sums (simulators/supervision.py).
+`run_with_history` first settles a year earlier under the gateway's test clock.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import math
 import pathlib
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
@@ -34,6 +37,7 @@ from simulators.oracle_v2 import V2Oracle
 from simulators.probe import probe_v2_checks
 from simulators.region import Person, Region
 from simulators.report import Stats, summary
+from simulators.supervision import AdminLink, MonthlyCheck, year_earlier_ms, yoy_lines
 from simulators.terminal import MsgidSource, SimClock, SimTerminal, Transport
 from simulators.trace_codes import CodeSalt
 
@@ -50,6 +54,7 @@ class RunResult:
     stats: Stats
     oracle: Oracle
     table: str
+    monthly: MonthlyCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -246,11 +251,13 @@ def _single(error: BaseException) -> BaseException:
 
 async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
                     progress: TextIO | None = sys.stderr, concurrency: int | None = None,
-                    span_s: float = 0.0, v2_checks: str | None = None) -> RunResult:
+                    span_s: float = 0.0, v2_checks: str | None = None, clock_offset_ms: int = 0) -> RunResult:
     """Send `intents` at their offsets (divided by `speed`) from concurrent terminals, then reconcile.
 
     `span_s`: the planned length of the traffic (for the days the 3201 baseline covers);
-    `v2_checks`: the oracle's SPEC 13 mode (oracle_v2.V2_MODES), None: as a probe shows (probe.py).
+    `v2_checks`: the oracle's SPEC 13 mode (oracle_v2.V2_MODES), None: as a probe shows (probe.py);
+    `clock_offset_ms`: the gateway's clock less this machine's, as far as known (its first
+    sign-in must be fresh; every sign-in then keeps the terminals in step).
 
     Raises:
         OSError: the gateway is unreachable.
@@ -258,23 +265,125 @@ async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str 
         ProbeError: the probe was refused.
     """
     target = url or region.gateway_url
-    keys_client = GatewayClient(target)
-    try:
-        keys = await keys_client.keys()
-    finally:
-        await keys_client.aclose()
-    runner = Runner(region, target, keys, concurrency)
+    runner = Runner(region, target, await _keys(target), concurrency)
+    runner.clock.offset_ms = clock_offset_ms
+    monthly = _monthly_check(region)
     try:
         runner.set_v2_checks(v2_checks or await runner.probe_v2_checks())
         await runner.baseline(span_s)
+        if monthly is not None and not await _try(monthly.take_baseline({day[:6] for _, day in runner.baselines})):
+            await monthly.link.aclose()
+            monthly = None
         await runner.dispatch(intents, speed, progress)
         await runner.reconcile()
+        if monthly is not None:
+            await monthly.check(runner.oracle)
     except BaseExceptionGroup as group:
         raise _single(group) from None
     finally:
         await runner.aclose()
+        if monthly is not None:
+            await monthly.link.aclose()
+    return _result(region, runner.stats, runner.oracle, monthly)
+
+
+def _result(region: Region, stats: Stats, oracle: Oracle, monthly: MonthlyCheck | None,
+            extra: Iterable[str] = ()) -> RunResult:
     kinds = {code: i.kind for code, i in region.institutions.items()}
-    return RunResult(runner.stats, runner.oracle, summary(runner.stats, runner.oracle, kinds))
+    line = (f"monthly report: {monthly.checked} institution-months equal the oracle's sums" if monthly is not None
+            else "monthly report: not checked (no admin token in sim.toml, or no answer from the admin API)")
+    head, _, tail = summary(stats, oracle, kinds).rpartition("\noracle violations")
+    return RunResult(stats, oracle, "\n".join([head, line, *extra]) + "\noracle violations" + tail, monthly)
+
+
+def _monthly_check(region: Region) -> MonthlyCheck | None:
+    token = next(iter(region.admin_tokens.values()), None)
+    return MonthlyCheck(AdminLink(region.admin_url, token)) if region.admin_url and token else None
+
+
+async def _try(step: Any) -> bool:
+    """Await `step` (True/False); False when the admin API cannot be reached."""
+    try:
+        return bool(await step)
+    except (ConnectionError, OSError):
+        return False
+
+
+async def _keys(target: str) -> dict[str, Any]:
+    """The gateway's published response keys (GET /fsi/v1/keys)."""
+    keys_client = GatewayClient(target)
+    try:
+        return await keys_client.keys()
+    finally:
+        await keys_client.aclose()
+
+
+async def gateway_now_ms(region: Region, url: str | None = None) -> int:
+    """The gateway's clock, read from a sign-in's sign_time (it may be a test clock)."""
+    target = url or region.gateway_url
+    runner = Runner(region, target, await _keys(target))
+    try:
+        if not await runner.terminal(region.terminals[0].dev_no).sign_in():
+            raise ConnectionError("the gateway refused the sign-in that reads its clock")
+        return runner.clock.now_ms()
+    finally:
+        await runner.aclose()
+
+
+async def run_with_history_async(region: Region, history: Iterable[dict[str, Any]], intents: Iterable[dict[str, Any]],
+                                 url: str | None = None, progress: TextIO | None = sys.stderr,
+                                 concurrency: int | None = None, span_s: float = 0.0,
+                                 v2_checks: str | None = None) -> tuple[RunResult, RunResult]:
+    """`history` a year earlier (the gateway's test clock set back), then `intents` now; see supervision.py.
+
+    `v2_checks` as for run_async (each of the two runs probes the gateway when it is None).
+
+    Raises:
+        ValueError: the gateway does not serve a test clock, or sim.toml has no operator token.
+        OSError: the gateway is unreachable.
+    """
+    token = region.admin_tokens.get("operator") or region.admin_tokens.get("policy")
+    if not token:
+        raise ValueError("--history needs an operator or policy admin token in sim.toml")
+    clock = AdminLink(region.admin_url, token)
+    try:
+        now_ms, started_s = await gateway_now_ms(region, url), time.monotonic()
+        reader = MonthlyCheck(clock)
+        this_month = datetime.datetime.fromtimestamp(now_ms / 1000, tz=SHANGHAI).strftime("%Y%m")
+        if await reader.rows(this_month):
+            # Its ledgers have closed every month before this one: a year earlier, no cap would hold.
+            raise ValueError(f"--history needs a gateway that has not settled in {this_month} yet "
+                             "(a fresh data directory)")
+        offset_ms = await _set_clock(clock, year_earlier_ms(now_ms))
+        month_before = datetime.datetime.fromtimestamp(year_earlier_ms(now_ms) / 1000, tz=SHANGHAI).strftime("%Y%m")
+        before = {month_before: await reader.rows(month_before) or {}}
+        last_year = await run_async(region, history, url, 1.0, progress, concurrency, span_s, v2_checks, offset_ms)
+        offset_ms = await _set_clock(clock, now_ms + int((time.monotonic() - started_s) * MS_PER_S))
+        this_year = await run_async(region, intents, url, 1.0, progress, concurrency, span_s, v2_checks, offset_ms)
+        today = datetime.datetime.fromtimestamp(await gateway_now_ms(region, url) / 1000, tz=SHANGHAI)
+        _, alerts = await clock.get(f"/admin/v1/alerts?date={today.strftime('%Y%m%d')}")
+    finally:
+        await clock.aclose()
+    monthly = this_year.monthly
+    extra = yoy_lines(last_year.oracle, monthly.last if monthly else {}, before, this_year.oracle,
+                      (alerts or {}).get("alerts", []))
+    return last_year, _result(region, this_year.stats, this_year.oracle, monthly, extra)
+
+
+async def _set_clock(link: AdminLink, at_ms: int) -> int:
+    """Set the gateway's test clock to `at_ms`; returns its offset from this machine's clock."""
+    status, _ = await link.post("/admin/v1/test/clock", {"now_ms": at_ms})
+    if status != 200:
+        raise ValueError(f"--history needs a gateway serving with --test-clock "
+                         f"(POST /admin/v1/test/clock answered {status})")
+    return at_ms - int(time.time() * MS_PER_S)
+
+
+def run_with_history(region: Region, history: Iterable[dict[str, Any]], intents: Iterable[dict[str, Any]],
+                     url: str | None = None, progress: TextIO | None = sys.stderr, concurrency: int | None = None,
+                     span_s: float = 0.0, v2_checks: str | None = None) -> tuple[RunResult, RunResult]:
+    """run_with_history_async in its own trio event loop."""
+    return trio.run(run_with_history_async, region, history, intents, url, progress, concurrency, span_s, v2_checks)
 
 
 def run(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,

@@ -23,6 +23,7 @@ to a person drawn uniformly from the whole population (region.Population, derive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 from collections.abc import Iterator
@@ -89,11 +90,11 @@ def _price_fen(rng: random.Random) -> int:
     return min(PRICE_MAX_FEN, max(1, price))
 
 
-def _line(rng: random.Random, serial: int, doctor: str, otc: bool) -> dict[str, Any]:
-    """One line with the given OTC flag: count, price, a drug code and class, and for a
-    prescription line (70 %) an rxno."""
+def _line(rng: random.Random, serial: int, doctor: str, otc: bool, price_permille: int = 1000) -> dict[str, Any]:
+    """One line with the given OTC flag: count, price (scaled by `price_permille`), a drug code and
+    class, and for a prescription line (70 %) an rxno."""
     classes, weights = zip(*CLASS_WEIGHTS.items(), strict=True)
-    count, price = rng.randint(1, COUNT_MAX), _price_fen(rng)
+    count, price = rng.randint(1, COUNT_MAX), max(1, _price_fen(rng) * price_permille // 1000)
     item: dict[str, Any] = {
         "feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES),
         "chrgitm_lv": rng.choices(classes, weights)[0], "otc": otc, "cnt": count, "pric": price,
@@ -105,18 +106,21 @@ def _line(rng: random.Random, serial: int, doctor: str, otc: bool) -> dict[str, 
 
 
 def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str,
-               lines: LineDrawer | None = None, t_s: float = 0.0) -> list[dict[str, Any]]:
+               lines: LineDrawer | None = None, t_s: float = 0.0, price_permille: int = 1000) -> list[dict[str, Any]]:
     """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints).
 
     With `lines` (the region has a catalogue) the lines are v2 lines drawn from it (bill_lines.py);
-    without, codes come from DRUG_CODES and class and OTC flag are drawn per line."""
+    without, codes come from DRUG_CODES and class and OTC flag are drawn per line. `price_permille`
+    scales the drawn unit prices (the draws are the same whatever it is; a price over a row's cap
+    stays over it)."""
+    base = _line if price_permille == 1000 else functools.partial(_line, price_permille=price_permille)
     items = []
     for serial in range(1, rng.randint(LINES_MIN, LINES_MAX) + 1):
         doctor = rng.choice(doctors) if doctors else opter
         if lines is None:
-            items.append(_line(rng, serial, doctor, pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY))
+            items.append(base(rng, serial, doctor, pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY))
         else:
-            items.append(lines.line(rng, serial, pharmacy, doctor, _line))
+            items.append(lines.line(rng, serial, pharmacy, doctor, base))
     if lines is not None:
         lines.finish_bill(rng, items, pharmacy, t_s)
     return items
@@ -127,16 +131,18 @@ class TrafficModel:
 
     def __init__(self, region: Region, seed: int, rate_per_s: float, profile: DayProfile = FLAT,
                  start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE,
-                 line_shares: LineShares = LineShares()) -> None:
+                 line_shares: LineShares = LineShares(), price_permille: int = 1000) -> None:
         """`rate_per_s`: the mean arrival rate over a day; `profile` shapes it by the Shanghai hour
         of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset;
         `timeout_share`: the probability that a settlement times out (0..1); `line_shares`: how
-        often the v2 line cases are drawn when the region has a catalogue (bill_lines.py)."""
+        often the v2 line cases are drawn when the region has a catalogue (bill_lines.py);
+        `price_permille`: unit prices scaled by it (a cheaper year for `--history`)."""
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         if not 0.0 <= timeout_share <= 1.0:
             raise ValueError("timeout_share must be between 0 and 1")
         self.timeout_share = timeout_share
+        self.price_permille = price_permille
         self.region = region
         self.rate_per_s = rate_per_s
         self.profile = profile
@@ -176,7 +182,8 @@ class TrafficModel:
         institution = self.region.institutions[terminal.institution]
         person = self._person(rng)
         credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
-        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter, self._lines, t_s)
+        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter, self._lines, t_s,
+                           self.price_permille)
         retries = 1 if rng.random() < RETRY_SHARE else 0
         # Drawn whatever the share, so that changing the share changes nothing else in the stream.
         timeout = rng.random() < self.timeout_share

@@ -25,7 +25,7 @@ def institution_view(core: Any, code: str, now_ms: int) -> dict[str, Any]:
     used_fen = core.state.ledger.institution_month_used(code, month)
     allowance_fen = overlay.policy.otc_allowance_fen.get(inst.grade, 0) if inst.kind == "pharmacy" else 0
     return {"code": inst.code, "name": inst.name, "kind": inst.kind, "admdvs": inst.admdvs,
-            "grade": inst.grade, "status": inst.status, "monthly_cap_fen": inst.monthly_cap_fen,
+            "grade": inst.grade, "status": inst.status, "held": inst.held, "monthly_cap_fen": inst.monthly_cap_fen,
             "month": f"{month:06d}", "month_used_fen": used_fen,
             "month_room_fen": max(0, inst.monthly_cap_fen - used_fen),
             "otc_allowance_day_fen": allowance_fen,

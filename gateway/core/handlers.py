@@ -24,6 +24,7 @@ from gateway.core.sessions import Session, SessionTable
 from gateway.core.settlement import Bill, LineRules, Usage, compute_bill
 from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement
 from gateway.core.state import State
+from gateway.core.supervision import doctor_sums
 from protocol import ErrCode, RequestEnvelope, session_key, x25519_public_raw
 
 PRE_SETTLE_INFNOS = frozenset({"2101", "2206"})
@@ -180,7 +181,8 @@ def _check_trace_codes(view: View, req: Request, codes: list[str]) -> None:
         return
     line = next(item for item in req.typed.items if item.trdn_flag == "0" and reused in item.drug_trac_codg)
     raise Rejection(ErrCode.TRACE_CODE_REUSED, f"line {line.feedetl_sn}: traceability code {reused} "
-                                               "was already sold")
+                                               "was already sold",
+                    evidence={"feedetl_sn": line.feedetl_sn, "drug_trac_codg": reused})
 
 
 def _compute(view: View, req: Request, patient: Patient, day: int, month: int) -> tuple[Bill, Usage]:
@@ -259,7 +261,11 @@ def settle(view: View, req: Request) -> Answer:
             "setl_time": req.now_ms, "day": day, "month": month, "medfee_sumamt": bill.medfee_sumamt,
             "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": bill.psn_cash_pay, "otc_pay": bill.otc_pay,
             "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None,
-            "overlmt_amt": bill.overlmt_amt, "acct_pay": 0, "trace_codes": held}
+            "overlmt_amt": bill.overlmt_amt, "acct_pay": 0, "trace_codes": held,
+            # Supervision (SPEC 14): who settled, how, and per doctor.
+            "opter": env.opter, "cert_type": patient.cert_type, "bound_by": setlinfo["bound_by"],
+            "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "preselfpay_amt": bill.preselfpay_amt,
+            "doctors": doctor_sums(req.typed.items, bill.lines)}
     voucher = None if patient.voucher_key is None else Voucher(patient.voucher_key, patient.voucher_exp_ms)
     record = SettleRecord(now_ms=req.now_ms, setl=setl, setl_n=setl_n, person_limit_fen=usage.otc_allowance_fen,
                           cap_fen=usage.monthly_cap_fen, voucher=voucher,

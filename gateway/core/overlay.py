@@ -28,6 +28,7 @@ _FIELDS = {
     "terminal.revoke": ("dev_no",),
     "card.block": ("card_no",), "card.unblock": ("card_no",),
     "person.block": ("psn_no",), "person.unblock": ("psn_no",),
+    "institution.hold": ("institution",), "institution.release": ("institution",),
     "institution.grade": ("institution", "grade"),
     "institution.monthly_cap": ("institution", "monthly_cap_fen"),
     "policy.otc_allowance": ("grade", "otc_allowance_fen"),
@@ -37,11 +38,11 @@ _FIELDS = {
     "filing.add": ("psn_no", "admdvs", "valid_from", "valid_to"),
 }
 CHANGE_KINDS = tuple(_FIELDS)
-# Immediate, protective actions (role operator); the other kinds are policy changes that go
-# through maker-checker proposals (role policy, two different admins).
-PROTECTIVE_KINDS = CHANGE_KINDS[:9]
-POLICY_KINDS = CHANGE_KINDS[9:]
-assert all(k.endswith(("suspend", "resume", "revoke", "block")) for k in PROTECTIVE_KINDS)
+# Immediate, protective actions (role operator), named by their verb; the other kinds are policy
+# changes that go through maker-checker proposals (role policy, two different admins).
+PROTECTIVE_VERBS = ("suspend", "resume", "revoke", "block", "hold", "release")
+PROTECTIVE_KINDS = tuple(k for k in CHANGE_KINDS if k.endswith(PROTECTIVE_VERBS))
+POLICY_KINDS = tuple(k for k in CHANGE_KINDS if k not in PROTECTIVE_KINDS)
 
 
 def _text(change: dict[str, Any], field: str, pattern: str) -> str:
@@ -133,6 +134,12 @@ class Overlay:
     def _plan_institution_resume(self, change: dict[str, Any]) -> Any:
         return self._set_institution(self._institution(change), status="active")
 
+    def _plan_institution_hold(self, change: dict[str, Any]) -> Any:
+        return self._set_institution(self._institution(change), held=True)
+
+    def _plan_institution_release(self, change: dict[str, Any]) -> Any:
+        return self._set_institution(self._institution(change), held=False)
+
     def _plan_institution_grade(self, change: dict[str, Any]) -> Any:
         code = self._institution(change)
         if self.institutions[code].kind != "pharmacy":
@@ -216,7 +223,8 @@ class Overlay:
         """
         kind = change["kind"]
         if kind.startswith("institution."):
-            field = {"institution.grade": "grade", "institution.monthly_cap": "monthly_cap_fen"}.get(kind, "status")
+            field = {"institution.grade": "grade", "institution.monthly_cap": "monthly_cap_fen",
+                     "institution.hold": "held", "institution.release": "held"}.get(kind, "status")
             return {field: getattr(self.institutions[change["institution"]], field)}
         if kind in ("operator.suspend", "operator.resume"):
             return {"status": self.operators[change["operator"]].status}

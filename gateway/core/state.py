@@ -23,14 +23,15 @@ from gateway.core.clock import date_day
 from gateway.core.governance import FieldError
 from gateway.core.overlay import AUDIT_KEYS, Overlay
 from gateway.core.records import (
-    AdminNoteRecord, AdminRecord, CancelRecord, ChangeApproveRecord, ChangeProposeRecord, ChangeRejectRecord,
-    KeyRotateRecord, Record, RefidRecord, ReverseRecord, SettleRecord,
+    AdminNoteRecord, AdminRecord, AlertRecord, CancelRecord, ChangeApproveRecord, ChangeProposeRecord,
+    ChangeRejectRecord, KeyRotateRecord, Record, RefidRecord, ReverseRecord, SettleRecord,
 )
 from gateway.core.registry import Registry
 from gateway.core.trace import TraceCodes
 from gateway.core.settlements import (
     STATUS_CANCELLED, STATUS_REVERSED, STATUS_SETTLED, Settlement, SettlementStore,
 )
+from gateway.core.supervision import Supervision
 
 SNAPSHOT_VERSION = 1
 # Admin change kinds that act on the catalogue (maker-checker, like the overlay's policy kinds).
@@ -64,6 +65,7 @@ class State:
         self.idempotency = IdempotencyStore(config.idempotency_records_max)
         self.tombstones = Tombstones(config.tombstones_max)
         self.vouchers = UsedVouchers(config.used_vouchers_max)
+        self.supervision = Supervision()
         self.last_op = 0
         self.setl_counter = 0
         self.refid_reserved_to = 0
@@ -78,6 +80,9 @@ class State:
         if now_ms is not None:
             self._expire(now_ms)
         _COMMITS[type(record)](self, record)
+        if now_ms is not None:
+            # After the record is applied: a month closes only once nothing can change it any more.
+            self.supervision.expire(now_ms)
 
     def _expire(self, now_ms: int) -> None:
         today = business_day(now_ms)
@@ -104,6 +109,7 @@ class State:
             "admin_changes": self.overlay.snapshot(), "retired_keys": self.keys.snapshot(),
             "governance": self.governance.snapshot(), "trace_codes": self.trace.snapshot(),
             "catalogue": None if self.catalogue is None else self.catalogue.snapshot(),
+            "supervision": self.supervision.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -123,6 +129,10 @@ class State:
         self.trace.restore(snap.get("trace_codes", ()))
         if self.catalogue is not None:
             self.catalogue.restore(snap.get("catalogue") or ())
+        # Snapshots written before supervision: recompute the figures of the settlements they hold.
+        supervision = snap.get("supervision")
+        self.supervision = (Supervision.restore(supervision) if supervision is not None else
+                            Supervision.rebuilt(self.settlements.standing(), self.overlay.policy.large_bill_fen))
 
     # -- admin changes: the registry overlay's kinds and the catalogue's -------------------------
 
@@ -189,6 +199,7 @@ def _commit_settle(state: State, record: SettleRecord) -> None:
     state.settlements.add(settlement)
     if settlement.trace_codes:
         state.trace.hold(settlement.trace_codes, settlement.setl_id, settlement.setl_time)
+    state.supervision.settled(settlement, state.overlay.policy.large_bill_fen)
     state.setl_counter = max(state.setl_counter, record.setl_n)
     if record.voucher is not None:
         state.vouchers.add(record.voucher.key, record.voucher.exp_ms)
@@ -200,6 +211,7 @@ def _commit_cancel(state: State, record: CancelRecord) -> None:
     assert settlement is not None and settlement.status == STATUS_SETTLED
     _credit(state, settlement)
     state.trace.release(settlement.trace_codes, settlement.setl_id)
+    state.supervision.unsettled(settlement)
     settlement.status = STATUS_CANCELLED
     settlement.cancel_msgid = record.idem.msgid
     state.remember(record)
@@ -213,6 +225,7 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
         if settlement.status == STATUS_SETTLED:
             _credit(state, settlement)
             state.trace.release(settlement.trace_codes, settlement.setl_id)
+            state.supervision.unsettled(settlement)
         settlement.status = STATUS_REVERSED
     elif action == "reinstate":
         assert settlement is not None and settlement.status == STATUS_CANCELLED
@@ -220,6 +233,7 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
         _debit(state, settlement, None, None)
         # Held again without a check, as the limits are (SPEC 13).
         state.trace.hold(settlement.trace_codes, settlement.setl_id, settlement.setl_time)
+        state.supervision.settled(settlement, state.overlay.policy.large_bill_fen)
         settlement.status = STATUS_SETTLED
         settlement.cancel_msgid = None
     state.tombstones.add(record.omsgid, record.now_ms)
@@ -288,9 +302,13 @@ def _commit_admin_note(state: State, record: AdminNoteRecord) -> None:
                                   dict(record.detail), reason=record.reason)
 
 
+def _commit_alert(state: State, record: AlertRecord) -> None:
+    state.supervision.note_event(record.now_ms, record.code, record.subject, record.detail)
+
+
 _COMMITS: dict[type[Record], Callable[[State, Any], None]] = {
     SettleRecord: _commit_settle, CancelRecord: _commit_cancel, ReverseRecord: _commit_reverse,
     RefidRecord: _commit_refid, AdminRecord: _commit_admin, KeyRotateRecord: _commit_key_rotate,
     ChangeProposeRecord: _commit_change_propose, ChangeApproveRecord: _commit_change_approve,
-    ChangeRejectRecord: _commit_change_reject, AdminNoteRecord: _commit_admin_note,
+    ChangeRejectRecord: _commit_change_reject, AdminNoteRecord: _commit_admin_note, AlertRecord: _commit_alert,
 }

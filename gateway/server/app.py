@@ -51,7 +51,7 @@ from gateway.runtime import Runtime, SnapshotScheduler
 from gateway.sealer import KeyRing, Sealer
 from gateway.server.runtime import http_limits
 
-__all__ = ["Gateway", "StartupError", "load_signing_key", "serve"]
+__all__ = ["Gateway", "StartupError", "fresh_core", "load_files", "load_signing_key", "serve"]
 
 # Admin requests are small JSON documents; a handful of ops staff at once.
 ADMIN_CONNECTIONS_MAX = 64
@@ -96,6 +96,18 @@ def load_files(config: GatewayConfig) -> Files:
     return Files(registry, secrets, catalogue)
 
 
+def core_config(config: GatewayConfig) -> CoreConfig:
+    """The core's limits and identity from gateway.toml."""
+    return CoreConfig(admdvs=config.admdvs, session_ttl_s=config.limits.session_ttl_s)
+
+
+def fresh_core(config: GatewayConfig, files: Files, active_public_raw: bytes) -> Core:
+    """A core over the region's files (its own copy of the catalogue, see Files), before any journaled
+    record (serve and `report` build it alike)."""
+    catalogue = None if files.catalogue is None else files.catalogue.copy()
+    return Core(core_config(config), files.registry, files.secrets, active_public_raw, os.urandom, catalogue)
+
+
 class Gateway:
     """One gateway process: owns the runtime, the listeners and the background tasks."""
 
@@ -127,12 +139,10 @@ class Gateway:
         self._stop = trio.Event()
 
     def _core_config(self) -> CoreConfig:
-        return CoreConfig(admdvs=self.config.admdvs, session_ttl_s=self.config.limits.session_ttl_s)
+        return core_config(self.config)
 
     def _fresh_core(self, keyring: KeyRing) -> Core:
-        catalogue = None if self.files.catalogue is None else self.files.catalogue.copy()
-        return Core(self._core_config(), self.files.registry, self.files.secrets, keyring.active_public_raw,
-                    os.urandom, catalogue)
+        return fresh_core(self.config, self.files, keyring.active_public_raw)
 
     def _recovered_keyring(self, recovery: Recovery) -> KeyRing:
         """Worker thread, at start: the signing key, after finishing a rotation a crash interrupted."""

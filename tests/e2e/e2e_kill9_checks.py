@@ -25,6 +25,7 @@ class CheckCounts:
     totals_checked: int = 0
     admin_checked: int = 0
     trace_checked: int = 0            # traceability codes probed after a restart
+    supervision_checked: int = 0      # institution-months of the monthly report held to the book
 
 
 class Checker:
@@ -154,6 +155,27 @@ class Checker:
             assert used_fen == self.book.month_fund_fen(code), (code, used_fen)
             self.counts.admin_checked += 1
         return True
+
+    async def check_supervision(self) -> None:
+        """The monthly report (SPEC 14) equals the client's standing settlements, per institution and month."""
+        months: dict[str, dict[str, list[Any]]] = {}
+        for settlement in self.book.settlements.values():
+            months.setdefault(shanghai_date(settlement.setl_time_ms)[:6], {}).setdefault(settlement.code, [])
+            if settlement.state == "settled":
+                months[shanghai_date(settlement.setl_time_ms)[:6]][settlement.code].append(settlement)
+        for month, by_code in months.items():
+            response = await http_get(self.region.admin, f"/admin/v1/reports/monthly?month={month}&by=institution",
+                                      self.region.viewer_token)
+            assert response is not None and response.status == 200, response
+            rows = {row["key"]: row for row in json.loads(response.body)["rows"]}
+            ours = {code: {"setl_cnt": len(group), "psn_cnt": len({s.psn_no for s in group}),
+                           "medfee_fen": sum(s.medfee_fen for s in group), "fund_fen": sum(s.fund_fen for s in group),
+                           "cash_fen": sum(s.cash_fen for s in group)}
+                    for code, group in by_code.items() if group}
+            theirs = {code: {key: row[key] for key in ("setl_cnt", "psn_cnt", "medfee_fen", "fund_fen", "cash_fen")}
+                      for code, row in rows.items()}
+            assert theirs == ours, (month, theirs, ours)
+            self.counts.supervision_checked += 1
 
 
 def month_used_fen(document: Any) -> int:

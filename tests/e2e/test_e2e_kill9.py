@@ -5,8 +5,9 @@ Every cycle: drive 2102/2103/2601 traffic from every pharmacy terminal (one task
 session each), SIGKILL the server after a random delay, restart it on the same data directory,
 then hold it to the client's book: every infcode-0 answer re-sent returns the same bytes; every
 in-doubt request re-sent is applied exactly once; 3201 totals (and, where the admin API serves
-it, month-used) equal the sum of the standing settlements. `YB_CRASH_SEED` replays a run's
-choices; `YB_CRASH_CYCLES` / `YB_CRASH_SOAK_CYCLES` set the counts.
+it, month-used), and the monthly supervision report (SPEC 14), equal the sum of the standing
+settlements. `YB_CRASH_SEED` replays a run's choices; `YB_CRASH_CYCLES` /
+`YB_CRASH_SOAK_CYCLES` set the counts.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class CrashRun:
             await checker.check_totals(with_detail=with_detail)
             await checker.check_admin_month()
             await checker.check_trace_codes()
+            await checker.check_supervision()
         assert not self.book.unexpected, self.book.unexpected[:5]
         return checker
 

@@ -11,7 +11,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gateway.core import Core, CoreConfig, Record
+import msgpack
+
+from gateway.core import Core, CoreConfig, Record, from_wire
 from gateway.files import load_registry, load_secrets
 from gateway.core.catalogue import parse_catalogue
 from gateway.sealer import KeyRing, Sealer, TxResult
@@ -177,6 +179,16 @@ class World:
         self.core = core
         self.sealer = Sealer(ADMDVS, KeyRing(self.gateway_key), self.config.refid_block)
         self.sealer.follow(core)
+
+    def assert_replay_and_restore(self) -> None:
+        """Replaying the kept records (through their wire form), and restoring a snapshot, reproduce the state."""
+        replayed = self.make_core()
+        for record in self.records:
+            replayed.commit(from_wire(msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)))
+        assert replayed.snapshot() == self.core.snapshot()
+        restored = self.make_core()
+        restored.restore(msgpack.unpackb(msgpack.packb(self.core.snapshot(), use_bin_type=True), raw=False))
+        assert restored.snapshot() == self.core.snapshot()
 
     def handle_tx(self, body: bytes, now_ms: int) -> TxResult:
         """Decide, seal and commit one request as the data path does (without the journal)."""
