@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import pathlib
+import re
 import time
 import tomllib
 from typing import Any
@@ -27,10 +28,13 @@ _SERIALS = itertools.count(1)
 
 
 def with_limits(region: pathlib.Path, **limits: object) -> None:
-    """Add keys to the [limits] table of the region's gateway.toml."""
+    """Set keys of the [limits] table of the region's gateway.toml (replacing any the file has)."""
     config = region / "gateway.toml"
+    text = config.read_text()
+    for key in limits:
+        text = re.sub(rf"^{re.escape(key)} = .*\n", "", text, flags=re.MULTILINE)
     lines = "".join(f"{key} = {value}\n" for key, value in limits.items())
-    config.write_text(config.read_text().replace("[limits]\n", "[limits]\n" + lines, 1))
+    config.write_text(text.replace("[limits]\n", "[limits]\n" + lines, 1))
 
 
 async def start_gateway(nursery: trio.Nursery, region: pathlib.Path) -> tuple[Gateway, RegionClient]:
