@@ -30,6 +30,7 @@ INSTITUTION_MONTH_NEAR_CAP = "INSTITUTION_MONTH_NEAR_CAP"
 INSTITUTION_MONTH_CAP_REACHED = "INSTITUTION_MONTH_CAP_REACHED"
 BOUND_PERSON_DAY = "person_day"
 BOUND_INSTITUTION_MONTH = "institution_month"
+BOUND_PERSON_YEAR = "person_year"          # SPEC 13 outpatient pooling's yearly cap
 
 
 class Line(Protocol):

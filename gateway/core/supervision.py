@@ -37,9 +37,10 @@ from typing import Any
 from gateway.core.clock import MS_PER_DAY, SHANGHAI_OFFSET_MS, business_day, first_day_of_month, month_of_day
 from gateway.core.idempotency import IDEMPOTENCY_RETENTION_MS
 from gateway.core.records import AlertRecord
+from gateway.core.settlement import BOUND_INSTITUTION_MONTH, BOUND_PERSON_DAY, BOUND_PERSON_YEAR
 
 __all__ = [
-    "ACCOUNT_OVERDRAWN", "ALERT_CODES", "ALERT_MONTHS_KEPT", "AVG_BILL_OVER_LAST_YEAR", "BY_DIMENSIONS",
+    "ACCOUNT_OVERDRAWN", "ALERT_CODES", "ALERT_MONTHS_KEPT", "AVG_BILL_OVER_LAST_YEAR", "BOUND_LIMITS", "BY_DIMENSIONS",
     "Day", "EVENT_ALERTS_PER_DAY_MAX", "KEYS_PER_MONTH_MAX", "LARGE_BILL", "LARGE_BILLS_PER_DAY_MAX",
     "MONTHS_KEPT", "MULTI_INSTITUTION_DAY", "MUTUAL_AID_REFUSED", "OVERFLOW_KEY", "REFUSAL_ALERTS", "Row",
     "Supervision", "TRACE_CODE_REUSE_ATTEMPT", "doctor_sums", "month_index", "refusal_alert",
@@ -73,7 +74,8 @@ ALERT_CODES = (MULTI_INSTITUTION_DAY, LARGE_BILL, AVG_BILL_OVER_LAST_YEAR, TRACE
 # Refusals (err_code on the wire) that raise an alert, and what the alert's subject is.
 REFUSAL_ALERTS = {"TRACE_CODE_REUSED": (TRACE_CODE_REUSE_ATTEMPT, "institution"),
                   "MUTUAL_AID_NOT_AUTHORIZED": (MUTUAL_AID_REFUSED, "payer")}
-BOUND_PERSON_DAY, BOUND_INSTITUTION_MONTH, BOUND_PERSON_YEAR = "person_day", "institution_month", "person_year"
+# The limits a report row counts (its `bound` map), in report order.
+BOUND_LIMITS = (BOUND_PERSON_DAY, BOUND_INSTITUTION_MONTH, BOUND_PERSON_YEAR)
 CERT_VOUCHER = "01"
 
 

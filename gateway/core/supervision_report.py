@@ -16,7 +16,8 @@ from typing import Any
 from gateway.core.clock import date_day, day_date, first_day_of_month, month_of_day
 from gateway.core.governance import FieldError
 from gateway.core.supervision import (
-    ALERT_CODES, AVG_BILL_OVER_LAST_YEAR, BY_DIMENSIONS, BY_DOCTOR, LARGE_BILL, MULTI_INSTITUTION_DAY, Day, Row,
+    ALERT_CODES, AVG_BILL_OVER_LAST_YEAR, BOUND_LIMITS, BY_DIMENSIONS, BY_DOCTOR, LARGE_BILL, MULTI_INSTITUTION_DAY,
+    Day, Row,
 )
 
 __all__ = [
@@ -75,9 +76,8 @@ def _monthly_row(key: str, row: Row, last: Row | None, doctor: bool) -> dict[str
         "cash_fen": None if doctor else row.cash_fen, "ownpay_fen": row.ownpay_fen, "avg_bill_fen": avg_fen,
         "selfpay_permille": row.ownpay_fen * 1000 // row.medfee_fen if row.medfee_fen else 0,
         "voucher_permille": None if doctor else row.voucher_cnt * 1000 // row.setl_cnt,
-        "bound": None if doctor else {"person_day": row.bound_person_day,
-                                      "institution_month": row.bound_institution_month,
-                                      "person_year": row.bound_person_year},
+        "bound": None if doctor else dict(zip(BOUND_LIMITS, (row.bound_person_day, row.bound_institution_month,
+                                                              row.bound_person_year))),
         "avg_bill_last_year_fen": last_avg_fen,
         "avg_bill_yoy_permille": avg_fen * 1000 // last_avg_fen if last_avg_fen else None,
     }
@@ -200,6 +200,6 @@ def csv_rows(body: dict[str, Any]) -> Iterable[list[str]]:
 def _flat_bound(row: dict[str, Any]) -> dict[str, Any]:
     bound = row["bound"] or {}
     flat = {key: value for key, value in row.items() if key != "bound"}
-    for limit in ("person_day", "institution_month", "person_year"):
+    for limit in BOUND_LIMITS:
         flat[f"bound_{limit}"] = bound.get(limit)
     return flat
