@@ -75,6 +75,10 @@ POLICY = {
     "selfpay_prop_permille": 100,
     "warn_person_day_permille": 800,
     "warn_institution_month_permille": 900,
+    # Supervision alert thresholds (SPEC 13/14), the defaults written out.
+    "large_bill_fen": 100000,
+    "alert_institutions_per_day": 3,
+    "avg_bill_yoy_max_permille": 1050,
 }
 ADMINS = (("alice", "policy"), ("bob", "policy"), ("olivia", "operator"), ("victor", "viewer"))
 VOUCHER_ISSUERS = ("ec-nhsa-1", "ec-sc-1")

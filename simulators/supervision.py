@@ -173,5 +173,6 @@ def yoy_lines(history: Oracle, rows_by_month: Mapping[str, Mapping[str, Mapping[
                          + (f"{last / 100:8.2f} yuan  {row['avg_bill_yoy_permille']} per mille" if last is not None
                             else "     (none)"))
     over = [a["subject"] for a in alerts if a["code"] == "AVG_BILL_OVER_LAST_YEAR"]
-    lines.append(f"AVG_BILL_OVER_LAST_YEAR alerts today: {len(over)}" + (f" ({', '.join(sorted(over))})" if over else ""))
+    listed = f" ({', '.join(sorted(over))})" if over else ""
+    lines.append(f"AVG_BILL_OVER_LAST_YEAR alerts today: {len(over)}{listed}")
     return lines

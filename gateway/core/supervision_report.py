@@ -129,7 +129,8 @@ def alerts_body(state: Any, date_text: str | None) -> dict[str, Any]:
 def _multi_institution(day: Day, threshold: int) -> list[tuple[str, dict[str, Any]]]:
     return [(psn_no, {"institution_cnt": len(counts), "threshold": threshold,
                       "setl_cnt": sum(counts.values()),
-                      "institutions": [{"institution": code, "setl_cnt": count} for code, count in sorted(counts.items())]})
+                      "institutions": [{"institution": code, "setl_cnt": count}
+                                       for code, count in sorted(counts.items())]})
             for psn_no, counts in day.multi.items() if len(counts) >= threshold]
 
 

@@ -85,6 +85,8 @@ def test_small_region_loads_through_the_gateway_loaders(small: tuple[pathlib.Pat
     assert dict(policy.coverage_permille) == SPEC_POLICY["coverage_permille"]
     assert (policy.selfpay_prop_permille, policy.warn_person_day_permille,
             policy.warn_institution_month_permille) == (100, 800, 900)
+    assert (policy.large_bill_fen, policy.alert_institutions_per_day, policy.avg_bill_yoy_max_permille) == (
+        100000, 3, 1050)
     institutions = region.registry.institutions.values()
     assert {i.grade for i in institutions if i.kind == "pharmacy"} == set("ABCDE")
     assert collections.Counter(i.kind for i in institutions) == {"pharmacy": 6, "clinic": 2, "hospital": 1}

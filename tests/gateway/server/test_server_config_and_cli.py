@@ -229,7 +229,9 @@ def test_init_writes_the_spec_files_with_the_spec_keys(tmp_path: pathlib.Path,
     assert (out / "gateway_ed25519.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
     registry = tomllib.loads((out / "registry.toml").read_text(encoding="utf-8"))
     assert set(registry["policy"]) == {"otc_allowance_fen", "coverage_permille", "selfpay_prop_permille",
-                                       "warn_person_day_permille", "warn_institution_month_permille"}
+                                       "warn_person_day_permille", "warn_institution_month_permille",
+                                       # SPEC 13's supervision thresholds (section 14)
+                                       "large_bill_fen", "alert_institutions_per_day", "avg_bill_yoy_max_permille"}
     secrets = tomllib.loads((out / "secrets.toml").read_text(encoding="utf-8"))
     assert {a["role"] for a in secrets["admins"]} == {"viewer", "operator", "policy"}
     assert all(set(a) == {"name", "role", "token_sha256"} for a in secrets["admins"])
