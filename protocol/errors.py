@@ -47,6 +47,8 @@ class ErrCode(enum.Enum):
     SETTLEMENT_NOT_FOUND = ("SETTLEMENT_NOT_FOUND", -2, 200)
     ALREADY_CANCELLED = ("ALREADY_CANCELLED", -2, 200)
     CANCEL_WINDOW_CLOSED = ("CANCEL_WINDOW_CLOSED", -2, 200)
+    TRACE_CODE_REUSED = ("TRACE_CODE_REUSED", -2, 200)
+    MUTUAL_AID_NOT_AUTHORIZED = ("MUTUAL_AID_NOT_AUTHORIZED", -2, 200)
 
     def __init__(self, wire: str, infcode: int, http_status: int) -> None:
         self.wire = wire

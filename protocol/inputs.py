@@ -101,6 +101,8 @@ class SettleInput:
     cert: Credential
     medfee_sumamt: int
     items: tuple[BillLine, ...]
+    acct_used_flag: str = "0"                 # "1": pay from a personal account (SPEC 13)
+    acct_payer_psn_no: str | None = None      # whose account (None: the patient's)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class TotalsInput:
     medfee_sumamt: int
     fund_pay_sumamt: int
     psn_cash_pay: int
+    acct_pay: int | None = None               # compared too when sent (SPEC 13)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -337,8 +340,17 @@ def _settle(raw: dict[str, Any]) -> SettleInput:
     cert = _credential(raw)
     medfee_sumamt = _amount(raw, "input", "medfee_sumamt")
     lines = _bill_lines(raw)
+    # SPEC 13 "Who pays v2": both optional (nil counts as absent), validated whenever sent.
+    flag = raw.get("acct_used_flag")
+    flag = "0" if flag is None else flag
+    if type(flag) is not str or flag not in ("0", "1"):
+        raise _fail("input.acct_used_flag", "not '0' or '1'")
+    payer = raw.get("acct_payer_psn_no")
+    if payer is not None and not is_id(payer):
+        raise _fail("input.acct_payer_psn_no", f"not a string of 1..{limits.ID_CHARS_MAX} chars")
     _check_amounts(medfee_sumamt, lines)
-    return SettleInput(cert=cert, medfee_sumamt=medfee_sumamt, items=lines)
+    return SettleInput(cert=cert, medfee_sumamt=medfee_sumamt, items=lines, acct_used_flag=flag,
+                       acct_payer_psn_no=payer)
 
 
 def _reversal(raw: dict[str, Any]) -> ReversalInput:
@@ -358,6 +370,7 @@ def _totals(raw: dict[str, Any]) -> TotalsInput:
         medfee_sumamt=_amount(raw, "input", "medfee_sumamt"),
         fund_pay_sumamt=_amount(raw, "input", "fund_pay_sumamt"),
         psn_cash_pay=_amount(raw, "input", "psn_cash_pay"),
+        acct_pay=None if raw.get("acct_pay") is None else _amount(raw, "input", "acct_pay"),
     )
 
 

@@ -20,7 +20,9 @@ _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "in
            "setl_time", "day", "month", "medfee_sumamt", "fund_pay_sumamt", "psn_cash_pay", "otc_pay",
            "rx_pay", "status", "cancel_msgid",
            # Since settlement v2 (SPEC 13); records and snapshots from before lack them: defaults.
-           "overlmt_amt", "acct_pay", "trace_codes")
+           "overlmt_amt", "acct_pay", "trace_codes",
+           # Who pays (SPEC 13): the deductible it used and whose account paid acct_pay.
+           "act_pay_dedc", "acct_payer_psn_no")
 
 
 _ALL_FIELDS = operator.attrgetter(*_FIELDS)   # one C call reads every field, in _FIELDS order
@@ -38,7 +40,8 @@ class Settlement:
                  insuplc_admdvs: str, setl_time: int, day: int, month: int, medfee_sumamt: int,
                  fund_pay_sumamt: int, psn_cash_pay: int, otc_pay: int, rx_pay: int, status: str,
                  cancel_msgid: str | None, overlmt_amt: int = 0, acct_pay: int = 0,
-                 trace_codes: tuple[str, ...] | list[str] = ()) -> None:
+                 trace_codes: tuple[str, ...] | list[str] = (), act_pay_dedc: int = 0,
+                 acct_payer_psn_no: str | None = None) -> None:
         self.setl_id = setl_id
         self.msgid = msgid
         self.infno = infno
@@ -59,6 +62,8 @@ class Settlement:
         self.overlmt_amt = overlmt_amt
         self.acct_pay = acct_pay
         self.trace_codes = tuple(trace_codes)      # the traceability codes it holds while it stands
+        self.act_pay_dedc = act_pay_dedc
+        self.acct_payer_psn_no = acct_payer_psn_no  # None: the account was not used
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-able form."""
