@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway.core.accounts import OpeningBalances
 from gateway.core.admin import AdminMixin
 from gateway.core.catalogue import Catalogue
 from gateway.core.config import CoreConfig, Decision, Rejection, TxFacts, outcome_of
@@ -63,11 +64,13 @@ class Core(AdminMixin):
     """The deterministic business core (see module docstring and docs/design.md)."""
 
     def __init__(self, config: CoreConfig, registry: Registry, secrets: Secrets, active_public_raw: bytes,
-                 random_bytes: Callable[[int], bytes], catalogue: Catalogue | None = None) -> None:
+                 random_bytes: Callable[[int], bytes], catalogue: Catalogue | None = None,
+                 accounts: OpeningBalances | None = None) -> None:
         """`active_public_raw`: the public key the shell signs with; `random_bytes`: injected entropy;
-        `catalogue`: this core's own copy of the loaded catalogue (None: off; see Catalogue.copy)."""
+        `catalogue`: this core's own copy of the loaded catalogue (None: off; see Catalogue.copy);
+        `accounts`: the loaded accounts file (None: off; shared as it is, it never changes)."""
         self.config = config
-        self.state = State(config, registry, PublishedKeys(active_public_raw), catalogue)
+        self.state = State(config, registry, PublishedKeys(active_public_raw), catalogue, accounts)
         self.sessions = SessionTable(config.sessions_max)
         self.view = View(self.state, config, self.sessions, dict(secrets.card_master_keys), random_bytes)
 

@@ -84,6 +84,9 @@ class SettleRecord(Record):
     voucher: Voucher | None
     idem: Idem
     response: bytes = b""
+    # [deductible_fen, annual_cap_fen] of the pooling policy the split was cut by (SPEC 13);
+    # None: no policy (and in records written before pooling existed).
+    pooling_fen: list[int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)

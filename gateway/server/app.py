@@ -2,8 +2,8 @@
 
 Start-up order (each step logged as one JSON line):
 
-1. read registry.toml, secrets.toml, the catalogue (if configured) and the signing key (a bad
-   file stops here with one line);
+1. read registry.toml, secrets.toml, the catalogue and the accounts (if configured) and the
+   signing key (a bad file stops here with one line);
 2. bind the admin listener, so /healthz, /readyz (503) and /metrics answer while recovering;
 3. recover: newest valid snapshot + journal records after it, replayed into a fresh core in a
    worker thread (a torn tail is truncated and counted; corruption before the tail stops start);
@@ -34,9 +34,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.admin import AdminApi, finish_pending_rotation
 from gateway.admin.keyfiles import KeyFileError, read_key
+from gateway.accounts_file import load_accounts
 from gateway.catalogue_file import load_catalogue
 from gateway.config import GatewayConfig
 from gateway.core import Core, CoreConfig, Registry, RegistryError, Secrets, from_wire
+from gateway.core.accounts import AccountsError, OpeningBalances
 from gateway.core.catalogue import Catalogue, CatalogueError
 from gateway.files import load_registry, load_secrets
 from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps, Recovery
@@ -83,17 +85,21 @@ class Files:
     # `catalogue.copy()`: admin changes mutate a core's catalogue in place, and a rebuilt core
     # starts again from the file's rows.
     catalogue: Catalogue | None = None
+    # The accounts file's opening balances (None: off). They never change: every core shares them.
+    accounts: OpeningBalances | None = None
 
 
 def load_files(config: GatewayConfig) -> Files:
-    """Read registry.toml, secrets.toml and the catalogue; raises StartupError with the loader's one line."""
+    """Read registry.toml, secrets.toml, the catalogue and the accounts; raises StartupError with the
+    loader's one line."""
     paths = config.paths
     try:
         registry, secrets = load_registry(str(paths.registry)), load_secrets(str(paths.secrets))
         catalogue = None if paths.catalogue is None else load_catalogue(paths.catalogue)
-    except (RegistryError, CatalogueError) as exc:
+        accounts = None if paths.accounts is None else load_accounts(paths.accounts)
+    except (RegistryError, CatalogueError, AccountsError) as exc:
         raise StartupError(str(exc)) from None
-    return Files(registry, secrets, catalogue)
+    return Files(registry, secrets, catalogue, accounts)
 
 
 def core_config(config: GatewayConfig) -> CoreConfig:
@@ -105,7 +111,8 @@ def fresh_core(config: GatewayConfig, files: Files, active_public_raw: bytes) ->
     """A core over the region's files (its own copy of the catalogue, see Files), before any journaled
     record (serve and `report` build it alike)."""
     catalogue = None if files.catalogue is None else files.catalogue.copy()
-    return Core(core_config(config), files.registry, files.secrets, active_public_raw, os.urandom, catalogue)
+    return Core(core_config(config), files.registry, files.secrets, active_public_raw, os.urandom, catalogue,
+                files.accounts)
 
 
 class Gateway:
