@@ -263,14 +263,3 @@ class World:
         iat = now_ms // 1000
         token = mint_voucher("iss1", ISSUER, VoucherClaims(tid, psn_no, insutype, ADMDVS, org, iat, iat + 600))
         return {"mdtrt_cert_type": "01", "mdtrt_cert_no": token}
-
-    def assert_replay_and_restore(self) -> None:
-        """Replaying the kept records (through their wire form) and restoring a snapshot (through
-        msgpack) both reproduce this world's core exactly."""
-        replayed = self.make_core()
-        for record in self.records:
-            replayed.commit(from_wire(msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)))
-        assert replayed.snapshot() == self.core.snapshot()
-        restored = self.make_core()
-        restored.restore(msgpack.unpackb(msgpack.packb(self.core.snapshot(), use_bin_type=True), raw=False))
-        assert restored.snapshot() == self.core.snapshot()
