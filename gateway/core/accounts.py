@@ -264,13 +264,15 @@ class AccountLedger:
             return changed
         return self.opening_balance(psn_no) or 0
 
-    def debit(self, psn_no: str, amount_fen: int, overdraft: bool = False) -> None:
-        """Take `amount_fen`; only an `overdraft` (a re-instatement) may leave the balance below 0."""
+    def debit(self, psn_no: str, amount_fen: int, overdraft: bool = False) -> int:
+        """Take `amount_fen` and return the balance after; only an `overdraft` (a re-instatement) may
+        leave it below 0."""
         assert amount_fen >= 0
+        after_fen = self.balance(psn_no) - amount_fen
         if amount_fen:
-            after_fen = self.balance(psn_no) - amount_fen
             assert overdraft or after_fen >= 0, f"account {psn_no} would be overdrawn outside a re-instatement"
             self._set(psn_no, after_fen)
+        return after_fen
 
     def credit(self, psn_no: str, amount_fen: int) -> None:
         """Give back (a cancellation or reversal) or credit (`account.credit`) `amount_fen`."""

@@ -215,14 +215,16 @@ class State:
 
 
 def _debit(state: State, settlement: Settlement, person_limit_fen: int | None, cap_fen: int | None,
-           pooling_fen: list[int] | None = None, reinstating: bool = False) -> None:
-    take(state.years, state.accounts, settlement, pooling_fen, reinstating)
+           pooling_fen: list[int] | None = None, reinstating: bool = False) -> tuple[str, int] | None:
+    """Debit the settlement everywhere; returns (payer, balance_fen) when it overdrew an account."""
+    overdrawn = take(state.years, state.accounts, settlement, pooling_fen, reinstating)
     grant = state.ledger.clamp_and_debit(
         settlement.psn_no, settlement.day, settlement.otc_pay, person_limit_fen,
         settlement.institution, settlement.month, settlement.fund_pay_sumamt, cap_fen)
     # The single writer computed the split from the same ledger a moment ago, so the clamp must
     # grant exactly that; a difference would mean the state machine lost determinism.
     assert (grant.person_fen, grant.institution_fen) == (settlement.otc_pay, settlement.fund_pay_sumamt), grant
+    return overdrawn
 
 
 def _credit(state: State, settlement: Settlement) -> None:
@@ -269,7 +271,11 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
     elif action == "reinstate":
         assert settlement is not None and settlement.status == STATUS_CANCELLED
         # Re-instating a cancellation is an undo, not a new settlement: no limit checks (SPEC §7).
-        _debit(state, settlement, None, None, reinstating=True)
+        overdrawn = _debit(state, settlement, None, None, reinstating=True)
+        if overdrawn is not None:
+            # Only a re-instatement overdraws an account: the supervision alert (SPEC 14), raised
+            # again by a replay of this record.
+            state.supervision.note_overdrawn(record.now_ms, overdrawn[0], overdrawn[1], settlement.setl_id)
         # Held again without a check, as the limits are (SPEC 13).
         state.trace.hold(settlement.trace_codes, settlement.setl_id, settlement.setl_time)
         state.supervision.settled(settlement, state.overlay.policy.large_bill_fen)

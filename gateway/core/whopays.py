@@ -41,8 +41,10 @@ def check_payer(overlay: Overlay, acct_used_flag: str, acct_payer_psn_no: str | 
     if payer in overlay.blocked_persons:
         raise Rejection(ErrCode.PERSON_INELIGIBLE, "input.acct_payer_psn_no: the paying person is not eligible")
     if not overlay.linked(payer, patient_psn_no, date):
+        # The evidence names the payer, the subject of the MUTUAL_AID_REFUSED alert (SPEC 14).
         raise Rejection(ErrCode.MUTUAL_AID_NOT_AUTHORIZED,
-                        f"input.acct_payer_psn_no: no family link lets {payer} pay for this patient today")
+                        f"input.acct_payer_psn_no: no family link lets {payer} pay for this patient today",
+                        evidence={"payer": payer, "patient": patient_psn_no})
     return payer
 
 
@@ -78,14 +80,18 @@ def _year_pool_fen(settlement: Settlement) -> int:
 
 
 def take(years: PersonYearLedger, accounts: AccountLedger, settlement: Settlement,
-         pooling_fen: list[int] | tuple[int, int] | None, reinstating: bool = False) -> None:
+         pooling_fen: list[int] | tuple[int, int] | None, reinstating: bool = False) -> tuple[str, int] | None:
     """Debit a settlement's deductible, pooled payment and account payment.
 
     `pooling_fen`: [deductible_fen, annual_cap_fen] the split was cut by (None: unchecked, as a
     re-instatement is). Only a re-instatement may overdraw the payer's account (SPEC 13).
+    Returns (payer, balance_fen after) when this payment left the payer's balance below 0 (the
+    commit raises ACCOUNT_OVERDRAWN, SPEC 14), else None.
     """
     take_year(years, settlement, pooling_fen)
-    accounts.debit(settlement.acct_payer_psn_no or settlement.psn_no, settlement.acct_pay, overdraft=reinstating)
+    payer = settlement.acct_payer_psn_no or settlement.psn_no
+    after_fen = accounts.debit(payer, settlement.acct_pay, overdraft=reinstating)
+    return (payer, after_fen) if settlement.acct_pay and after_fen < 0 else None
 
 
 def take_year(years: PersonYearLedger, settlement: Settlement, pooling_fen: list[int] | tuple[int, int] | None) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from core_world import P1, T0_MS, World, card, line
 from gateway.core import from_wire
+from gateway.core import supervision as sup
+from gateway.core.clock import business_day
 from gateway.core.pooling import PREVIOUS_YEAR_KEPT_MS, YearUsage, year_start_ms
 from whopays_world import ANNUAL_CAP_FEN, BALANCES, DEDUCTIBLE_FEN, rx, who_pays_world
 
@@ -43,9 +45,15 @@ def balance(world: World, psn: str) -> int:
 
 
 def business(world: World) -> dict[str, Any]:
-    """The business state of a snapshot (sign-ins change the op counter and serial reservations)."""
+    """The business state of a snapshot (sign-ins change the op counter and serial reservations; any
+    journaled record, such as a refusal's supervision alert, moves the housekeeping floors)."""
     snap = world.core.snapshot()
-    return {key: snap[key] for key in ("ledger", "settlements", "person_years", "accounts", "idempotency")}
+    return {key: _without_floors(snap[key]) for key in ("ledger", "settlements", "person_years", "accounts",
+                                                          "idempotency")}
+
+
+def _without_floors(part: Any) -> Any:
+    return {k: v for k, v in part.items() if not k.startswith("floor_")} if isinstance(part, dict) else part
 
 
 # -- the settlement's who-pays keys ----------------------------------------------------------------
@@ -144,6 +152,10 @@ def test_refused_payers(wp: World, payer: str, code: str, dev: str, infno: str) 
     env = settle(wp, [line("1", 3000, otc=False)], psn="MEM1", dev=dev, infno=infno, acct_payer_psn_no=payer, **ACCT)
     assert (env.infcode, env.err_code) == (-2, code) and "acct_payer_psn_no" in env.err_msg
     assert business(wp) == before
+    # A mutual-aid refusal raises the supervision alert on the payer (SPEC 14), journaled.
+    refused = wp.core.state.supervision.has_event(T0_MS, sup.MUTUAL_AID_REFUSED, payer)
+    assert refused == (code == "MUTUAL_AID_NOT_AUTHORIZED")
+    wp.assert_replay_and_restore()
 
 
 def test_the_patient_checks_come_before_the_payer_checks(wp: World) -> None:
@@ -220,6 +232,11 @@ def test_a_reinstated_cancellation_takes_again_without_checks_and_may_overdraw(w
     assert second["acct_pay"] == 5000 and balance(wp, "H2") == 0
     ok(wp.send(term, "2601", {"omsgid": cancel_mid, "oinfno": "2103"})[1])
     assert balance(wp, "H2") == -5000
+    # The overdraft raises the supervision alert (SPEC 14), again on replay.
+    day = wp.core.state.supervision.days[business_day(T0_MS)]
+    assert day.events[sup.ACCOUNT_OVERDRAWN] == {"H2": {"balance_fen": -5000, "setl_id": first["setl_id"],
+                                                       "time": T0_MS}}
+    wp.assert_replay_and_restore()
     info = ok(wp.settle(term, [rx("1", 100, lv="03")], who=card("H2"), extra=ACCT)[1])["setlinfo"]
     assert (info["acct_pay"], info["balc"], info["bound_by"]) == (0, -5000, ["account_balance"])
     ok(wp.send(term, "2103", {"setl_id": second["setl_id"], "psn_no": "H2"})[1])
