@@ -24,6 +24,7 @@ class CheckCounts:
     acked_rechecked: int = 0
     totals_checked: int = 0
     admin_checked: int = 0
+    who_pays_checked: int = 0
 
 
 class Checker:
@@ -126,6 +127,27 @@ class Checker:
         ours = {s.msgid: s.state for s in self.book.settlements.values()
                 if s.code == code and shanghai_date(s.setl_time_ms) == stmt_date}
         assert gateway == ours, f"{code} {stmt_date}: 3202 rows differ from the book"
+
+    async def check_who_pays(self) -> None:
+        """SPEC 13: each person's balance and year ledger (1101) equal the book's standing sums."""
+        link = next(iter(self.links.values()))
+        for card in self.region.cards:
+            psn_no = card.fields["psn_no"]
+            session = link.session
+            mid = self.book.new_msgid(link.terminal.code)
+            cert = session.card_input(card.key, mid, "1101", 0, card.fields)
+            _, _, envelope = await link._post("1101", mid, cert)
+            assert envelope.infcode == 0, (psn_no, envelope)
+            output = envelope.output
+            assert output["acct_balance"] == self.book.balance_fen(psn_no), (psn_no, output)
+            pooling = self.region.pooling.get(card.fields["insutype"])
+            if pooling is None:
+                assert output["pool_year_remaining"] is None, (psn_no, output)
+                continue
+            dedc_fen, pool_fen = self.book.year_used_fen(psn_no)
+            assert output["pool_deductible_remaining"] == max(0, pooling["deductible_fen"] - dedc_fen), psn_no
+            assert output["pool_year_remaining"] == max(0, pooling["annual_cap_fen"] - pool_fen), psn_no
+            self.counts.who_pays_checked += 1
 
     async def check_admin_month(self) -> bool:
         """Month-used of each pharmacy (GET /admin/v1/institutions/{code}) equals the standing
