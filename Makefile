@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 REGION ?= region
 PYTEST_FLAGS ?=
 
-.PHONY: run test soak bench bench-core bench-catalogue bench-journal ops-tools clean
+.PHONY: run test soak bench bench-core bench-catalogue bench-accounts bench-journal ops-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-core: $(STAMP)
 
 bench-catalogue: $(STAMP)
 	$(BIN)/python -m gateway.bench_catalogue
+
+bench-accounts: $(STAMP)
+	$(BIN)/python -m gateway.bench_accounts
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.core import Core, CoreConfig, parse_registry, parse_secrets
+from gateway.core.accounts import OpeningBalances
 from gateway.core.handlers import HANDLERS, Request
 from gateway.core.idempotency import IdemEntry, IdempotencyStore, pack_response
 from gateway.sealer import KeyRing, Sealer
@@ -47,9 +48,9 @@ T0_MS = 1_710_468_000_000
 MASTER_KEY = bytes(32)
 
 
-def _region(terminal_key: Ed25519PrivateKey) -> tuple[dict, dict]:
+def _region(terminal_key: Ed25519PrivateKey, who_pays: bool = False) -> tuple[dict, dict]:
     import base64
-    registry = {
+    registry: dict[str, Any] = {
         "policy": {"otc_allowance_fen": {g: 10**9 for g in "ABCDE"}, "coverage_permille": {"310": 700},
                    "selfpay_prop_permille": 100, "warn_person_day_permille": 800,
                    "warn_institution_month_permille": 900},
@@ -58,18 +59,26 @@ def _region(terminal_key: Ed25519PrivateKey) -> tuple[dict, dict]:
         "terminals": [{"dev_no": "T1", "institution": INSTITUTION, "status": "active",
                        "public_key": base64.b64encode(public_raw(terminal_key.public_key())).decode()}],
     }
+    if who_pays:
+        # SPEC 13: outpatient pooling with a deductible and a cap no bill of the run reaches.
+        registry["policy"]["pooling"] = {"310": {"deductible_fen": 2000, "annual_cap_fen": 10**12}}
     return registry, {"card_master_keys": {"51": base64.b64encode(MASTER_KEY).decode()}}
 
 
-def build(count: int) -> tuple[Core, list[bytes], int]:
-    """A core with a signed-in terminal and `count` distinct 3-line 2102 frames (sealer: `_SEALERS`)."""
+def build(count: int, accounts: OpeningBalances | None = None) -> tuple[Core, list[bytes], int]:
+    """A core with a signed-in terminal and `count` distinct 3-line 2102 frames (sealer: `_SEALERS`).
+
+    With `accounts` (opening balances of persons P0..P4999), the region has a pooling policy and
+    every bill pays from the patient's account (SPEC 13 "Who pays v2"); without, it is v1's.
+    """
     terminal_key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
-    registry, secrets = _region(terminal_key)
+    registry, secrets = _region(terminal_key, who_pays=accounts is not None)
     rng = random.Random(1)
     keyring = KeyRing(Ed25519PrivateKey.from_private_bytes(b"\x02" * 32))
     config = CoreConfig(admdvs=ADMDVS, idempotency_records_max=10**7)
     core = Core(config, parse_registry(registry, "bench"), parse_secrets(secrets, "bench"), keyring.active_public_raw,
-                rng.randbytes)
+                rng.randbytes, accounts=accounts)
+    extra = {} if accounts is None else {"acct_used_flag": "1"}
     _SEALERS[id(core)] = Sealer(ADMDVS, keyring, config.refid_block)
     term = TerminalSession("T1", INSTITUTION, ADMDVS, "OP1", "1", terminal_key)
     now_ms = T0_MS
@@ -87,7 +96,8 @@ def build(count: int) -> tuple[Core, list[bytes], int]:
         who = {"card_no": "CARD", "card_sn": "SN", "psn_no": f"P{n % 5000}", "insutype": "310",
                "insuplc_admdvs": ADMDVS}
         fields = term.card_input(key, mid, "2102", 9000, who)
-        frames.append(term.request_frame("2102", mid, {**fields, "medfee_sumamt": 9000, "items": items}, now_ms))
+        frames.append(term.request_frame("2102", mid, {**fields, "medfee_sumamt": 9000, "items": items, **extra},
+                                         now_ms))
     return core, frames, now_ms
 
 
@@ -111,9 +121,9 @@ def _assert_ok(record: object) -> None:
     assert record is not None, "the benchmark request was rejected"
 
 
-def bench_full(count: int) -> float:
-    """(b) Median µs of decide + seal + commit for fresh 3-line card 2102 frames."""
-    core, frames, now_ms = build(count)
+def bench_full(count: int, accounts: OpeningBalances | None = None) -> float:
+    """(b) Median µs of decide + seal + commit for fresh 3-line card 2102 frames (`accounts`: see build)."""
+    core, frames, now_ms = build(count, accounts)
     return _median_us(lambda n: _assert_ok(_answer(core, frames[n], now_ms).record), count)
 
 
@@ -131,13 +141,13 @@ def _requests(core: Core, frames: list[bytes], now_ms: int) -> list[Request]:
             for env in decoded]
 
 
-def bench_apply(count: int) -> float:
+def bench_apply(count: int, accounts: OpeningBalances | None = None) -> float:
     """(a) Median µs of the business apply: the 2102 handler and the commit of its record.
 
     The record carries a real signed answer of the same shape (signed once, before timing), so the
-    idempotency record stored by the commit is what the live path stores.
+    idempotency record stored by the commit is what the live path stores. `accounts`: see build.
     """
-    core, frames, now_ms = build(count + 1)
+    core, frames, now_ms = build(count + 1, accounts)
     response = _answer(core, frames[count], now_ms).response
     requests = _requests(core, frames[:count], now_ms)
 

@@ -60,9 +60,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.catalogue_sample import PENGZHOU_ROWS, catalogue_csv, generated_rows, small_rows
+from gateway.core.registry import RELATIONS
 from protocol import gateway_kid, public_raw
 
-__all__ = ["PROFILES", "RegionError", "RegionSummary", "init_region", "keygen"]
+__all__ = ["PROFILES", "RegionError", "RegionSummary", "account_balance_fen", "accounts_csv", "init_region", "keygen"]
 
 PROFILES = ("small", "pengzhou")
 ADMDVS = "510182"
@@ -100,7 +101,6 @@ ACCOUNT_SIGMA = 1.0
 ACCOUNT_FEN_MAX = 10_000_000
 # Pharmacies that are not outpatient-pooling (门诊统筹) pharmacies, per thousand.
 NO_POOLING_PHARMACY_PERMILLE = 250
-RELATIONS = ("spouse", "parent", "child")
 LINK_VALID = ("2024-01-01", "2034-12-31")
 LINK_ENDED = ("2023-01-01", "2023-12-31")
 LINK_FUTURE = ("2035-01-01", "2035-12-31")
@@ -346,7 +346,8 @@ def _add_family_links(region: _Region, rng: random.Random) -> None:
                                     "valid_from": window[0], "valid_to": window[1]})
 
 
-def _account_fen(rng: random.Random) -> int:
+def account_balance_fen(rng: random.Random) -> int:
+    """One opening balance of init's spread (see the module docstring)."""
     if rng.randrange(1000) < ACCOUNT_ZERO_PERMILLE:
         return 0
     return min(ACCOUNT_FEN_MAX, int(rng.lognormvariate(0.0, ACCOUNT_SIGMA) * ACCOUNT_MEDIAN_FEN))
@@ -357,7 +358,7 @@ def accounts_csv(region: _Region, population_size: int, seed: int) -> bytes:
     rng = random.Random(f"accounts/{seed}")
     psn_nos = [p["psn_no"] for p in region.persons]
     psn_nos += [f"{ADMDVS}{serial:010d}" for serial in range(len(region.persons) + 1, population_size + 1)]
-    rows = "".join(f"{psn_no},{_account_fen(rng)}\n" for psn_no in sorted(psn_nos))
+    rows = "".join(f"{psn_no},{account_balance_fen(rng)}\n" for psn_no in sorted(psn_nos))
     return ("psn_no,balance_fen\n" + rows).encode()
 
 

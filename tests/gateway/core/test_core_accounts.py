@@ -4,6 +4,7 @@ the balance ledger's rules (no overdraft but by a re-instatement)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gateway.core.accounts import BALANCE_FEN_MAX, AccountLedger, AccountsError, parse_accounts
 from gateway.core.governance import FieldError
@@ -35,7 +36,11 @@ def test_a_large_file_in_many_chunks_keeps_every_row() -> None:
     ("psn_no,balance_fen\n1,-2\n", "a.csv:2: balance_fen: must be an integer 0..10000000000, got '-2'"),
     ("psn_no,balance_fen\n1,2.5\n", "a.csv:2: balance_fen: must be an integer 0..10000000000, got '2.5'"),
     ("psn_no,balance_fen\n1,\n", "a.csv:2: balance_fen: must be an integer 0..10000000000, got ''"),
-    ("psn_no,balance_fen\n1,10000000001\n", "a.csv:2: balance_fen: must be an integer 0..10000000000"),
+    ("psn_no,balance_fen\n1,10000000001\n", "a.csv:2: balance_fen: must be an integer 0..10000000000, got "
+                                           "'10000000001'"),
+    ("psn_no,balance_fen\n1,1.5\n", "a.csv:2: balance_fen: must be an integer 0..10000000000, got '1.5'"),
+    ("psn_no,balance_fen\n1,1e5\n", "a.csv:2: balance_fen: must be an integer 0..10000000000, got '1e5'"),
+    ("psn_no,balance_fen\n1,2\n3\n", "a.csv:3: row: has 1 fields, expected 2"),
     ("psn_no,balance_fen\n7,1\n8,2\n7,3\n", "a.csv:4: psn_no: 7 appears twice"),
     ("psn_no,balance_fen\n7,1\n7,3\n", "a.csv:3: psn_no: 7 appears twice"),
     ("psn_no,balance_fen\nA,1\nA,3\n", "a.csv:3: psn_no: A appears twice"),
@@ -85,3 +90,23 @@ def test_account_credit_is_checked_field_by_field() -> None:
     with pytest.raises(FieldError) as caught:
         check_credit(AccountLedger(None), {"kind": "account.credit", "psn_no": "1", "amount_fen": 5})
     assert caught.value.field == "kind"
+
+
+psn_nos = st.one_of(st.integers(0, 10**19).map(str), st.from_regex(r"0[0-9]{1,17}", fullmatch=True),
+                    st.from_regex(r"[0-9A-Za-z_.:\-]{1,20}", fullmatch=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(psn_nos, st.integers(0, BALANCE_FEN_MAX), max_size=40), st.booleans(), st.integers(1, 64))
+def test_parsed_balances_are_the_rows_whatever_the_chunking(rows: dict[str, int], crlf: bool, chunk: int) -> None:
+    end = "\r\n" if crlf else "\n"
+    data = ("psn_no,balance_fen" + end + "".join(f"{p},{b}{end}" for p, b in rows.items())).encode()
+    import gateway.core.accounts as accounts
+    original = accounts._CHUNK_BYTES
+    accounts._CHUNK_BYTES = chunk          # tiny chunks: plain and row-by-row runs interleave
+    try:
+        opening = parse_accounts(data, "p.csv")
+    finally:
+        accounts._CHUNK_BYTES = original
+    assert len(opening) == len(rows)
+    assert all(opening.get(p) == b for p, b in rows.items())

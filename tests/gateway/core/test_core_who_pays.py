@@ -382,3 +382,19 @@ def test_clinic_cancel_output_negates_the_who_pays_amounts(wp: World) -> None:
     out = ok(_cancel(wp, info, dev="T3"))
     assert (out["acct_pay"], out["act_pay_dedc"], out["fund_pay_sumamt"]) == (-26_000, -20_000, -14_000)
     assert balance(wp, "PSN1") == BALANCES["PSN1"] and year_of(wp) == YearUsage(0, 0)
+
+
+def test_metrics_count_the_account_part_and_the_who_pays_limits(wp: World) -> None:
+    from gateway.metrics import GatewayMetrics
+    metrics = GatewayMetrics()
+    term = wp.sign_in()
+    for items, psn in (([rx("1", 5000, lv="03")], "H2"), ([rx("1", 100, lv="03")], "H2"),
+                       ([rx(str(n), 1_000_000) for n in range(3)], "H1")):
+        result, env = wp.settle(term, items, who=card(psn), extra=ACCT)
+        assert env.infcode == 0
+        metrics.observe_tx(result.facts, 0.001)
+    text = metrics.render().decode()
+    assert 'yb_settlement_amount_fen_total{kind="pharmacy",part="acct"} 35000.0' in text
+    assert 'yb_limit_bound_total{limit="account_balance"} 2.0' in text
+    assert 'yb_limit_bound_total{limit="person_year"} 1.0' in text
+    assert 'yb_warnings_total{code="PERSON_YEAR_CAP_REACHED"} 1.0' in text
