@@ -60,7 +60,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.catalogue_sample import PENGZHOU_ROWS, catalogue_csv, generated_rows, small_rows
-from gateway.core.registry import RELATIONS
+from gateway.core.registry import (
+    ALERT_INSTITUTIONS_PER_DAY_DEFAULT, AVG_BILL_YOY_MAX_PERMILLE_DEFAULT, LARGE_BILL_FEN_DEFAULT, RELATIONS,
+)
 from protocol import gateway_kid, public_raw
 
 __all__ = ["PROFILES", "RegionError", "RegionSummary", "account_balance_fen", "accounts_csv", "init_region", "keygen"]
@@ -88,9 +90,9 @@ POLICY = {
     "warn_person_day_permille": 800,
     "warn_institution_month_permille": 900,
     # Supervision alert thresholds (SPEC 13/14), the defaults written out.
-    "large_bill_fen": 100000,
-    "alert_institutions_per_day": 3,
-    "avg_bill_yoy_max_permille": 1050,
+    "large_bill_fen": LARGE_BILL_FEN_DEFAULT,
+    "alert_institutions_per_day": ALERT_INSTITUTIONS_PER_DAY_DEFAULT,
+    "avg_bill_yoy_max_permille": AVG_BILL_YOY_MAX_PERMILLE_DEFAULT,
     # Outpatient pooling for employees: 200 yuan deductible, 2,000 yuan a year pooled at most.
     "pooling": {"310": {"deductible_fen": 20_000, "annual_cap_fen": 200_000}},
 }

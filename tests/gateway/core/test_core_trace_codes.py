@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pathlib
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_world import P1, T0_MS, World, card, line
-from gateway.core import from_wire
 from gateway.core.supervision_report import alerts_body
 
 DAY_MS = 86_400_000
@@ -141,8 +139,5 @@ def test_held_codes_equal_the_codes_of_standing_settlements(tmp_path_factory: py
     held = {row[0] for row in world.core.state.trace.snapshot()}
     assert held == standing
     assert len(standing) == sum(len(s.trace_codes) for s in world.core.state.settlements.standing())
-    replayed = world.make_core()
-    for record in world.records:
-        replayed.commit(from_wire(msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)))
-    assert replayed.state.trace.snapshot() == world.core.state.trace.snapshot()
+    world.assert_replay_and_restore()
 
