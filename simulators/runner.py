@@ -12,6 +12,9 @@ may touch (the gateway's current day up to the day after the planned end, at lea
 a run across midnight reconciles both), and the monthly supervision report of their months; at
 the end, 3201 and 3202 per institution for every day that has a baseline or a settlement the
 oracle saw, and the monthly report against the oracle's own sums (simulators/supervision.py).
+When the region has who-pays data (SPEC 13), a 1101 of each person the intents name (patients and
+payers, at most WHO_PAYS_PERSONS_MAX, the sample first) before the traffic and after it: the
+balances and pooling years must have moved by exactly what stands.
 `run_with_history` first settles a year earlier under the gateway's test clock.
 """
 
@@ -24,7 +27,7 @@ import math
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 import trio
@@ -32,7 +35,7 @@ import trio
 from protocol import SHANGHAI
 from simulators.catalogue import load_line_rules
 from simulators.client import GatewayClient
-from simulators.oracle import Oracle, Totals
+from simulators.oracle import Oracle, Totals, WhoPaysTerms
 from simulators.oracle_v2 import V2Oracle
 from simulators.probe import probe_v2_checks
 from simulators.region import Person, Region
@@ -45,6 +48,12 @@ PROGRESS_EVERY_S = 5.0
 MS_PER_S = 1000
 # Traffic still in flight after the last arrival (slow answers, retries, end-of-day messages).
 END_MARGIN_S = 600.0
+# Persons whose balance and pooling year are read before and after a run (two 1101 each).
+WHO_PAYS_PERSONS_MAX = 5000
+# The start and end phases (3201 baselines, 1101 baselines, reconciliation) go through one terminal
+# per institution, this many at a time, each closing its connection when done: the gateway holds at
+# most 256 connections per address (it evicts the longest idle), fewer than a county's institutions.
+PHASE_INSTITUTIONS_AT_ONCE = 64
 
 
 @dataclasses.dataclass
@@ -96,7 +105,8 @@ class Runner:
         self.region, self.url, self.keys = region, url, keys
         self.client_factory = client_factory
         self.oracle = Oracle({code: region.allowance_fen(code) for code in region.institutions},
-                             {code: i.monthly_cap_fen for code, i in region.institutions.items()})
+                             {code: i.monthly_cap_fen for code, i in region.institutions.items()},
+                             who_pays=who_pays_terms(region))
         self.stats = Stats()
         self.msgids = MsgidSource()
         self.clock = SimClock()
@@ -180,9 +190,23 @@ class Runner:
                 else:
                     self.baselines[(code, day)] = Totals.of(answer[1])
 
-        async with trio.open_nursery() as nursery:
-            for code, terminal in terminals.items():
-                nursery.start_soon(one, code, terminal)
+        await self._per_institution(one)
+
+    async def persons_info(self, psn_nos: list[str], end: bool) -> None:
+        """1101 of each person through one terminal per institution, for the oracle's who-pays
+        baseline (`end` False) or its final check (True)."""
+        codes = list(self.one_per_institution())
+        if not psn_nos or not codes:
+            return
+        groups = {code: psn_nos[index::len(codes)] for index, code in enumerate(codes)}
+
+        async def one(code: str, terminal: SimTerminal) -> None:
+            for psn_no in groups[code]:
+                output = await terminal.person_info(self.region.population.person(psn_no))
+                if output is not None:
+                    (self.oracle.on_person_end if end else self.oracle.on_person_start)(psn_no, output)
+
+        await self._per_institution(one)
 
     async def reconcile(self) -> None:
         """3201 and 3202 per institution for each day it has a baseline or a seen settlement."""
@@ -201,6 +225,20 @@ class Runner:
                     self.oracle.violation(f"3202 {code} {day}: refused at the end")
                 else:
                     self.oracle.on_detail(code, day, pages, baseline)
+
+        await self._per_institution(one)
+
+    async def _per_institution(self, work: Callable[[str, SimTerminal], Awaitable[None]]) -> None:
+        """`work(code, terminal)` for one terminal of each institution, PHASE_INSTITUTIONS_AT_ONCE
+        at a time, each closing its connection when done."""
+        limiter = trio.CapacityLimiter(PHASE_INSTITUTIONS_AT_ONCE)
+
+        async def one(code: str, terminal: SimTerminal) -> None:
+            async with limiter:
+                try:
+                    await work(code, terminal)
+                finally:
+                    await terminal.client.aclose()
 
         async with trio.open_nursery() as nursery:
             for code, terminal in self.one_per_institution().items():
@@ -242,6 +280,33 @@ class Runner:
             await terminal.client.aclose()
 
 
+def who_pays_terms(region: Region) -> WhoPaysTerms:
+    """SPEC 13's data for the oracle, from the region's own files."""
+    links: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for link in region.family_links:
+        links.setdefault((link.owner, link.member), []).append((link.valid_from, link.valid_to))
+    no_pooling = frozenset(code for code, i in region.institutions.items()
+                           if i.kind == "pharmacy" and not i.outpatient_pooling)
+    return WhoPaysTerms(dict(region.policy.pooling), no_pooling, {k: tuple(v) for k, v in links.items()},
+                        region.opening_fen)
+
+
+def who_pays_persons(region: Region, intents: list[dict[str, Any]]) -> list[str]:
+    """The persons (patients and payers) whose 1101 is read before and after the run: none without
+    who-pays data; the region's sample first, then the others, at most WHO_PAYS_PERSONS_MAX."""
+    if region.opening_fen is None and not region.policy.pooling:
+        return []
+    named: dict[str, None] = {}
+    for intent in intents:
+        if intent["kind"] == "settle":
+            named[intent["psn_no"]] = None
+            if intent.get("payer"):
+                named[intent["payer"]] = None
+    sample = region.population.sample_by_psn_no
+    ordered = sorted(named, key=lambda psn_no: psn_no not in sample)
+    return ordered[:WHO_PAYS_PERSONS_MAX]
+
+
 def _single(error: BaseException) -> BaseException:
     """The one error inside nested single-member exception groups (trio wraps task errors)."""
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
@@ -268,14 +333,18 @@ async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str 
     runner = Runner(region, target, await _keys(target), concurrency)
     runner.clock.offset_ms = clock_offset_ms
     monthly = _monthly_check(region)
+    intents = list(intents)
+    people = who_pays_persons(region, intents)
     try:
         runner.set_v2_checks(v2_checks or await runner.probe_v2_checks())
         await runner.baseline(span_s)
         if monthly is not None and not await _try(monthly.take_baseline({day[:6] for _, day in runner.baselines})):
             await monthly.link.aclose()
             monthly = None
+        await runner.persons_info(people, end=False)
         await runner.dispatch(intents, speed, progress)
         await runner.reconcile()
+        await runner.persons_info(people, end=True)
         if monthly is not None:
             await monthly.check(runner.oracle)
     except BaseExceptionGroup as group:

@@ -2,10 +2,13 @@
 
 An intent is a plain dict (JSON-ready, so a trace is a list of them):
 - settle: `{"t_s", "seq", "kind": "settle", "dev_no", "psn_no", "credential": "card"|"voucher",
-  "items": [...], "retries": int, "timeout": bool}`; `retries` is how many extra copies of the
-  final settlement the terminal sends with the same msgid (a POS that timed out and resent);
-  `timeout` true marks a settlement whose answer never reaches the POS: the terminal reverses it
-  (2601) and resends the msgid once to see it refused (a trace without the key has no time-outs);
+  "items": [...], "retries": int, "timeout": bool, "acct": bool, "payer": psn_no|null}`; `retries` is
+  how many extra copies of the final settlement the terminal sends with the same msgid (a POS that
+  timed out and resent); `timeout` true marks a settlement whose answer never reaches the POS: the
+  terminal reverses it (2601) and resends the msgid once to see it refused (a trace without the key
+  has no time-outs); `acct` true pays the patient's part from an account (SPEC 13), `payer` another
+  person's (family mutual aid: a linked owner, or now and then someone without a link, whom the
+  gateway must refuse); a trace without the keys pays everything in cash;
 - cancel: `{"t_s", "seq", "kind": "cancel", "of_seq": int}`, the cancellation of an earlier
   settle intent (skipped by the terminal when that settlement was not committed).
 
@@ -50,6 +53,16 @@ PRICE_MAX_FEN = 200_000
 COUNT_MAX = 3
 DRUG_CODES = tuple(f"XA{n:02d}" for n in range(1, 30)) + tuple(f"ZB{n:02d}" for n in range(1, 15))
 SAMPLE_SHARE = 0.30
+# Who pays (SPEC 13): most bills are paid from the personal account; a family member's now and then
+# (a linked owner), rarely someone without a link (refused). A few regulars with chronic conditions
+# bring large prescription bills that take them through the pooling deductible into its annual cap.
+ACCT_SHARE = 0.80
+MUTUAL_AID_SHARE = 0.06
+REFUSED_LINK_SHARE = 0.01
+CHRONIC_SHARE = 0.02
+CHRONIC_PATIENTS = 5
+CHRONIC_LINES = (3, 6)
+CHRONIC_PRICE_FEN = (30_000, 150_000)
 HOURS_PER_DAY = 24
 S_PER_HOUR = 3600
 S_PER_DAY = HOURS_PER_DAY * S_PER_HOUR
@@ -126,6 +139,22 @@ def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opt
     return items
 
 
+def _chronic_items(rng: random.Random, doctors: tuple[str, ...], lines: LineDrawer | None = None,
+                   pharmacy: bool = False) -> list[dict[str, Any]]:
+    """A large prescription bill (a chronic condition's month of medicine); with `lines` (the region
+    has a catalogue) its drugs are listed prescription drugs as the catalogue has them."""
+    items = []
+    for serial in range(1, rng.randint(*CHRONIC_LINES) + 1):
+        count, price = rng.randint(1, COUNT_MAX), rng.randint(*CHRONIC_PRICE_FEN)
+        item = {"feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES), "chrgitm_lv": "01",
+                "otc": False, "rxno": f"RX{rng.randrange(10**10):010d}", "cnt": count, "pric": price,
+                "det_item_fee_sumamt": count * price, "bilg_dr_codg": rng.choice(doctors)}
+        if lines is not None:
+            lines.prescription_line(rng, item, pharmacy)
+        items.append(item)
+    return items
+
+
 class TrafficModel:
     """A deterministic stream of intents for one region: the same seed gives the same stream."""
 
@@ -187,9 +216,39 @@ class TrafficModel:
         retries = 1 if rng.random() < RETRY_SHARE else 0
         # Drawn whatever the share, so that changing the share changes nothing else in the stream.
         timeout = rng.random() < self.timeout_share
+        psn_no, payer, acct, items = self._who_pays(rng, person.psn_no, items, institution.doctors or (terminal.opter,),
+                                                    institution.kind == "pharmacy")
         return {"t_s": t_s, "seq": self._seq, "kind": "settle", "dev_no": terminal.dev_no,
-                "psn_no": person.psn_no, "credential": credential, "items": items,
-                "retries": 0 if timeout else retries, "timeout": timeout}
+                "psn_no": psn_no, "credential": credential, "items": items,
+                "retries": 0 if timeout else retries, "timeout": timeout, "acct": acct, "payer": payer}
+
+    def _who_pays(self, rng: random.Random, psn_no: str, items: list[dict[str, Any]],
+                  doctors: tuple[str, ...], pharmacy: bool) -> tuple[str, str | None, bool, list[dict[str, Any]]]:
+        """(patient, payer, account used, items): mutual aid or a refused link replaces the patient
+        by a linked member; a chronic patient's bill by large prescription lines."""
+        acct, draw = rng.random() < ACCT_SHARE, rng.random()
+        links, linked, locals_ = self._who_pays_people
+        if draw < MUTUAL_AID_SHARE and links:
+            owner, member = rng.choice(links)
+            return member, owner, True, items
+        if draw < MUTUAL_AID_SHARE + REFUSED_LINK_SHARE and len(locals_) > 1:
+            member, stranger = rng.sample(locals_, 2)
+            if (stranger, member) not in linked:
+                return member, stranger, True, items
+        if draw > 1 - CHRONIC_SHARE and locals_:
+            return rng.choice(locals_[:CHRONIC_PATIENTS]), None, acct, _chronic_items(rng, doctors, self._lines, pharmacy)
+        return psn_no, None, acct, items
+
+    @functools.cached_property
+    def _who_pays_people(self) -> tuple[list[tuple[str, str]], set[tuple[str, str]], list[str]]:
+        """(owner, member) of the family links valid through the region's sample years, every linked
+        pair, and the sample persons of the region's own place (whose cards work here; a blocked
+        one is refused before any who-pays rule, which the oracle allows)."""
+        links = [(link.owner, link.member) for link in self.region.family_links
+                 if link.valid_from <= "2024-01-01" and "2034-12-31" <= link.valid_to]
+        linked = {(link.owner, link.member) for link in self.region.family_links}
+        home = self.region.population.home_admdvs
+        return links, linked, [p.psn_no for p in self.region.population.sample if p.insuplc_admdvs == home]
 
     def _person(self, rng: random.Random) -> Person:
         population = self.region.population
