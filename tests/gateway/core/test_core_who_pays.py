@@ -398,3 +398,52 @@ def test_metrics_count_the_account_part_and_the_who_pays_limits(wp: World) -> No
     assert 'yb_limit_bound_total{limit="account_balance"} 2.0' in text
     assert 'yb_limit_bound_total{limit="person_year"} 1.0' in text
     assert 'yb_warnings_total{code="PERSON_YEAR_CAP_REACHED"} 1.0' in text
+
+
+def _handler_request(world: World, term: Any, psn: str, codes: tuple[str, ...], extra: dict[str, Any]) -> Any:
+    """A decoded 2102 whose lines carry traceability `codes` (given after parsing: this build's
+    input parser reads no drug_trac_codg), ready for the handler."""
+    import dataclasses
+
+    from gateway.core.handlers import Request
+    from protocol import decode_frame, decode_request_envelope_proving_input, fingerprint, parse_input
+    mid = world.next_msgid(P1, T0_MS)
+    items = [rx("1", 3000)]
+    fields = world.card_fields(term, mid, "2102", 3000, card(psn))
+    frame = term.request_frame("2102", mid, {**fields, "medfee_sumamt": 3000, "items": items, **extra}, T0_MS)
+    env, plain = decode_request_envelope_proving_input(decode_frame(frame).body)
+    typed = parse_input(env.infno, env.input, input_proven_plain=plain)
+    typed = dataclasses.replace(typed, items=tuple(dataclasses.replace(i, drug_trac_codg=codes) for i in typed.items))
+    return Request(env, world.core.state.overlay.institutions[P1], world.core.sessions.get(env.sign_no), typed,
+                   fingerprint(env.infno, env.input), T0_MS)
+
+
+def test_the_payer_rules_come_before_traceability(wp: World) -> None:
+    from gateway.core.config import Rejection
+    from gateway.core.handlers import HANDLERS
+    term = wp.sign_in()
+    held = HANDLERS["2102"](wp.core.view, _handler_request(wp, term, "PSN1", ("TC-1",), {}))
+    wp.commit(held.record)
+    for payer, code in (("NOLINK", "MUTUAL_AID_NOT_AUTHORIZED"), ("PBLK", "PERSON_INELIGIBLE"),
+                        ("OWN1", "TRACE_CODE_REUSED")):
+        with pytest.raises(Rejection) as caught:
+            HANDLERS["2102"](wp.core.view, _handler_request(wp, term, "MEM1", ("TC-1",),
+                                                            {"acct_used_flag": "1", "acct_payer_psn_no": payer}))
+        assert caught.value.code.wire == code, payer
+    with pytest.raises(Rejection) as caught:       # a blocked payer without a link: blocked first
+        HANDLERS["2102"](wp.core.view, _handler_request(wp, term, "H1", (), {"acct_used_flag": "1",
+                                                                            "acct_payer_psn_no": "PBLK"}))
+    assert caught.value.code.wire == "PERSON_INELIGIBLE"
+
+
+def test_an_unlink_keeps_its_day_through_snapshots_and_replay(wp: World) -> None:
+    core = wp.core
+    change = {"kind": "family.unlink", "owner": "OWN1", "member": "MEM1"}
+    proposal = wp.commit(core.propose_change(change, T0_MS, actor="a", role="policy"))
+    wp.commit(core.approve_change(proposal.id, T0_MS + DAY_MS, actor="b", role="policy"))
+    links = core.state.overlay.family_links[("OWN1", "MEM1")]
+    assert [str(link.valid_to) for link in links] == ["2024-03-16"]
+    wp.assert_replay_and_restore()
+    restored = wp.make_core()
+    restored.restore(_wire_round_trip(core.snapshot()))
+    assert restored.state.overlay.family_links[("OWN1", "MEM1")] == links
