@@ -8,8 +8,8 @@ PYTEST_FLAGS ?=
 
 CLUSTER_DIR ?= build/cluster
 
-.PHONY: run test soak bench bench-core bench-catalogue bench-journal bench-cluster ops-tools cluster-tools \
-	run-cluster stop-cluster clean
+.PHONY: run test soak bench bench-core bench-catalogue bench-accounts bench-journal bench-cluster ops-tools \
+	cluster-tools run-cluster stop-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,9 @@ bench-core: $(STAMP)
 
 bench-catalogue: $(STAMP)
 	$(BIN)/python -m gateway.bench_catalogue
+
+bench-accounts: $(STAMP)
+	$(BIN)/python -m gateway.bench_accounts
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench

@@ -10,6 +10,11 @@ For a 3-line card 2102 with fresh msgids, prints medians of:
       the commit;
   (c) the Ed25519 signature of one answer alone, for reference;
   (d) the bytes retained per idempotency record (tracemalloc);
+  (e) what supervision (SPEC 14) adds to a settlement: the per-doctor sums the handler builds and
+      the aggregates the commit updates (month rows by institution, operator and doctor, the day's
+      alert state), and what a cancellation costs to take them back;
+  (f) the bytes one institution-month of figures keeps once the month is closed, and per distinct
+      (row, person) while it is open (tracemalloc);
 and, to account for (b), the request decode without MAC (frame, envelope, input, fingerprint)
 and the answer encoding without signature.
 """
@@ -28,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.core import Core, CoreConfig, parse_registry, parse_secrets
+from gateway.core.accounts import OpeningBalances
 from gateway.core.handlers import HANDLERS, Request
 from gateway.core.idempotency import IdemEntry, IdempotencyStore, pack_response
 from gateway.sealer import KeyRing, Sealer
@@ -42,9 +48,9 @@ T0_MS = 1_710_468_000_000
 MASTER_KEY = bytes(32)
 
 
-def _region(terminal_key: Ed25519PrivateKey) -> tuple[dict, dict]:
+def _region(terminal_key: Ed25519PrivateKey, who_pays: bool = False) -> tuple[dict, dict]:
     import base64
-    registry = {
+    registry: dict[str, Any] = {
         "policy": {"otc_allowance_fen": {g: 10**9 for g in "ABCDE"}, "coverage_permille": {"310": 700},
                    "selfpay_prop_permille": 100, "warn_person_day_permille": 800,
                    "warn_institution_month_permille": 900},
@@ -53,18 +59,26 @@ def _region(terminal_key: Ed25519PrivateKey) -> tuple[dict, dict]:
         "terminals": [{"dev_no": "T1", "institution": INSTITUTION, "status": "active",
                        "public_key": base64.b64encode(public_raw(terminal_key.public_key())).decode()}],
     }
+    if who_pays:
+        # SPEC 13: outpatient pooling with a deductible and a cap no bill of the run reaches.
+        registry["policy"]["pooling"] = {"310": {"deductible_fen": 2000, "annual_cap_fen": 10**12}}
     return registry, {"card_master_keys": {"51": base64.b64encode(MASTER_KEY).decode()}}
 
 
-def build(count: int) -> tuple[Core, list[bytes], int]:
-    """A core with a signed-in terminal and `count` distinct 3-line 2102 frames (sealer: `_SEALERS`)."""
+def build(count: int, accounts: OpeningBalances | None = None) -> tuple[Core, list[bytes], int]:
+    """A core with a signed-in terminal and `count` distinct 3-line 2102 frames (sealer: `_SEALERS`).
+
+    With `accounts` (opening balances of persons P0..P4999), the region has a pooling policy and
+    every bill pays from the patient's account (SPEC 13 "Who pays v2"); without, it is v1's.
+    """
     terminal_key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
-    registry, secrets = _region(terminal_key)
+    registry, secrets = _region(terminal_key, who_pays=accounts is not None)
     rng = random.Random(1)
     keyring = KeyRing(Ed25519PrivateKey.from_private_bytes(b"\x02" * 32))
     config = CoreConfig(admdvs=ADMDVS, idempotency_records_max=10**7)
     core = Core(config, parse_registry(registry, "bench"), parse_secrets(secrets, "bench"), keyring.active_public_raw,
-                rng.randbytes)
+                rng.randbytes, accounts=accounts)
+    extra = {} if accounts is None else {"acct_used_flag": "1"}
     _SEALERS[id(core)] = Sealer(ADMDVS, keyring, config.refid_block)
     term = TerminalSession("T1", INSTITUTION, ADMDVS, "OP1", "1", terminal_key)
     now_ms = T0_MS
@@ -82,7 +96,8 @@ def build(count: int) -> tuple[Core, list[bytes], int]:
         who = {"card_no": "CARD", "card_sn": "SN", "psn_no": f"P{n % 5000}", "insutype": "310",
                "insuplc_admdvs": ADMDVS}
         fields = term.card_input(key, mid, "2102", 9000, who)
-        frames.append(term.request_frame("2102", mid, {**fields, "medfee_sumamt": 9000, "items": items}, now_ms))
+        frames.append(term.request_frame("2102", mid, {**fields, "medfee_sumamt": 9000, "items": items, **extra},
+                                         now_ms))
     return core, frames, now_ms
 
 
@@ -106,9 +121,9 @@ def _assert_ok(record: object) -> None:
     assert record is not None, "the benchmark request was rejected"
 
 
-def bench_full(count: int) -> float:
-    """(b) Median µs of decide + seal + commit for fresh 3-line card 2102 frames."""
-    core, frames, now_ms = build(count)
+def bench_full(count: int, accounts: OpeningBalances | None = None) -> float:
+    """(b) Median µs of decide + seal + commit for fresh 3-line card 2102 frames (`accounts`: see build)."""
+    core, frames, now_ms = build(count, accounts)
     return _median_us(lambda n: _assert_ok(_answer(core, frames[n], now_ms).record), count)
 
 
@@ -126,13 +141,13 @@ def _requests(core: Core, frames: list[bytes], now_ms: int) -> list[Request]:
             for env in decoded]
 
 
-def bench_apply(count: int) -> float:
+def bench_apply(count: int, accounts: OpeningBalances | None = None) -> float:
     """(a) Median µs of the business apply: the 2102 handler and the commit of its record.
 
     The record carries a real signed answer of the same shape (signed once, before timing), so the
-    idempotency record stored by the commit is what the live path stores.
+    idempotency record stored by the commit is what the live path stores. `accounts`: see build.
     """
-    core, frames, now_ms = build(count + 1)
+    core, frames, now_ms = build(count + 1, accounts)
     response = _answer(core, frames[count], now_ms).response
     requests = _requests(core, frames[:count], now_ms)
 
@@ -251,6 +266,80 @@ def bytes_per_trace_code(settlements: int = 20_000, codes_per_settlement: int = 
     return (after - before + strings) / len(trace)
 
 
+def bench_supervision(count: int) -> tuple[float, float, float]:
+    """(g) Median µs of the business apply (a) with supervision and without it (the handler's doctor
+    sums and the commit's aggregate updates switched off), on two cores fed the same requests
+    alternately, so that both see the same machine load; and of taking one settlement back out.
+    """
+    from gateway.core import handlers
+    from gateway.core.supervision import Supervision
+
+    class _Off:
+        def settled(self, settlement: Any, large_bill_fen: int) -> None: ...
+        def expire(self, now_ms: int) -> None: ...
+
+    def off_sums(items: Any, cuts: Any) -> list[list[Any]]:
+        return []
+
+    on_sums = handlers.doctor_sums
+    sides = []
+    for enabled in (True, False):
+        core, frames, now_ms = build(count + 1)
+        response = _answer(core, frames[count], now_ms).response
+        if not enabled:
+            core.state.supervision = _Off()  # type: ignore[assignment]
+        sides.append((core, _requests(core, frames[:count], now_ms), response, on_sums if enabled else off_sums))
+    samples: tuple[list[int], list[int]] = ([], [])
+    try:
+        for n in range(count):
+            for side, (core, requests, response, sums) in enumerate(sides):
+                handlers.doctor_sums = sums  # type: ignore[assignment]
+                start = time.perf_counter_ns()
+                record = HANDLERS["2102"](core.view, requests[n]).record
+                assert record is not None
+                core.commit(record.sealed(core.last_op + 1, 0, response))
+                samples[side].append(time.perf_counter_ns() - start)
+    finally:
+        handlers.doctor_sums = on_sums
+    settlements = sides[0][0].state.settlements.standing()
+    supervision = Supervision.rebuilt(settlements, 100_000)
+    unsettled_us = _median_us(lambda n: supervision.unsettled(settlements[n]), len(settlements))
+    return statistics.median(samples[0]) / 1000, statistics.median(samples[1]) / 1000, unsettled_us
+
+
+def bytes_per_institution_month(institutions: int = 2000, persons_per_row: int = 50) -> tuple[float, float]:
+    """(h) Bytes per institution row of a closed month, and per (row, person) of an open month."""
+    from gateway.core.settlements import Settlement
+    from gateway.core.supervision import Supervision
+
+    def settlement(n: int, institution: str, psn_no: str) -> Settlement:
+        return Settlement(setl_id=f"S{n}", msgid=f"M{n}", infno="2102", institution=institution, psn_no=psn_no,
+                          insutype="310", insuplc_admdvs=ADMDVS, setl_time=T0_MS, day=19797, month=202403,
+                          medfee_sumamt=123_456, fund_pay_sumamt=65_432, psn_cash_pay=58_024, otc_pay=0, rx_pay=1,
+                          status="settled", cancel_msgid=None, cert_type="03", bound_by=["person_day"],
+                          fulamt_ownpay_amt=12_345, preselfpay_amt=678)
+    codes = [f"P{n:011d}" for n in range(institutions)]
+    persons = [f"PSN{n:08d}" for n in range(persons_per_row)]
+    made = [settlement(i * persons_per_row + k, code, psn) for i, code in enumerate(codes)
+            for k, psn in enumerate(persons)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    supervision = Supervision()
+    for one in made:
+        supervision.settled(one, 10**12)
+    open_bytes = tracemalloc.get_traced_memory()[0] - before
+    supervision.days.clear()
+    month = supervision.months[202403]
+    for rows in month.rows:
+        for row in rows.values():
+            row.psn_closed, row.persons = len(row.persons or ()), None
+    closed_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    per_row = closed_bytes / institutions
+    per_person = (open_bytes - closed_bytes) / len(made)
+    return per_row, per_person
+
+
 def main() -> None:
     """Run the measurements and print them."""
     count = 5000
@@ -267,6 +356,13 @@ def main() -> None:
     print(f"(d) idempotency record retained:                  {retained:8.0f} bytes"
           f"  (answer as sent: {answer_bytes:.0f} bytes)")
     print(f"(f) held traceability code retained:              {bytes_per_trace_code():8.0f} bytes")
+    with_us, without_us, unsettled_us = bench_supervision(count)
+    print(f"(g) business apply with supervision:              {with_us:8.1f} µs"
+          f"  (without: {without_us:.1f} µs; added: {with_us - without_us:.1f} µs)")
+    print(f"    taking a settlement back out (cancellation):  {unsettled_us:8.1f} µs")
+    per_row, per_person = bytes_per_institution_month()
+    print(f"(h) one institution-month, closed:                {per_row:8.0f} bytes"
+          f"  (open: + {per_person:.0f} bytes per distinct person, day maps included)")
 
 
 if __name__ == "__main__":

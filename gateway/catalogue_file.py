@@ -9,24 +9,13 @@ from __future__ import annotations
 import pathlib
 
 from gateway.core.catalogue import Catalogue, CatalogueError, parse_catalogue
+from gateway.files import load_data_file
 
 __all__ = ["CATALOGUE_FILE_BYTES_MAX", "load_catalogue"]
 
 # CATALOGUE_ROWS_MAX rows of ~120 bytes (a national code, a Chinese name with its specification,
 # two dates) with ample room for longer names: the bound only stops a wrong file early.
 CATALOGUE_FILE_BYTES_MAX = 128 * 1024 * 1024
-
-
-def _read_bytes(path: pathlib.Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(CATALOGUE_FILE_BYTES_MAX + 1)
-    except OSError as exc:
-        raise CatalogueError(str(path), None, None, f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > CATALOGUE_FILE_BYTES_MAX:
-        raise CatalogueError(str(path), None, None,
-                             f"larger than {CATALOGUE_FILE_BYTES_MAX} bytes (CATALOGUE_FILE_BYTES_MAX)")
-    return data
 
 
 def load_catalogue(path: str | pathlib.Path) -> Catalogue:
@@ -39,5 +28,5 @@ def load_catalogue(path: str | pathlib.Path) -> Catalogue:
     Raises:
         CatalogueError: one line naming the file and, where there is one, the line and the field.
     """
-    file = pathlib.Path(path)
-    return parse_catalogue(_read_bytes(file), str(file))
+    return load_data_file(path, CATALOGUE_FILE_BYTES_MAX, "CATALOGUE_FILE_BYTES_MAX", CatalogueError,
+                          parse_catalogue)

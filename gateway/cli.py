@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+from typing import Any
 
 import trio
 
@@ -39,7 +40,24 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("admin", help="admin API actions (yibao-gateway admin --help)",
                         add_help=False)
+    _report_parser(commands)
     return parser
+
+
+def _report_parser(commands: Any) -> None:
+    report = commands.add_parser("report", help="supervision reports, offline from a data directory")
+    reports = report.add_subparsers(dest="report", required=True)
+    for name, options in (("monthly", ("month", "by")), ("alerts", ("date",)), ("clearing", ("month",))):
+        command = reports.add_parser(name, help=f"the body of GET /admin/v1/{_REPORT_PATHS[name]}")
+        command.add_argument("--config", required=True, type=pathlib.Path, help="path to gateway.toml")
+        for option in options:
+            command.add_argument(f"--{option}", required=True, help=_REPORT_OPTIONS[option])
+        command.add_argument("--format", default="json", choices=("json", "csv"),
+                             help="json (default): the admin API's body; csv: a header row, then one row each")
+
+
+_REPORT_PATHS = {"monthly": "reports/monthly", "alerts": "alerts", "clearing": "clearing"}
+_REPORT_OPTIONS = {"month": "YYYYMM", "date": "YYYYMMDD", "by": "institution, doctor or operator"}
 
 
 def _refuse(message: str) -> int:
@@ -101,6 +119,27 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.core import FieldError
+    from gateway.journal import JournalCorrupt
+    from gateway.reports import REPORTS, check_params, recovered_core, render, report_body
+    from gateway.server.app import StartupError
+
+    params = {name: getattr(args, name) for name in REPORTS[args.report][0]}
+    try:
+        check_params(args.report, params)
+        config = load_config(args.config)
+        body = report_body(recovered_core(config), args.report, params)
+    except FieldError as exc:
+        return _refuse(f"--{exc.field}: {exc.msg}")
+    except (ConfigError, StartupError, JournalCorrupt, ValueError) as exc:
+        return _refuse(str(exc))
+    sys.stdout.buffer.write(render(body, args.format))
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -109,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return admin_main(argv[1:])
     args = _parser().parse_args(argv)
-    handlers = {"init": _init, "serve": _serve, "keygen": _keygen}
+    handlers = {"init": _init, "serve": _serve, "keygen": _keygen, "report": _report}
     return handlers[args.command](args)
 
 

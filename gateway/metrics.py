@@ -32,7 +32,8 @@ LIMITS = ("person_day", "institution_month", "person_year", "account_balance")
 CUT_REASONS = ("DOCTOR_SUSPENDED", "NOT_IN_CATALOGUE", "RX_REQUIRED", "RESTRICTED_USE", "TRACE_CODE_MISSING")
 WARNINGS = ("PERSON_DAY_NEAR_LIMIT", "PERSON_DAY_LIMIT_REACHED", "INSTITUTION_MONTH_NEAR_CAP",
             "INSTITUTION_MONTH_CAP_REACHED", *CUT_REASONS, "CATALOGUE_OVERRIDE", "PERSON_YEAR_CAP_REACHED")
-# SPEC 12's three parts, then SPEC 13's: account, own-pay, self-pay-first and over the price cap.
+# SPEC 12's three parts, then SPEC 13's: account, own-pay, self-pay-first and over the price cap (the
+# own-pay parts let dashboards show SPEC 14's self-pay ratio without per-institution labels).
 PARTS = ("medfee", "fund", "cash", "acct", "fulamt", "preselfpay", "overlmt")
 SHED_REASONS = ("queue_time", "queue_closed", "in_flight", "connections", "draining", "journal_full")
 OTHER = "other"
@@ -139,6 +140,11 @@ class GatewayMetrics:
         self._cuts = _bind(cuts, CUT_REASONS)
         self.catalogue_rows = Gauge("yb_catalogue_rows", "Catalogue rows held now (upserts included).",
                                     registry=reg)
+        # The bound share by institution kind and grade (SPEC 14 dashboards).
+        bound_by_kind = Counter("yb_limit_bound_by_kind_total",
+                                "Settlements where a limit bound, by institution kind and grade.",
+                                ("limit", "kind", "grade"), registry=reg)
+        self._bound_by_kind = _bind(bound_by_kind, LIMITS, KINDS, GRADES)
         warnings = Counter("yb_warnings_total", "Warnings attached to answers.", ("code",),
                            registry=reg)
         self._warnings = _bind(warnings, WARNINGS)
@@ -206,7 +212,9 @@ class GatewayMetrics:
         for reason in facts.cut_reasons:
             self._cuts[reason if reason in self._cuts else OTHER].inc()
         for limit in facts.bound_by:
-            self._bound[limit if limit in self._bound else OTHER].inc()
+            limit = limit if limit in LIMITS else OTHER
+            self._bound[limit].inc()
+            self._bound_by_kind[(limit, kind, grade)].inc()
 
     def _rejection(self, err_code: str) -> None:
         self._rejections[err_code if err_code in self._rejections else OTHER].inc()

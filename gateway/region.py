@@ -11,6 +11,7 @@ A region holds everything one gateway and its simulators need (SPEC section 10, 
 | `gateway_ed25519.pem` | 0600 | the gateway: its response-signing key (PKCS8 PEM, Ed25519)       |
 | `sim.toml`            | 0600 | simulators, load tests, admin CLI: private keys, tokens, persons |
 | `catalogue.csv`       | 0644 | the gateway: the fund's catalogue (SPEC section 13, docs/catalogue.md) |
+| `accounts.csv`        | 0644 | the gateway: personal accounts' opening balances (SPEC section 13) |
 
 Profiles: `small` (five pharmacies, one per grade A..E, plus a second grade-B one; two clinics;
 one hospital; the grade-E pharmacy has a cap a short simulator run exhausts) and `pengzhou`
@@ -18,6 +19,14 @@ one hospital; the grade-E pharmacy has a cap a short simulator run exhausts) and
 The catalogue: `small` has a few dozen rows, one for each case the rules tell apart; `pengzhou`
 has PENGZHOU_ROWS rows in the national code formats (gateway/catalogue_sample.py). Both hold
 the codes that the simulators, the load generator and the end-to-end tests sell.
+
+Who pays (SPEC 13): the policy has outpatient pooling for employees (insutype 310: a deductible of
+200 yuan and a cap of 2,000 yuan a year); about a quarter of the pharmacies (the `small` profile's
+grade-D one) are not outpatient-pooling pharmacies. `accounts.csv` holds an opening balance for every
+person of the population (the sample and the local persons the simulators derive, `[population]`
+size in all): a realistic spread, ACCOUNT_ZERO_PERMILLE of them empty and the rest log-normal around
+ACCOUNT_MEDIAN_FEN. `[[family_links]]` link sample locals two by two (owner pays for member), one
+link of each profile having ended before the sample dates and one starting in the future.
 
 Identifier formats, all fixed length:
 - institution code (12): kind letter (P pharmacy, C clinic, H hospital) + admdvs (6) + 5-digit
@@ -51,16 +60,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.catalogue_sample import PENGZHOU_ROWS, catalogue_csv, generated_rows, small_rows
+from gateway.core.registry import (
+    ALERT_INSTITUTIONS_PER_DAY_DEFAULT, AVG_BILL_YOY_MAX_PERMILLE_DEFAULT, LARGE_BILL_FEN_DEFAULT, RELATIONS,
+)
 from protocol import gateway_kid, public_raw
 
-__all__ = ["PROFILES", "RegionError", "RegionSummary", "init_region", "keygen"]
+__all__ = ["PROFILES", "RegionError", "RegionSummary", "account_balance_fen", "accounts_csv", "init_region", "keygen"]
 
 PROFILES = ("small", "pengzhou")
 ADMDVS = "510182"
 DATA_LISTEN = "127.0.0.1:8600"
 ADMIN_LISTEN = "127.0.0.1:8601"
 CATALOGUE_FILE = "catalogue.csv"
-FILES = ("gateway.toml", "registry.toml", "secrets.toml", "gateway_ed25519.pem", "sim.toml", CATALOGUE_FILE)
+ACCOUNTS_FILE = "accounts.csv"
+FILES = ("gateway.toml", "registry.toml", "secrets.toml", "gateway_ed25519.pem", "sim.toml", CATALOGUE_FILE,
+         ACCOUNTS_FILE)
 SECRET_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 # Card issuers: Sichuan (home), Zhejiang and Beijing, whose insured come here as cross-province patients.
@@ -75,7 +89,23 @@ POLICY = {
     "selfpay_prop_permille": 100,
     "warn_person_day_permille": 800,
     "warn_institution_month_permille": 900,
+    # Supervision alert thresholds (SPEC 13/14), the defaults written out.
+    "large_bill_fen": LARGE_BILL_FEN_DEFAULT,
+    "alert_institutions_per_day": ALERT_INSTITUTIONS_PER_DAY_DEFAULT,
+    "avg_bill_yoy_max_permille": AVG_BILL_YOY_MAX_PERMILLE_DEFAULT,
+    # Outpatient pooling for employees: 200 yuan deductible, 2,000 yuan a year pooled at most.
+    "pooling": {"310": {"deductible_fen": 20_000, "annual_cap_fen": 200_000}},
 }
+# Personal accounts: a share is empty (new or resident insured), the rest spread log-normally.
+ACCOUNT_ZERO_PERMILLE = 150
+ACCOUNT_MEDIAN_FEN = 150_000
+ACCOUNT_SIGMA = 1.0
+ACCOUNT_FEN_MAX = 10_000_000
+# Pharmacies that are not outpatient-pooling (门诊统筹) pharmacies, per thousand.
+NO_POOLING_PHARMACY_PERMILLE = 250
+LINK_VALID = ("2024-01-01", "2034-12-31")
+LINK_ENDED = ("2023-01-01", "2023-12-31")
+LINK_FUTURE = ("2035-01-01", "2035-12-31")
 ADMINS = (("alice", "policy"), ("bob", "policy"), ("olivia", "operator"), ("victor", "viewer"))
 VOUCHER_ISSUERS = ("ec-nhsa-1", "ec-sc-1")
 # Filing windows are fixed dates (not "today") so that the files depend on the seed alone.
@@ -121,6 +151,7 @@ class _Shape:
     monthly_cap_fen: int
     terminals: int
     doctors: int
+    outpatient_pooling: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +205,7 @@ def _small_profile() -> _Profile:
     pharmacies = (("A", 2_000_000, 2), ("B", 1_200_000, 1), ("C", 800_000, 1), ("D", 500_000, 1),
                   ("E", 30_000, 1), ("B", 1_000_000, 1))
     shapes = [_Shape(_code("pharmacy", n), f"{TOWNS[n - 1]}{PHARMACY_WORDS[n - 1]}药房", "pharmacy", grade,
-                     cap_fen, terminals, 0)
+                     cap_fen, terminals, 0, outpatient_pooling=grade != "D")
               for n, (grade, cap_fen, terminals) in enumerate(pharmacies, start=1)]
     shapes += [_Shape(_code("clinic", n), f"彭州市{TOWNS[n + 6]}{CLINIC_WORDS[n - 1]}", "clinic", None,
                       1_500_000, 1, 2) for n in (1, 2)]
@@ -203,7 +234,8 @@ def _pengzhou_profile(rng: random.Random) -> _Profile:
         # A quarter of the pharmacies run two tills.
         terminals = 2 if rng.random() < 0.25 else 1
         shapes.append(_Shape(_code("pharmacy", n), name, "pharmacy", grade,
-                             _spread_cap(rng, PENGZHOU_CAP_BASE_FEN[grade]), terminals, 0))
+                             _spread_cap(rng, PENGZHOU_CAP_BASE_FEN[grade]), terminals, 0,
+                             outpatient_pooling=rng.randrange(1000) >= NO_POOLING_PHARMACY_PERMILLE))
     for n in range(1, PENGZHOU_CLINICS + 1):
         name = f"彭州市{rng.choice(TOWNS)}{rng.choice(CLINIC_WORDS)}{n:03d}"
         shapes.append(_Shape(_code("clinic", n), name, "clinic", None,
@@ -229,13 +261,17 @@ class _Region:
     filings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     blocked_cards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     blocked_persons: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    family_links: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _add_institution(region: _Region, shape: _Shape, keys: _Keys) -> None:
     institution = {"code": shape.code, "name": shape.name, "kind": shape.kind, "admdvs": ADMDVS}
     if shape.grade is not None:
         institution["grade"] = shape.grade
-    region.institutions.append({**institution, "monthly_cap_fen": shape.monthly_cap_fen, "status": "active"})
+    institution.update(monthly_cap_fen=shape.monthly_cap_fen, status="active")
+    if not shape.outpatient_pooling:
+        institution["outpatient_pooling"] = False
+    region.institutions.append(institution)
     for n in range(1, shape.terminals + 1):
         dev_no, opter = f"{shape.code}-T{n:02d}", f"{shape.code}-OP{n:02d}"
         key = keys.ed25519(f"terminal/{dev_no}")
@@ -300,6 +336,34 @@ def _add_persons(region: _Region, profile: _Profile, rng: random.Random) -> None
         region.blocked_persons.append({"psn_no": person["psn_no"], "reason": "insurance suspended"})
 
 
+def _add_family_links(region: _Region, rng: random.Random) -> None:
+    """Link sample locals two by two (a third of the pairs): owner pays for member; the first link has
+    ended, the second starts in the future, the rest are valid through the sample years."""
+    blocked = {row["psn_no"] for row in region.blocked_persons}
+    locals_ = [p["psn_no"] for p in region.persons if p["insuplc_admdvs"] == ADMDVS and p["psn_no"] not in blocked]
+    pairs = [(locals_[n], locals_[n + 1]) for n in range(0, len(locals_) - 1, 2)]
+    for index, (owner, member) in enumerate(pairs[:max(4, len(pairs) // 3)]):
+        window = LINK_ENDED if index == 0 else LINK_FUTURE if index == 1 else LINK_VALID
+        region.family_links.append({"owner": owner, "member": member, "relation": rng.choice(RELATIONS),
+                                    "valid_from": window[0], "valid_to": window[1]})
+
+
+def account_balance_fen(rng: random.Random) -> int:
+    """One opening balance of init's spread (see the module docstring)."""
+    if rng.randrange(1000) < ACCOUNT_ZERO_PERMILLE:
+        return 0
+    return min(ACCOUNT_FEN_MAX, int(rng.lognormvariate(0.0, ACCOUNT_SIGMA) * ACCOUNT_MEDIAN_FEN))
+
+
+def accounts_csv(region: _Region, population_size: int, seed: int) -> bytes:
+    """accounts.csv: the sample persons and the local persons serials N + 1..size, in psn_no order."""
+    rng = random.Random(f"accounts/{seed}")
+    psn_nos = [p["psn_no"] for p in region.persons]
+    psn_nos += [f"{ADMDVS}{serial:010d}" for serial in range(len(region.persons) + 1, population_size + 1)]
+    rows = "".join(f"{psn_no},{account_balance_fen(rng)}\n" for psn_no in sorted(psn_nos))
+    return ("psn_no,balance_fen\n" + rows).encode()
+
+
 def _build(profile_name: str, seed: int) -> tuple[_Profile, _Region]:
     rng = random.Random(seed)
     profile = _small_profile() if profile_name == "small" else _pengzhou_profile(rng)
@@ -309,6 +373,7 @@ def _build(profile_name: str, seed: int) -> tuple[_Profile, _Region]:
         _add_institution(region, shape, keys)
     _suspend_one_doctor(region)
     _add_persons(region, profile, rng)
+    _add_family_links(region, rng)
     return profile, region
 
 
@@ -329,7 +394,8 @@ def _gateway_toml() -> str:
         "admdvs": ADMDVS,
         "listen": {"data": DATA_LISTEN, "admin": ADMIN_LISTEN},
         "paths": {"registry": "registry.toml", "secrets": "secrets.toml",
-                  "signing_key": "gateway_ed25519.pem", "data_dir": "data", "catalogue": CATALOGUE_FILE},
+                  "signing_key": "gateway_ed25519.pem", "data_dir": "data", "catalogue": CATALOGUE_FILE,
+                  "accounts": ACCOUNTS_FILE},
         "limits": {"body_bytes_max": 65536, "session_ttl_s": 43200, "connections_per_address_max": 1024},
         "journal": {"fsync": True, "group_commit_ms": 2},
     })
@@ -343,6 +409,7 @@ def _registry_toml(region: _Region, keys: _Keys, profile: str, seed: int) -> str
         "policy": POLICY, "institutions": region.institutions, "terminals": region.terminals,
         "operators": region.operators, "voucher_issuers": issuers, "filings": region.filings,
         "blocked_cards": region.blocked_cards, "blocked_persons": region.blocked_persons,
+        "family_links": region.family_links,
     })
 
 
@@ -428,13 +495,13 @@ def _catalogue_rows(profile: str, seed: int) -> list[tuple[str, ...]]:
     return small_rows() if profile == "small" else generated_rows(PENGZHOU_ROWS, seed)
 
 
-def _counts(region: _Region, catalogue_rows: int) -> dict[str, int]:
+def _counts(region: _Region, catalogue_rows: int, accounts: int) -> dict[str, int]:
     kinds = [i["kind"] for i in region.institutions]
     return {"pharmacies": kinds.count("pharmacy"), "clinics": kinds.count("clinic"),
             "hospitals": kinds.count("hospital"), "terminals": len(region.terminals),
             "operators": len(region.operators), "voucher issuers": len(VOUCHER_ISSUERS),
             "filings": len(region.filings), "persons": len(region.persons), "admins": len(ADMINS),
-            "catalogue rows": catalogue_rows}
+            "catalogue rows": catalogue_rows, "accounts": accounts, "family links": len(region.family_links)}
 
 
 def init_region(out_dir: pathlib.Path, profile: str = "small", seed: int = 1) -> RegionSummary:
@@ -463,9 +530,12 @@ def init_region(out_dir: pathlib.Path, profile: str = "small", seed: int = 1) ->
     _write_new(out_dir / "sim.toml", _sim_toml(region, shape, keys, seed).encode(), SECRET_FILE_MODE)
     catalogue = _catalogue_rows(profile, seed)
     _write_new(out_dir / CATALOGUE_FILE, catalogue_csv(catalogue).encode(), PUBLIC_FILE_MODE)
+    accounts = accounts_csv(region, shape.population_size, seed)
+    _write_new(out_dir / ACCOUNTS_FILE, accounts, PUBLIC_FILE_MODE)
     _write_new(out_dir / "gateway.toml", _gateway_toml().encode(), PUBLIC_FILE_MODE)
     _fsync_dir(out_dir)
-    return RegionSummary(out_dir=out_dir, profile=profile, seed=seed, counts=_counts(region, len(catalogue)),
+    counts = _counts(region, len(catalogue), accounts.count(b"\n") - 1)
+    return RegionSummary(out_dir=out_dir, profile=profile, seed=seed, counts=counts,
                          kid=gateway_kid(public_raw(gateway_key.public_key())))
 
 

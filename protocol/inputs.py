@@ -107,6 +107,8 @@ class SettleInput:
     cert: Credential
     medfee_sumamt: int
     items: tuple[BillLine, ...]
+    acct_used_flag: str = "0"                 # "1": pay from a personal account (SPEC 13)
+    acct_payer_psn_no: str | None = None      # whose account (None: the patient's)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,6 +136,7 @@ class TotalsInput:
     medfee_sumamt: int
     fund_pay_sumamt: int
     psn_cash_pay: int
+    acct_pay: int | None = None               # compared too when sent (SPEC 13)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,6 +217,9 @@ _SETTLE = _table(
     Field("medfee_sumamt", AMOUNT),
     Field("items", (Rule(f"isinstance(v, list) and {limits.ITEMS_MIN} <= len(v) <= {limits.ITEMS_MAX}",
                          f"not a list of {limits.ITEMS_MIN}..{limits.ITEMS_MAX} lines"),)),
+    # SPEC 13 "Who pays v2": both optional (nil counts as absent), checked whenever sent.
+    Field("acct_used_flag", (one_of(FLAGS, "not '0' or '1'"),), optional="True"),
+    Field("acct_payer_psn_no", (ID,), optional="True"),
 )
 _SIGN_IN = _table(
     "sign_in",
@@ -238,6 +244,7 @@ _TOTALS = _table(
     Field("medfee_sumamt", AMOUNT),
     Field("fund_pay_sumamt", AMOUNT),
     Field("psn_cash_pay", AMOUNT),
+    Field("acct_pay", AMOUNT, optional="True"),     # compared too when sent (SPEC 13)
     make=TotalsInput,
 )
 _DETAIL = _table(
@@ -308,10 +315,11 @@ def _check_amounts(medfee_sumamt: int, lines: tuple[BillLine, ...]) -> None:
 def _settle(raw: dict[str, Any]) -> SettleInput:
     # The credential's fields come first, then the amounts' (SPEC section 7 lists them so).
     cert = _credential(raw)
-    medfee_sumamt, items = _SETTLE(raw, "input")
+    medfee_sumamt, items, acct_used_flag, acct_payer_psn_no = _SETTLE(raw, "input")
     lines = _bill_lines(items)
     _check_amounts(medfee_sumamt, lines)
-    return SettleInput(cert=cert, medfee_sumamt=medfee_sumamt, items=lines)
+    return SettleInput(cert=cert, medfee_sumamt=medfee_sumamt, items=lines, acct_used_flag=acct_used_flag or "0",
+                       acct_payer_psn_no=acct_payer_psn_no)
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], TypedInput]] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import random
 from collections.abc import Callable
@@ -106,6 +107,26 @@ class LineDrawer:
         if pharmacy and item["med_list_codg"].startswith(DRUG_PREFIXES) and rng.random() < shares.coded:
             self._codes(rng, item, doctor)  # the counter's opened packages
         return item
+
+    def prescription_line(self, rng: random.Random, item: dict[str, Any], pharmacy: bool) -> None:
+        """Make `item` (a prescription line with cnt, pric and rxno) a listed, unrestricted
+        prescription drug with its row's class, its price within the row's cap and, at a pharmacy,
+        its packages' codes: the chronic bills of who pays (SPEC 13) that outpatient pooling pays."""
+        code = rng.choice(self._prescription_codes)
+        row = self.catalogue.latest(code)
+        item.update(med_list_codg=code, chrgitm_lv=row.chrgitm_lv, otc=False)
+        if row.pric_uplmt_fen:
+            item["pric"] = min(item["pric"], row.pric_uplmt_fen)
+            item["det_item_fee_sumamt"] = item["cnt"] * item["pric"]
+        if pharmacy and rng.random() < self.shares.coded:
+            self._codes(rng, item, item["bilg_dr_codg"])
+
+    @functools.cached_property
+    def _prescription_codes(self) -> list[str]:
+        rows = [self.catalogue.latest(code) for code in self.codes[True] if code.startswith(DRUG_PREFIXES)]
+        found = [row.med_list_codg for row in rows
+                 if not row.otc and not row.lmt_used and row.chrgitm_lv in ("01", "02")]
+        return found or self.codes[True]
 
     def _price(self, rng: random.Random, item: dict[str, Any], row: Row) -> None:
         cap = row.pric_uplmt_fen

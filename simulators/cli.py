@@ -2,7 +2,7 @@
 
     yibao-sim run --region DIR [--url URL] --seconds N --rate R --seed S
                   [--profile pharmacy|flat] [--start HH:MM] [--timeout-share X] [--concurrency N]
-                  [--v2-checks auto|off|catalogue|full]
+                  [--v2-checks auto|off|catalogue|full] [--history]
     yibao-sim record --region DIR --out TRACE --seconds N --rate R --seed S
                   [--profile pharmacy|flat] [--start HH:MM] [--timeout-share X]
     yibao-sim replay TRACE --region DIR [--url URL] [--speed X] [--concurrency N]
@@ -18,12 +18,14 @@ import argparse
 import datetime
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from protocol import SHANGHAI
 from simulators.oracle_v2 import V2_MODES
 from simulators.probe import ProbeError
 from simulators.region import Region, RegionReadError, load_region
-from simulators.runner import RunResult, read_trace, run, write_trace
+from simulators.runner import RunResult, read_trace, run, run_with_history, write_trace
+from simulators.supervision import HISTORY_PRICE_PERMILLE
 from simulators.traffic import PROFILES, TIMEOUT_SHARE, TrafficModel
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
@@ -49,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--concurrency", type=_positive_int,
                                  help="at most N terminals busy at once (default: every terminal)")
             _v2_option(command)
+            command.add_argument("--history", action="store_true",
+                                 help="first settle the same length of traffic (seed + 1, cheaper) a year earlier "
+                                      "under the gateway's test clock (serve --test-clock), for year-on-year figures")
         else:
             command.add_argument("--out", required=True)
     replay = commands.add_parser("replay")
@@ -120,6 +125,20 @@ def _finish(result: RunResult) -> int:
     return EXIT_VIOLATION
 
 
+def _history(region: Region, args: argparse.Namespace, start_s: float, intents: Any) -> int:
+    """`run --history`: a year earlier first (seed + 1, prices scaled), then `intents` now."""
+    print(f"yibao-sim: --history: seed {args.seed + 1}, unit prices at {HISTORY_PRICE_PERMILLE} per mille, "
+          "a year before the gateway's clock", flush=True)
+    history = TrafficModel(region, args.seed + 1, args.rate, PROFILES[args.profile], start_s, args.timeout_share,
+                           price_permille=HISTORY_PRICE_PERMILLE).intents(args.seconds)
+    last_year, this_year = run_with_history(region, history, intents, args.url, concurrency=args.concurrency,
+                                            span_s=args.seconds, v2_checks=_v2_checks(args))
+    print("last year:")
+    print(last_year.table)
+    print("this year:")
+    return max(_finish(this_year), EXIT_OK if last_year.ok else EXIT_VIOLATION)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `yibao-sim`; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -136,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"yibao-sim: seed {args.seed}", flush=True)
             print(f"yibao-sim: --profile {args.profile} --start {_hhmm(start_s)}", flush=True)
             intents = _model(region, args, start_s).intents(args.seconds)
+            if args.history:
+                return _history(region, args, start_s, intents)
             return _finish(run(region, intents, args.url, concurrency=args.concurrency, span_s=args.seconds,
                                v2_checks=_v2_checks(args)))
         if args.speed <= 0:

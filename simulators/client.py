@@ -41,14 +41,15 @@ class GatewayClient:
         if stream is not None:
             await stream.aclose()
 
-    async def _send(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, float]:
+    async def _send(self, method: str, path: str, body: bytes | None,
+                    headers_extra: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, float]:
         if self._stream is None or self._http is None:
             self._stream = await trio.open_tcp_stream(self.host, self.port)
             self._http = h11.Connection(h11.CLIENT)
         stream, http = self._stream, self._http
         payload = body or b""
-        headers = [("host", f"{self.host}:{self.port}"), ("content-length", str(len(payload)))]
-        if body is not None:
+        headers = [("host", f"{self.host}:{self.port}"), ("content-length", str(len(payload))), *headers_extra]
+        if body is not None and not any(name == "content-type" for name, _ in headers_extra):
             headers.append(("content-type", "application/msgpack"))
         started = time.perf_counter()
         await stream.send_all(http.send(h11.Request(method=method, target=path, headers=headers))
@@ -73,8 +74,9 @@ class GatewayClient:
             await self.aclose()
         return status, b"".join(chunks), latency_s
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes, float]:
-        """Send one request; return (status, body, latency_s).
+    async def request(self, method: str, path: str, body: bytes | None = None,
+                      headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, float]:
+        """Send one request (`headers`: extra ones); return (status, body, latency_s).
 
         A kept-alive connection the server has closed is reopened once and the request resent.
 
@@ -82,18 +84,19 @@ class GatewayClient:
             ConnectionError: the gateway is unreachable or silent past the timeout (also on the second try).
         """
         try:
-            return await self._attempt(method, path, body)
+            return await self._attempt(method, path, body, headers)
         except (*_TRANSPORT_ERRORS, trio.TooSlowError):
             await self.aclose()
         try:
-            return await self._attempt(method, path, body)
+            return await self._attempt(method, path, body, headers)
         except (*_TRANSPORT_ERRORS, trio.TooSlowError) as error:
             await self.aclose()
             raise ConnectionError(f"{self.host}:{self.port}: {error or type(error).__name__}") from None
 
-    async def _attempt(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, float]:
+    async def _attempt(self, method: str, path: str, body: bytes | None,
+                       headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, float]:
         with trio.fail_after(self.timeout_s):
-            return await self._send(method, path, body)
+            return await self._send(method, path, body, headers)
 
     async def post_frame(self, frame: bytes) -> tuple[int, bytes, float]:
         """POST a request Frame to /fsi/v1/tx."""

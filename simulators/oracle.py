@@ -48,6 +48,24 @@ Others:
 SPEC 13's line cut and traceability codes are checked by `Oracle.v2` (simulators/oracle_v2.py),
 which the terminals feed with the lines they sent.
 
+Who pays (SPEC 13), with `WhoPaysTerms` (the registry's pooling policy, its non-pooling pharmacies
+and family links, and the accounts file, all read by the simulator, never asked of the gateway):
+- per answer: fund + acct + cash == medfee, `psn_part_amt` == medfee − fund; without the flag
+  nothing comes from an account; with it `acct_payer_psn_no` is the payer asked for (the patient by
+  default), `acct_mulaid_pay` is acct_pay exactly when that is someone else; acct_pay ≤ max(0, B − L)
+  and balc ≤ B − L − acct_pay, B the payer's balance at the start (the run's 1101 baseline, else
+  the accounts file) and L the payer's account payments that stood through the request (the same
+  rule as above); at a non-pooling pharmacy act_pay_dedc and rx_pay are 0; without a pooling policy
+  act_pay_dedc is 0 and person_year_pool_remaining nil; with one, act_pay_dedc ≤ max(0, deductible
+  − L_dedc), the pooled payment (rx_pay) ≤ max(0, cap − L_pool) and person_year_pool_remaining ≤
+  max(0, cap − L_pool − rx_pay);
+- a payer other than the patient without a family link valid that day is never answered 0, and one
+  with a link (or the patient's own account) never MUTUAL_AID_NOT_AUTHORIZED;
+- on the sums: per payer, the standing account payments ≤ B; per person and year, the standing
+  deductible ≤ the policy's and the standing pooled payments ≤ its cap (no re-instatement runs);
+- at the end (runner): each person's 1101 balance is B less the standing account payments, and
+  what is left of the deductible and the cap is the start's less the standing sums.
+
 Settlements made before the run (a gateway with history) only raise the usage the gateway counts,
 so the inequalities still hold; 3201 and 3202 are checked against the baseline.
 """
@@ -88,7 +106,30 @@ class Committed:
     committed_tick: int = 0
     cancel_sent_tick: int | None = None
     cancelled: bool = False
+    # Who pays (SPEC 13): the account payment and whose, the insutype and the deductible used.
+    acct_pay: int = 0
+    payer: str = ""
+    insutype: str = ""
+    act_pay_dedc: int = 0
 
+    @property
+    def year(self) -> str:
+        """The Shanghai year of setl_time, YYYY."""
+        return self.day[:4]
+
+    @property
+    def standing(self) -> bool:
+        """Committed and no cancellation sent."""
+        return self.cancel_sent_tick is None
+
+    @classmethod
+    def of(cls, institution: str, msgid: str, setlinfo: Mapping[str, Any], tick: int) -> Committed:
+        """The settlement a committed answer describes."""
+        return cls(institution, setlinfo["psn_no"], setlinfo["setl_id"], setlinfo["setl_time"],
+                   setlinfo["medfee_sumamt"], setlinfo["fund_pay_sumamt"], setlinfo["psn_cash_pay"],
+                   setlinfo["otc_pay"], setlinfo["rx_pay"], msgid, tick, acct_pay=setlinfo.get("acct_pay", 0),
+                   payer=setlinfo.get("acct_payer_psn_no") or setlinfo["psn_no"],
+                   insutype=setlinfo.get("insutype", ""), act_pay_dedc=setlinfo.get("act_pay_dedc", 0))
     @property
     def day(self) -> str:
         """The Shanghai day of setl_time, YYYYMMDD."""
@@ -120,16 +161,47 @@ class Totals:
         return cls(count, fields["medfee_sumamt"], fields["fund_pay_sumamt"], fields["psn_cash_pay"])
 
 
+@dataclasses.dataclass(frozen=True)
+class WhoPaysTerms:
+    """What the oracle knows of SPEC 13's data, read from the region's files."""
+
+    pooling: Mapping[str, tuple[int, int]]               # insutype -> (deductible_fen, annual_cap_fen)
+    no_pooling: frozenset[str] = frozenset()             # pharmacies outside outpatient pooling
+    links: Mapping[tuple[str, str], tuple[tuple[str, str], ...]] = dataclasses.field(default_factory=dict)
+    opening_fen: Mapping[str, int] | None = None         # the accounts file; None: no accounts
+
+    def linked(self, owner: str, member: str, day: str) -> bool:
+        """A family link lets `owner` pay for `member` on `day` (YYYYMMDD)."""
+        date = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+        return any(start <= date <= end for start, end in self.links.get((owner, member), ()))
+
+
+@dataclasses.dataclass
+class PersonStart:
+    """A person's who-pays figures at the start of the run (its 1101 baseline)."""
+
+    balance_fen: int | None
+    deductible_left_fen: int | None
+    pool_left_fen: int | None
+
+
 class Oracle:
     """Checks committed answers; `violations` lists every broken invariant, one line each."""
 
     def __init__(self, allowance_fen: Mapping[str, int], monthly_cap_fen: Mapping[str, int],
-                 v2: V2Oracle | None = None) -> None:
+                 *, who_pays: WhoPaysTerms | None = None, v2: V2Oracle | None = None) -> None:
         """`allowance_fen`: institution code -> daily OTC allowance (0 for clinics);
-        `monthly_cap_fen`: institution code -> monthly fund cap; `v2`: SPEC 13's line and
-        traceability checks (default: off), which report here."""
+        `monthly_cap_fen`: institution code -> monthly fund cap; `who_pays`: SPEC 13's data (None:
+        none, v1 answers); `v2`: SPEC 13's line and traceability checks (default: off), which
+        report here."""
         self.allowance_fen = dict(allowance_fen)
         self.monthly_cap_fen = dict(monthly_cap_fen)
+        self.who_pays = who_pays or WhoPaysTerms({})
+        self.starts: dict[str, PersonStart] = {}
+        self._by_payer: dict[str, list[Committed]] = collections.defaultdict(list)
+        self._by_person_year: dict[tuple[str, str], list[Committed]] = collections.defaultdict(list)
+        self.mutual_aid: collections.Counter[str] = collections.Counter()
+        self._at_cap: set[str] = set()
         self.violations: list[str] = []
         self.v2 = v2 if v2 is not None else V2Oracle()
         self.v2.report = self.violation
@@ -172,12 +244,142 @@ class Oracle:
                    if s.stood_through(sent_tick, received_tick))
 
     def check_amounts(self, where: str, setlinfo: Mapping[str, Any], bill_fen: int) -> None:
-        """fund + cash == medfee == the bill's sum; no negative part."""
+        """fund + acct + cash == medfee == the bill's sum; no negative part."""
         medfee, fund, cash = setlinfo["medfee_sumamt"], setlinfo["fund_pay_sumamt"], setlinfo["psn_cash_pay"]
-        if medfee != bill_fen or fund + cash != medfee:
-            self.violation(f"{where}: amounts do not add up: fund {fund} + cash {cash}, medfee {medfee}, bill {bill_fen}")
-        if min(fund, cash, setlinfo["otc_pay"], setlinfo["rx_pay"]) < 0:
+        acct = setlinfo.get("acct_pay", 0)
+        if medfee != bill_fen or fund + acct + cash != medfee:
+            self.violation(f"{where}: amounts do not add up: fund {fund} + acct {acct} + cash {cash}, "
+                           f"medfee {medfee}, bill {bill_fen}")
+        if setlinfo.get("psn_part_amt", medfee - fund) != medfee - fund:
+            self.violation(f"{where}: psn_part_amt {setlinfo['psn_part_amt']} is not medfee − fund {medfee - fund}")
+        if min(fund, cash, acct, setlinfo["otc_pay"], setlinfo["rx_pay"], setlinfo.get("act_pay_dedc", 0)) < 0:
             self.violation(f"{where}: negative amount in {dict(setlinfo)}")
+
+    # -- who pays (SPEC 13) ----------------------------------------------------------------------
+
+    def start_balance(self, psn_no: str) -> int | None:
+        """The person's balance at the start: the 1101 baseline, else the accounts file's (0 without a row)."""
+        start = self.starts.get(psn_no)
+        if start is not None and start.balance_fen is not None:
+            return start.balance_fen
+        opening = self.who_pays.opening_fen
+        return None if opening is None else opening.get(psn_no, 0)
+
+    def on_payer_answer(self, where: str, patient: str, payer: str | None, day: str, answer: Mapping[str, Any]) -> None:
+        """Any 2101/2102/2206/2207 answer of an intent paying from `payer`'s account (the rule of the
+        checks' order: a missing link is refused, a present one never is)."""
+        refused = answer["err_code"] == "MUTUAL_AID_NOT_AUTHORIZED"
+        if payer is None or payer == patient or self.who_pays.linked(payer, patient, day):
+            if refused:
+                self.violation(f"{where}: MUTUAL_AID_NOT_AUTHORIZED for payer {payer} of {patient}, who may pay")
+            return
+        self.mutual_aid["refused" if refused else "refused otherwise"] += 1
+        if answer["infcode"] == 0:
+            self.violation(f"{where}: payer {payer} paid for {patient} without a family link")
+
+    def _lower(self, rows: Any, sent_tick: int, received_tick: int, field: str) -> int:
+        return sum(getattr(s, field) for s in rows if s.stood_through(sent_tick, received_tick))
+
+    def check_who_pays(self, where: str, institution: str, setlinfo: Mapping[str, Any], paying: tuple[bool, str | None],
+                       sent_tick: int, received_tick: int) -> None:
+        """The per-answer who-pays bounds (see the module docstring)."""
+        acct_used, payer = paying
+        psn_no, acct = setlinfo["psn_no"], setlinfo.get("acct_pay", 0)
+        if not acct_used:
+            if acct or setlinfo.get("acct_payer_psn_no") is not None or setlinfo.get("balc") is not None:
+                self.violation(f"{where}: no account asked for, answered acct_pay {acct}, "
+                               f"payer {setlinfo.get('acct_payer_psn_no')}, balc {setlinfo.get('balc')}")
+        else:
+            self._check_account(where, setlinfo, payer or psn_no, sent_tick, received_tick)
+        self._check_year(where, institution, setlinfo, sent_tick, received_tick)
+
+    def _check_account(self, where: str, setlinfo: Mapping[str, Any], payer: str, sent_tick: int,
+                       received_tick: int) -> None:
+        psn_no, acct = setlinfo["psn_no"], setlinfo.get("acct_pay", 0)
+        if setlinfo.get("acct_payer_psn_no") != payer:
+            self.violation(f"{where}: acct_payer_psn_no {setlinfo.get('acct_payer_psn_no')}, asked {payer}")
+        if setlinfo.get("acct_mulaid_pay") != (acct if payer != psn_no else 0):
+            self.violation(f"{where}: acct_mulaid_pay {setlinfo.get('acct_mulaid_pay')} with acct_pay {acct}, "
+                           f"payer {payer}, patient {psn_no}")
+        start = self.start_balance(payer)
+        if start is None:
+            return
+        before = start - self._lower(self._by_payer.get(payer, ()), sent_tick, received_tick, "acct_pay")
+        balc = setlinfo.get("balc")
+        if acct > max(0, before) or balc is None or balc > before - acct:
+            self.violation(f"{where}: payer {payer} acct_pay {acct}, balc {balc}, but at most {before} "
+                           f"stood in the account when it was sent")
+
+    def _check_year(self, where: str, institution: str, setlinfo: Mapping[str, Any], sent_tick: int,
+                    received_tick: int) -> None:
+        dedc, pooled = setlinfo.get("act_pay_dedc", 0), setlinfo["rx_pay"]
+        if institution in self.who_pays.no_pooling and (dedc or pooled):
+            self.violation(f"{where}: a pharmacy outside outpatient pooling answered act_pay_dedc {dedc}, "
+                           f"rx_pay {pooled}")
+        policy = self.who_pays.pooling.get(setlinfo.get("insutype", ""))
+        remaining = setlinfo.get("person_year_pool_remaining")
+        if policy is None:
+            if dedc or remaining is not None:
+                self.violation(f"{where}: no pooling policy, yet act_pay_dedc {dedc}, remaining {remaining}")
+            return
+        rows = self._by_person_year.get((setlinfo["psn_no"], shanghai_day(setlinfo["setl_time"])[:4]), ())
+        dedc_used = self._lower(rows, sent_tick, received_tick, "act_pay_dedc")
+        pool_used = self._lower(rows, sent_tick, received_tick, "rx_pay")
+        deductible, cap = policy
+        if (dedc > max(0, deductible - dedc_used) or pooled > max(0, cap - pool_used)
+                or remaining is None or remaining > max(0, cap - pool_used - pooled)):
+            self.violation(f"{where}: person {setlinfo['psn_no']} act_pay_dedc {dedc}, pooled {pooled}, "
+                           f"remaining {remaining}; standing before it was sent: deductible {dedc_used}, "
+                           f"pooled {pool_used} of {policy}")
+
+    def check_who_pays_sums(self, where: str, settled: Committed) -> None:
+        """Standing account payments within the start balance; the year within the policy."""
+        start = self.start_balance(settled.payer)
+        if start is not None:
+            spent = sum(s.acct_pay for s in self._by_payer.get(settled.payer, ()) if s.standing)
+            if spent > max(0, start):
+                self.violation(f"{where}: payer {settled.payer} standing account payments {spent} over {start}")
+        policy = self.who_pays.pooling.get(settled.insutype)
+        if policy is not None:
+            rows = [s for s in self._by_person_year.get((settled.psn_no, settled.year), ()) if s.standing]
+            dedc, pooled = sum(s.act_pay_dedc for s in rows), sum(s.rx_pay for s in rows)
+            if dedc > policy[0] or pooled > policy[1]:
+                self.violation(f"{where}: person {settled.psn_no} year {settled.year} standing deductible {dedc}, "
+                               f"pooled {pooled}, policy {policy}")
+
+    def on_person_start(self, psn_no: str, output: Mapping[str, Any]) -> None:
+        """A 1101 answer taken before the traffic (the person's baseline)."""
+        self.starts[psn_no] = PersonStart(output.get("acct_balance"), output.get("pool_deductible_remaining"),
+                                          output.get("pool_year_remaining"))
+
+    def people_at_cap(self) -> int:
+        """Persons whose 1101 at the end of the run showed nothing left of the pooling cap."""
+        return len(self._at_cap)
+
+    def on_person_end(self, psn_no: str, output: Mapping[str, Any]) -> None:
+        """A 1101 answer taken after the traffic: the baseline less what stands from this run."""
+        if output.get("pool_year_remaining") == 0:
+            self._at_cap.add(psn_no)
+        start = self.starts.get(psn_no)
+        if start is None:
+            return
+        paid = sum(s.acct_pay for s in self._by_payer.get(psn_no, ()) if not s.cancelled)
+        if start.balance_fen is not None and output.get("acct_balance") != start.balance_fen - paid:
+            self.violation(f"1101 {psn_no} at the end: acct_balance {output.get('acct_balance')}, expected "
+                           f"{start.balance_fen} − {paid}")
+        rows = [s for (p, _), group in self._by_person_year.items() if p == psn_no for s in group if not s.cancelled]
+        for field, left, key in (("act_pay_dedc", start.deductible_left_fen, "pool_deductible_remaining"),
+                                 ("rx_pay", start.pool_left_fen, "pool_year_remaining")):
+            if left is not None and output.get(key) != max(0, left - sum(getattr(s, field) for s in rows)):
+                self.violation(f"1101 {psn_no} at the end: {key} {output.get(key)}, expected {left} less "
+                               f"this run's standing {field}")
+
+    def _record_who_pays(self, settled: Committed) -> None:
+        self._by_payer[settled.payer].append(settled)
+        if settled.payer != settled.psn_no and settled.acct_pay:
+            self.mutual_aid["paid"] += 1
+        if settled.insutype in self.who_pays.pooling or settled.act_pay_dedc or settled.rx_pay:
+            self._by_person_year[(settled.psn_no, settled.year)].append(settled)
 
     def check_bounds(self, where: str, institution: str, setlinfo: Mapping[str, Any], sent_tick: int,
                      received_tick: int) -> None:
@@ -196,41 +398,46 @@ class Oracle:
                            f"cap {cap}, standing before it was sent {month_used}")
 
     def on_presettle(self, where: str, institution: str, setlinfo: Mapping[str, Any], bill_fen: int,
-                     sent_tick: int, received_tick: int) -> None:
-        """Check a 2101/2206 answer (it changes nothing)."""
+                     sent_tick: int, received_tick: int, paying: tuple[bool, str | None] | None = None) -> None:
+        """Check a 2101/2206 answer (it changes nothing); `paying`: (account asked for, payer)."""
         self.check_amounts(where, setlinfo, bill_fen)
         self.check_bounds(where, institution, setlinfo, sent_tick, received_tick)
+        if paying is not None:
+            self.check_who_pays(where, institution, setlinfo, paying, sent_tick, received_tick)
 
     def on_settle_sent(self, institution: str, msgid: str) -> None:
         """A 2102/2207 with `msgid` left this run (committed or not, 3202 may list it)."""
         self._settles_sent.add((institution, msgid))
 
     def on_settle(self, where: str, institution: str, msgid: str, setlinfo: Mapping[str, Any],
-                  bill_fen: int, answer: bytes, sent_tick: int, received_tick: int) -> None:
-        """Check and record a committed 2102/2207 answer."""
+                  bill_fen: int, answer: bytes, sent_tick: int, received_tick: int,
+                  paying: tuple[bool, str | None] | None = None) -> None:
+        """Check and record a committed 2102/2207 answer; `paying`: (account asked for, payer)."""
         self.check_amounts(where, setlinfo, bill_fen)
         self.check_bounds(where, institution, setlinfo, sent_tick, received_tick)
+        if paying is not None:
+            self.check_who_pays(where, institution, setlinfo, paying, sent_tick, received_tick)
         self._answers[(institution, msgid)] = answer
-        settled = Committed(institution, setlinfo["psn_no"], setlinfo["setl_id"], setlinfo["setl_time"],
-                            setlinfo["medfee_sumamt"], setlinfo["fund_pay_sumamt"], setlinfo["psn_cash_pay"],
-                            setlinfo["otc_pay"], setlinfo["rx_pay"], msgid, received_tick)
+        settled = Committed.of(institution, msgid, setlinfo, received_tick)
         self.settlements[(institution, settled.setl_id)] = settled
+        self._record_who_pays(settled)
         self._institution_month[(institution, settled.day[:6])].append(settled)
         self._by_institution[institution].append(settled)
         if self.allowance_fen.get(institution, 0) > 0:
             self._person_day[(settled.psn_no, settled.day)].append(settled)
         self.check_sums(where, settled)
+        self.check_who_pays_sums(where, settled)
 
     def on_unseen_settle(self, where: str, institution: str, msgid: str, setlinfo: Mapping[str, Any],
-                         bill_fen: int, sent_tick: int, received_tick: int) -> None:
+                         bill_fen: int, sent_tick: int, received_tick: int,
+                         paying: tuple[bool, str | None] | None = None) -> None:
         """Check a 2102/2207 answer the POS never saw (timed out); it is to be reversed, so it
         never counts as standing."""
         self.check_amounts(where, setlinfo, bill_fen)
         self.check_bounds(where, institution, setlinfo, sent_tick, received_tick)
-        self._unseen[(institution, msgid)] = Committed(
-            institution, setlinfo["psn_no"], setlinfo["setl_id"], setlinfo["setl_time"], setlinfo["medfee_sumamt"],
-            setlinfo["fund_pay_sumamt"], setlinfo["psn_cash_pay"], setlinfo["otc_pay"], setlinfo["rx_pay"], msgid,
-            received_tick)
+        if paying is not None:
+            self.check_who_pays(where, institution, setlinfo, paying, sent_tick, received_tick)
+        self._unseen[(institution, msgid)] = Committed.of(institution, msgid, setlinfo, received_tick)
 
     def on_reversal(self, where: str, institution: str, omsgid: str, oinfno: str, applied: bool | None,
                     output: Mapping[str, Any]) -> None:
@@ -293,8 +500,10 @@ class Oracle:
         if settled is None or settled.cancelled:
             self.violation(f"{where}: cancel of {setl_id} that is not a standing settlement")
             return
-        expected = (-settled.medfee_sumamt, -settled.fund_pay_sumamt, -settled.psn_cash_pay)
-        got = (output.get("medfee_sumamt"), output.get("fund_pay_sumamt"), output.get("psn_cash_pay"))
+        expected = (-settled.medfee_sumamt, -settled.fund_pay_sumamt, -settled.psn_cash_pay, -settled.acct_pay,
+                    -settled.act_pay_dedc)
+        got = (output.get("medfee_sumamt"), output.get("fund_pay_sumamt"), output.get("psn_cash_pay"),
+               output.get("acct_pay", -settled.acct_pay), output.get("act_pay_dedc", -settled.act_pay_dedc))
         if got != expected:
             self.violation(f"{where}: cancel of {setl_id} gave back {got}, expected {expected}")
         settled.cancelled = True

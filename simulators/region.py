@@ -41,6 +41,7 @@ class Institution:
     grade: str | None
     monthly_cap_fen: int
     doctors: tuple[str, ...]
+    outpatient_pooling: bool = True       # a pharmacy whose prescriptions outpatient pooling pays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +134,27 @@ def _permille(four_bytes: bytes) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """The registry's [policy]: OTC allowance per pharmacy grade (fen per person per day)."""
+    """The registry's [policy]: OTC allowance per pharmacy grade (fen per person per day), and
+    outpatient pooling per insutype: (deductible_fen, annual_cap_fen) (SPEC 13)."""
 
     otc_allowance_fen: dict[str, int]
     coverage_permille: dict[str, int]
     selfpay_prop_permille: int
+    pooling: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyLink:
+    """A registry `[[family_links]]` row: `owner`'s account may pay for `member` (dates YYYY-MM-DD)."""
+
+    owner: str
+    member: str
+    valid_from: str
+    valid_to: str
+
+    def valid_on(self, date: str) -> bool:
+        """Whether the link holds on the Shanghai date `date` (YYYY-MM-DD)."""
+        return self.valid_from <= date <= self.valid_to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +170,13 @@ class Region:
     issuers: dict[str, Ed25519PrivateKey]
     card_master_keys: dict[str, bytes]
     policy: Policy
+    family_links: tuple[FamilyLink, ...] = ()
+    # Opening balances of the accounts file (SPEC 13), read here, not asked of the gateway; None
+    # when the region has no accounts.
+    opening_fen: dict[str, int] | None = None
+    # The admin API (SPEC 11/14): its URL and the admins' tokens by role, from sim.toml.
+    admin_url: str = ""
+    admin_tokens: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def allowance_fen(self, institution_code: str) -> int:
         """The daily OTC allowance at this institution (0 at clinics and hospitals)."""
@@ -171,14 +195,17 @@ def _key(text: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(base64.b64decode(text))
 
 
-def _gateway_url(region_dir: pathlib.Path, sim: dict[str, Any]) -> str:
-    """Prefer gateway.toml's listen.data: tests and operators rewrite ports there, not in sim.toml."""
+def _listen_url(region_dir: pathlib.Path, sim: dict[str, Any], listener: str) -> str:
+    """Prefer gateway.toml's listen.data / listen.admin: tests and operators rewrite ports there,
+    not in sim.toml (whose gateway_url / admin_url come next)."""
     config_path = region_dir / "gateway.toml"
     if config_path.exists():
-        listen = _load(config_path).get("listen", {}).get("data")
+        listen = _load(config_path).get("listen", {}).get(listener)
         if isinstance(listen, str):
             return f"http://{listen}"
-    return str(sim.get("gateway_url", "http://127.0.0.1:8600"))
+    if listener == "data":
+        return str(sim.get("gateway_url", "http://127.0.0.1:8600"))
+    return str(sim.get("admin_url", "http://127.0.0.1:8601"))
 
 
 def _institutions(registry: dict[str, Any]) -> dict[str, Institution]:
@@ -188,10 +215,30 @@ def _institutions(registry: dict[str, Any]) -> dict[str, Institution]:
             doctors.setdefault(operator["institution"], []).append(operator["code"])
     return {
         row["code"]: Institution(row["code"], row["kind"], row["admdvs"], row.get("grade"),
-                                 int(row["monthly_cap_fen"]), tuple(doctors.get(row["code"], ())))
+                                 int(row["monthly_cap_fen"]), tuple(doctors.get(row["code"], ())),
+                                 bool(row.get("outpatient_pooling", True)))
         for row in registry.get("institutions", [])
         if row.get("status", "active") == "active"
     }
+
+
+def _accounts(region_dir: pathlib.Path) -> dict[str, int] | None:
+    """The opening balances of gateway.toml's `[paths] accounts` file (None: no accounts)."""
+    config_path = region_dir / "gateway.toml"
+    name = _load(config_path).get("paths", {}).get("accounts") if config_path.exists() else None
+    if not isinstance(name, str):
+        return None
+    path = region_dir / name
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    except OSError as error:
+        raise RegionReadError(f"{path}: {error}") from None
+    balances = {}
+    for line in lines:
+        psn_no, _, fen = line.strip().partition(",")
+        if psn_no:
+            balances[psn_no.strip('"')] = int(fen)
+    return balances
 
 
 def _population(sim: dict[str, Any], persons: tuple[Person, ...],
@@ -228,11 +275,16 @@ def load_region(region_dir: str | pathlib.Path) -> Region:
         raw_policy = registry["policy"]
         policy = Policy({k: int(v) for k, v in raw_policy["otc_allowance_fen"].items()},
                         {k: int(v) for k, v in raw_policy["coverage_permille"].items()},
-                        int(raw_policy["selfpay_prop_permille"]))
+                        int(raw_policy["selfpay_prop_permille"]),
+                        {k: (int(v["deductible_fen"]), int(v["annual_cap_fen"]))
+                         for k, v in raw_policy.get("pooling", {}).items()})
+        links = tuple(FamilyLink(row["owner"], row["member"], str(row["valid_from"]), str(row["valid_to"]))
+                      for row in registry.get("family_links", []))
     except KeyError as error:
         raise RegionReadError(f"{path}: missing key {error}") from None
     if not terminals or not persons:
         raise RegionReadError(f"{path}: no terminals or no persons in sim.toml")
     population = _population(sim, persons, institutions)
-    return Region(path, _gateway_url(path, sim), institutions, terminals, persons, population, issuers, masters,
-                  policy)
+    tokens = {a["role"]: a["token"] for a in reversed(sim.get("admins", [])) if "role" in a and "token" in a}
+    return Region(path, _listen_url(path, sim, "data"), institutions, terminals, persons, population, issuers,
+                  masters, policy, links, _accounts(path), _listen_url(path, sim, "admin"), tokens)

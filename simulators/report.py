@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from simulators.oracle import Oracle
 
@@ -62,13 +63,15 @@ def summary(stats: Stats, oracle: Oracle, kinds: Mapping[str, str]) -> str:
     medfee = sum(s.medfee_sumamt for s in standing)
     fund = sum(s.fund_pay_sumamt for s in standing)
     cash = sum(s.psn_cash_pay for s in standing)
-    ratio = cash * PERCENT / medfee if medfee else 0.0
+    acct = sum(s.acct_pay for s in standing)
+    ratio = (cash + acct) * PERCENT / medfee if medfee else 0.0
     lines.append(f"standing settlements {len(standing)}  cancelled {len(oracle.settlements) - len(standing)}  "
                  f"reversed {len(oracle.reversed)}")
     for (oinfno, outcome), n in sorted(oracle.reversals.items()):
         lines.append(f"reversal of {oinfno} {outcome:25} {n:6d}")
-    lines.append(f"medfee {medfee / 100:.2f} yuan  fund {fund / 100:.2f} yuan  cash {cash / 100:.2f} yuan  "
-                 f"self-pay {ratio:.1f} %")
+    lines.append(f"medfee {medfee / 100:.2f} yuan  fund {fund / 100:.2f} yuan  account {acct / 100:.2f} yuan  "
+                 f"cash {cash / 100:.2f} yuan  self-pay {ratio:.1f} %")
+    lines.append(_who_pays_line(standing, oracle))
     by_kind: dict[str, list[int]] = collections.defaultdict(list)
     for s in standing:
         by_kind[kinds.get(s.institution, "?")].append(s.medfee_sumamt)
@@ -80,6 +83,16 @@ def summary(stats: Stats, oracle: Oracle, kinds: Mapping[str, str]) -> str:
     lines.append(f"oracle violations {len(oracle.violations)}")
     lines.extend(f"  VIOLATION {v}" for v in oracle.violations)
     return "\n".join(lines)
+
+
+def _who_pays_line(standing: list[Any], oracle: Oracle) -> str:
+    """SPEC 13 at a glance: account bills, mutual aid paid and refused, the deductible and the cap."""
+    deductible = sum(s.act_pay_dedc for s in standing)
+    capped = sum(1 for start in oracle.starts.values() if start.pool_left_fen == 0)
+    return (f"who pays: {sum(1 for s in standing if s.acct_pay)} bills from accounts, mutual aid paid "
+            f"{oracle.mutual_aid['paid']} refused {oracle.mutual_aid['refused']} (otherwise "
+            f"{oracle.mutual_aid['refused otherwise']}), deductible {deductible / 100:.2f} yuan, "
+            f"{oracle.people_at_cap()} persons at the pooling cap at the end ({capped} at the start)")
 
 
 def _latency_line(latencies_s: list[float], what: str) -> str:

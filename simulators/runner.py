@@ -9,8 +9,13 @@ bound; 1 sends strictly one intent at a time).
 
 Around the traffic: at the start, a 3201 baseline per institution for each Shanghai day the run
 may touch (the gateway's current day up to the day after the planned end, at least two days, so
-a run across midnight reconciles both); at the end, 3201 and 3202 per institution for every day
-that has a baseline or a settlement the oracle saw.
+a run across midnight reconciles both), and the monthly supervision report of their months; at
+the end, 3201 and 3202 per institution for every day that has a baseline or a settlement the
+oracle saw, and the monthly report against the oracle's own sums (simulators/supervision.py).
+When the region has who-pays data (SPEC 13), a 1101 of each person the intents name (patients and
+payers, at most WHO_PAYS_PERSONS_MAX, the sample first) before the traffic and after it: the
+balances and pooling years must have moved by exactly what stands.
+`run_with_history` first settles a year earlier under the gateway's test clock.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import json
 import math
 import pathlib
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 import trio
@@ -29,11 +35,12 @@ import trio
 from protocol import SHANGHAI
 from simulators.catalogue import load_line_rules
 from simulators.client import GatewayClient
-from simulators.oracle import Oracle, Totals
+from simulators.oracle import Oracle, Totals, WhoPaysTerms
 from simulators.oracle_v2 import V2Oracle
 from simulators.probe import probe_v2_checks
 from simulators.region import Person, Region
 from simulators.report import Stats, summary
+from simulators.supervision import AdminLink, MonthlyCheck, year_earlier_ms, yoy_lines
 from simulators.terminal import MsgidSource, SimClock, SimTerminal, Transport
 from simulators.trace_codes import CodeSalt
 
@@ -41,6 +48,12 @@ PROGRESS_EVERY_S = 5.0
 MS_PER_S = 1000
 # Traffic still in flight after the last arrival (slow answers, retries, end-of-day messages).
 END_MARGIN_S = 600.0
+# Persons whose balance and pooling year are read before and after a run (two 1101 each).
+WHO_PAYS_PERSONS_MAX = 5000
+# The start and end phases (3201 baselines, 1101 baselines, reconciliation) go through one terminal
+# per institution, this many at a time, each closing its connection when done: the gateway holds at
+# most 256 connections per address (it evicts the longest idle), fewer than a county's institutions.
+PHASE_INSTITUTIONS_AT_ONCE = 64
 
 
 @dataclasses.dataclass
@@ -50,6 +63,7 @@ class RunResult:
     stats: Stats
     oracle: Oracle
     table: str
+    monthly: MonthlyCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,7 +105,8 @@ class Runner:
         self.region, self.url, self.keys = region, url, keys
         self.client_factory = client_factory
         self.oracle = Oracle({code: region.allowance_fen(code) for code in region.institutions},
-                             {code: i.monthly_cap_fen for code, i in region.institutions.items()})
+                             {code: i.monthly_cap_fen for code, i in region.institutions.items()},
+                             who_pays=who_pays_terms(region))
         self.stats = Stats()
         self.msgids = MsgidSource()
         self.clock = SimClock()
@@ -175,9 +190,23 @@ class Runner:
                 else:
                     self.baselines[(code, day)] = Totals.of(answer[1])
 
-        async with trio.open_nursery() as nursery:
-            for code, terminal in terminals.items():
-                nursery.start_soon(one, code, terminal)
+        await self._per_institution(one)
+
+    async def persons_info(self, psn_nos: list[str], end: bool) -> None:
+        """1101 of each person through one terminal per institution, for the oracle's who-pays
+        baseline (`end` False) or its final check (True)."""
+        codes = list(self.one_per_institution())
+        if not psn_nos or not codes:
+            return
+        groups = {code: psn_nos[index::len(codes)] for index, code in enumerate(codes)}
+
+        async def one(code: str, terminal: SimTerminal) -> None:
+            for psn_no in groups[code]:
+                output = await terminal.person_info(self.region.population.person(psn_no))
+                if output is not None:
+                    (self.oracle.on_person_end if end else self.oracle.on_person_start)(psn_no, output)
+
+        await self._per_institution(one)
 
     async def reconcile(self) -> None:
         """3201 and 3202 per institution for each day it has a baseline or a seen settlement."""
@@ -196,6 +225,20 @@ class Runner:
                     self.oracle.violation(f"3202 {code} {day}: refused at the end")
                 else:
                     self.oracle.on_detail(code, day, pages, baseline)
+
+        await self._per_institution(one)
+
+    async def _per_institution(self, work: Callable[[str, SimTerminal], Awaitable[None]]) -> None:
+        """`work(code, terminal)` for one terminal of each institution, PHASE_INSTITUTIONS_AT_ONCE
+        at a time, each closing its connection when done."""
+        limiter = trio.CapacityLimiter(PHASE_INSTITUTIONS_AT_ONCE)
+
+        async def one(code: str, terminal: SimTerminal) -> None:
+            async with limiter:
+                try:
+                    await work(code, terminal)
+                finally:
+                    await terminal.client.aclose()
 
         async with trio.open_nursery() as nursery:
             for code, terminal in self.one_per_institution().items():
@@ -237,6 +280,33 @@ class Runner:
             await terminal.client.aclose()
 
 
+def who_pays_terms(region: Region) -> WhoPaysTerms:
+    """SPEC 13's data for the oracle, from the region's own files."""
+    links: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for link in region.family_links:
+        links.setdefault((link.owner, link.member), []).append((link.valid_from, link.valid_to))
+    no_pooling = frozenset(code for code, i in region.institutions.items()
+                           if i.kind == "pharmacy" and not i.outpatient_pooling)
+    return WhoPaysTerms(dict(region.policy.pooling), no_pooling, {k: tuple(v) for k, v in links.items()},
+                        region.opening_fen)
+
+
+def who_pays_persons(region: Region, intents: list[dict[str, Any]]) -> list[str]:
+    """The persons (patients and payers) whose 1101 is read before and after the run: none without
+    who-pays data; the region's sample first, then the others, at most WHO_PAYS_PERSONS_MAX."""
+    if region.opening_fen is None and not region.policy.pooling:
+        return []
+    named: dict[str, None] = {}
+    for intent in intents:
+        if intent["kind"] == "settle":
+            named[intent["psn_no"]] = None
+            if intent.get("payer"):
+                named[intent["payer"]] = None
+    sample = region.population.sample_by_psn_no
+    ordered = sorted(named, key=lambda psn_no: psn_no not in sample)
+    return ordered[:WHO_PAYS_PERSONS_MAX]
+
+
 def _single(error: BaseException) -> BaseException:
     """The one error inside nested single-member exception groups (trio wraps task errors)."""
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
@@ -246,11 +316,13 @@ def _single(error: BaseException) -> BaseException:
 
 async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,
                     progress: TextIO | None = sys.stderr, concurrency: int | None = None,
-                    span_s: float = 0.0, v2_checks: str | None = None) -> RunResult:
+                    span_s: float = 0.0, v2_checks: str | None = None, clock_offset_ms: int = 0) -> RunResult:
     """Send `intents` at their offsets (divided by `speed`) from concurrent terminals, then reconcile.
 
     `span_s`: the planned length of the traffic (for the days the 3201 baseline covers);
-    `v2_checks`: the oracle's SPEC 13 mode (oracle_v2.V2_MODES), None: as a probe shows (probe.py).
+    `v2_checks`: the oracle's SPEC 13 mode (oracle_v2.V2_MODES), None: as a probe shows (probe.py);
+    `clock_offset_ms`: the gateway's clock less this machine's, as far as known (its first
+    sign-in must be fresh; every sign-in then keeps the terminals in step).
 
     Raises:
         OSError: the gateway is unreachable.
@@ -258,23 +330,129 @@ async def run_async(region: Region, intents: Iterable[dict[str, Any]], url: str 
         ProbeError: the probe was refused.
     """
     target = url or region.gateway_url
-    keys_client = GatewayClient(target)
-    try:
-        keys = await keys_client.keys()
-    finally:
-        await keys_client.aclose()
-    runner = Runner(region, target, keys, concurrency)
+    runner = Runner(region, target, await _keys(target), concurrency)
+    runner.clock.offset_ms = clock_offset_ms
+    monthly = _monthly_check(region)
+    intents = list(intents)
+    people = who_pays_persons(region, intents)
     try:
         runner.set_v2_checks(v2_checks or await runner.probe_v2_checks())
         await runner.baseline(span_s)
+        if monthly is not None and not await _try(monthly.take_baseline({day[:6] for _, day in runner.baselines})):
+            await monthly.link.aclose()
+            monthly = None
+        await runner.persons_info(people, end=False)
         await runner.dispatch(intents, speed, progress)
         await runner.reconcile()
+        await runner.persons_info(people, end=True)
+        if monthly is not None:
+            await monthly.check(runner.oracle)
     except BaseExceptionGroup as group:
         raise _single(group) from None
     finally:
         await runner.aclose()
+        if monthly is not None:
+            await monthly.link.aclose()
+    return _result(region, runner.stats, runner.oracle, monthly)
+
+
+def _result(region: Region, stats: Stats, oracle: Oracle, monthly: MonthlyCheck | None,
+            extra: Iterable[str] = ()) -> RunResult:
     kinds = {code: i.kind for code, i in region.institutions.items()}
-    return RunResult(runner.stats, runner.oracle, summary(runner.stats, runner.oracle, kinds))
+    line = (f"monthly report: {monthly.checked} institution-months equal the oracle's sums" if monthly is not None
+            else "monthly report: not checked (no admin token in sim.toml, or no answer from the admin API)")
+    head, _, tail = summary(stats, oracle, kinds).rpartition("\noracle violations")
+    return RunResult(stats, oracle, "\n".join([head, line, *extra]) + "\noracle violations" + tail, monthly)
+
+
+def _monthly_check(region: Region) -> MonthlyCheck | None:
+    token = next(iter(region.admin_tokens.values()), None)
+    return MonthlyCheck(AdminLink(region.admin_url, token)) if region.admin_url and token else None
+
+
+async def _try(step: Any) -> bool:
+    """Await `step` (True/False); False when the admin API cannot be reached."""
+    try:
+        return bool(await step)
+    except (ConnectionError, OSError):
+        return False
+
+
+async def _keys(target: str) -> dict[str, Any]:
+    """The gateway's published response keys (GET /fsi/v1/keys)."""
+    keys_client = GatewayClient(target)
+    try:
+        return await keys_client.keys()
+    finally:
+        await keys_client.aclose()
+
+
+async def gateway_now_ms(region: Region, url: str | None = None) -> int:
+    """The gateway's clock, read from a sign-in's sign_time (it may be a test clock)."""
+    target = url or region.gateway_url
+    runner = Runner(region, target, await _keys(target))
+    try:
+        if not await runner.terminal(region.terminals[0].dev_no).sign_in():
+            raise ConnectionError("the gateway refused the sign-in that reads its clock")
+        return runner.clock.now_ms()
+    finally:
+        await runner.aclose()
+
+
+async def run_with_history_async(region: Region, history: Iterable[dict[str, Any]], intents: Iterable[dict[str, Any]],
+                                 url: str | None = None, progress: TextIO | None = sys.stderr,
+                                 concurrency: int | None = None, span_s: float = 0.0,
+                                 v2_checks: str | None = None) -> tuple[RunResult, RunResult]:
+    """`history` a year earlier (the gateway's test clock set back), then `intents` now; see supervision.py.
+
+    `v2_checks` as for run_async (each of the two runs probes the gateway when it is None).
+
+    Raises:
+        ValueError: the gateway does not serve a test clock, or sim.toml has no operator token.
+        OSError: the gateway is unreachable.
+    """
+    token = region.admin_tokens.get("operator") or region.admin_tokens.get("policy")
+    if not token:
+        raise ValueError("--history needs an operator or policy admin token in sim.toml")
+    clock = AdminLink(region.admin_url, token)
+    try:
+        now_ms, started_s = await gateway_now_ms(region, url), time.monotonic()
+        reader = MonthlyCheck(clock)
+        this_month = datetime.datetime.fromtimestamp(now_ms / 1000, tz=SHANGHAI).strftime("%Y%m")
+        if await reader.rows(this_month):
+            # Its ledgers have closed every month before this one: a year earlier, no cap would hold.
+            raise ValueError(f"--history needs a gateway that has not settled in {this_month} yet "
+                             "(a fresh data directory)")
+        offset_ms = await _set_clock(clock, year_earlier_ms(now_ms))
+        month_before = datetime.datetime.fromtimestamp(year_earlier_ms(now_ms) / 1000, tz=SHANGHAI).strftime("%Y%m")
+        before = {month_before: await reader.rows(month_before) or {}}
+        last_year = await run_async(region, history, url, 1.0, progress, concurrency, span_s, v2_checks, offset_ms)
+        offset_ms = await _set_clock(clock, now_ms + int((time.monotonic() - started_s) * MS_PER_S))
+        this_year = await run_async(region, intents, url, 1.0, progress, concurrency, span_s, v2_checks, offset_ms)
+        today = datetime.datetime.fromtimestamp(await gateway_now_ms(region, url) / 1000, tz=SHANGHAI)
+        _, alerts = await clock.get(f"/admin/v1/alerts?date={today.strftime('%Y%m%d')}")
+    finally:
+        await clock.aclose()
+    monthly = this_year.monthly
+    extra = yoy_lines(last_year.oracle, monthly.last if monthly else {}, before, this_year.oracle,
+                      (alerts or {}).get("alerts", []))
+    return last_year, _result(region, this_year.stats, this_year.oracle, monthly, extra)
+
+
+async def _set_clock(link: AdminLink, at_ms: int) -> int:
+    """Set the gateway's test clock to `at_ms`; returns its offset from this machine's clock."""
+    status, _ = await link.post("/admin/v1/test/clock", {"now_ms": at_ms})
+    if status != 200:
+        raise ValueError(f"--history needs a gateway serving with --test-clock "
+                         f"(POST /admin/v1/test/clock answered {status})")
+    return at_ms - int(time.time() * MS_PER_S)
+
+
+def run_with_history(region: Region, history: Iterable[dict[str, Any]], intents: Iterable[dict[str, Any]],
+                     url: str | None = None, progress: TextIO | None = sys.stderr, concurrency: int | None = None,
+                     span_s: float = 0.0, v2_checks: str | None = None) -> tuple[RunResult, RunResult]:
+    """run_with_history_async in its own trio event loop."""
+    return trio.run(run_with_history_async, region, history, intents, url, progress, concurrency, span_s, v2_checks)
 
 
 def run(region: Region, intents: Iterable[dict[str, Any]], url: str | None = None, speed: float = 1.0,

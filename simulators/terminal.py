@@ -18,7 +18,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocol import ProtocolError, TerminalSession, VoucherClaims, card_key, mint_voucher, msgid
-from simulators.oracle import Oracle, Totals
+from simulators.oracle import Oracle, Totals, shanghai_day
 from simulators.region import Institution, Person, Region, TerminalSpec
 from simulators.report import Stats
 
@@ -161,6 +161,11 @@ class SimTerminal:
         """Run one settle intent; return the committed setlinfo (with `msgid`) or None."""
         pharmacy = self.institution.kind == "pharmacy"
         items = intent["items"]
+        # Who pays (SPEC 13): the account and whose; a trace without the keys pays in cash.
+        paying = (bool(intent.get("acct", False)), intent.get("payer"))
+        who_pays = {"acct_used_flag": "1"} if paying[0] else {}
+        if paying[0] and paying[1] is not None:
+            who_pays["acct_payer_psn_no"] = paying[1]
         bill_fen = sum(item["det_item_fee_sumamt"] for item in items)
         mid_first = self.msgids.next(self.institution.code, self._now_ms())
         token = self._voucher(person, mid_first) if intent["credential"] == "voucher" else None
@@ -174,18 +179,21 @@ class SimTerminal:
         mid_pre = self.msgids.next(self.institution.code, self._now_ms())
         sent_tick = self.oracle.tick()
         answer, _ = await self.exchange(pre_infno, mid_pre, lambda: {
-            **credential(mid_pre, pre_infno, bill_fen), "medfee_sumamt": bill_fen, "items": items})
+            **credential(mid_pre, pre_infno, bill_fen), "medfee_sumamt": bill_fen, "items": items, **who_pays})
         received_tick = self.oracle.tick()
         self.oracle.v2.on_answer(pre_infno, f"{pre_infno} {where}", self.institution, items, answer, sent_tick,
                                  received_tick)
+        if answer is not None and paying[0]:
+            self.oracle.on_payer_answer(f"{pre_infno} {where}", person.psn_no, paying[1],
+                                        shanghai_day(self._now_ms()), answer)
         if answer is None or answer["infcode"] != 0:
             return None
         self.oracle.on_presettle(f"{pre_infno} {where}", self.institution.code, answer["output"]["setlinfo"],
-                                 bill_fen, sent_tick, received_tick)
+                                 bill_fen, sent_tick, received_tick, paying)
         mid = self.msgids.next(self.institution.code, self._now_ms())
 
         def build() -> dict[str, Any]:
-            return {**credential(mid, infno, bill_fen), "medfee_sumamt": bill_fen, "items": items}
+            return {**credential(mid, infno, bill_fen), "medfee_sumamt": bill_fen, "items": items, **who_pays}
 
         self.oracle.on_settle_sent(self.institution.code, mid)
         sent_tick = self.oracle.tick()
@@ -194,8 +202,11 @@ class SimTerminal:
         received_tick = self.oracle.tick()
         self.oracle.v2.on_answer(infno, f"{infno} {where}", self.institution, items, answer, sent_tick,
                                  received_tick, msgid=mid, seen=not intent.get("timeout", False))
+        if answer is not None and paying[0]:
+            self.oracle.on_payer_answer(f"{infno} {where}", person.psn_no, paying[1], shanghai_day(self._now_ms()),
+                                        answer)
         if intent.get("timeout", False):
-            await self._timed_out(where, infno, mid, build, answer, bill_fen, (sent_tick, received_tick))
+            await self._timed_out(where, infno, mid, build, answer, bill_fen, (sent_tick, received_tick), paying)
             return None
         if answer is not None and answer["infcode"] == -1:
             await self.reverse(mid, infno, where)
@@ -203,7 +214,7 @@ class SimTerminal:
             return None
         setlinfo = answer["output"]["setlinfo"]
         self.oracle.on_settle(f"{infno} {where}", self.institution.code, mid, setlinfo, bill_fen, raw,
-                              sent_tick, received_tick)
+                              sent_tick, received_tick, paying)
         for _ in range(intent.get("retries", 0)):
             again, again_raw = await self.exchange(infno, mid, build)
             if again is not None:
@@ -211,7 +222,8 @@ class SimTerminal:
         return {**setlinfo, "msgid": mid}
 
     async def _timed_out(self, where: str, infno: str, mid: str, build: Callable[[], dict[str, Any]],
-                         unseen: dict[str, Any] | None, bill_fen: int, ticks: tuple[int, int]) -> None:
+                         unseen: dict[str, Any] | None, bill_fen: int, ticks: tuple[int, int],
+                         paying: tuple[bool, str | None] = (False, None)) -> None:
         """The settlement's answer never reached this POS: the sale is not made. Reverse the msgid
         (2601), then resend it once, as a POS retrying its lost message would.
 
@@ -221,7 +233,7 @@ class SimTerminal:
         if unseen is not None and unseen["infcode"] == 0:
             applied = True
             self.oracle.on_unseen_settle(f"{infno} {where}", self.institution.code, mid,
-                                         unseen["output"]["setlinfo"], bill_fen, *ticks)
+                                         unseen["output"]["setlinfo"], bill_fen, *ticks, paying)
         elif unseen is not None and unseen["infcode"] != -1:
             applied = False
         if not await self.reverse(mid, infno, where, applied):
@@ -229,6 +241,15 @@ class SimTerminal:
         again, _ = await self.exchange(infno, mid, build)
         if again is not None:
             self.oracle.on_resend_after_reversal(f"{infno} resend {where}", mid, again)
+
+    async def person_info(self, person: Person) -> dict[str, Any] | None:
+        """1101 of `person` (with its card); the output, or None when refused."""
+        mid = self.msgids.next(self.institution.code, self._now_ms())
+        credential = self._credential(person, "card", None)
+        answer, _ = await self.exchange("1101", mid, lambda: credential(mid, "1101", 0))
+        if answer is None or answer["infcode"] != 0:
+            return None
+        return answer["output"]
 
     async def reverse(self, omsgid: str, oinfno: str, where: str, applied: bool | None = None) -> bool:
         """2601 of `omsgid`, whose answer this POS never saw; True when the gateway reversed it.

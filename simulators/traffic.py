@@ -2,10 +2,13 @@
 
 An intent is a plain dict (JSON-ready, so a trace is a list of them):
 - settle: `{"t_s", "seq", "kind": "settle", "dev_no", "psn_no", "credential": "card"|"voucher",
-  "items": [...], "retries": int, "timeout": bool}`; `retries` is how many extra copies of the
-  final settlement the terminal sends with the same msgid (a POS that timed out and resent);
-  `timeout` true marks a settlement whose answer never reaches the POS: the terminal reverses it
-  (2601) and resends the msgid once to see it refused (a trace without the key has no time-outs);
+  "items": [...], "retries": int, "timeout": bool, "acct": bool, "payer": psn_no|null}`; `retries` is
+  how many extra copies of the final settlement the terminal sends with the same msgid (a POS that
+  timed out and resent); `timeout` true marks a settlement whose answer never reaches the POS: the
+  terminal reverses it (2601) and resends the msgid once to see it refused (a trace without the key
+  has no time-outs); `acct` true pays the patient's part from an account (SPEC 13), `payer` another
+  person's (family mutual aid: a linked owner, or now and then someone without a link, whom the
+  gateway must refuse); a trace without the keys pays everything in cash;
 - cancel: `{"t_s", "seq", "kind": "cancel", "of_seq": int}`, the cancellation of an earlier
   settle intent (skipped by the terminal when that settlement was not committed).
 
@@ -23,6 +26,7 @@ to a person drawn uniformly from the whole population (region.Population, derive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 from collections.abc import Iterator
@@ -49,6 +53,16 @@ PRICE_MAX_FEN = 200_000
 COUNT_MAX = 3
 DRUG_CODES = tuple(f"XA{n:02d}" for n in range(1, 30)) + tuple(f"ZB{n:02d}" for n in range(1, 15))
 SAMPLE_SHARE = 0.30
+# Who pays (SPEC 13): most bills are paid from the personal account; a family member's now and then
+# (a linked owner), rarely someone without a link (refused). A few regulars with chronic conditions
+# bring large prescription bills that take them through the pooling deductible into its annual cap.
+ACCT_SHARE = 0.80
+MUTUAL_AID_SHARE = 0.06
+REFUSED_LINK_SHARE = 0.01
+CHRONIC_SHARE = 0.02
+CHRONIC_PATIENTS = 5
+CHRONIC_LINES = (3, 6)
+CHRONIC_PRICE_FEN = (30_000, 150_000)
 HOURS_PER_DAY = 24
 S_PER_HOUR = 3600
 S_PER_DAY = HOURS_PER_DAY * S_PER_HOUR
@@ -89,11 +103,11 @@ def _price_fen(rng: random.Random) -> int:
     return min(PRICE_MAX_FEN, max(1, price))
 
 
-def _line(rng: random.Random, serial: int, doctor: str, otc: bool) -> dict[str, Any]:
-    """One line with the given OTC flag: count, price, a drug code and class, and for a
-    prescription line (70 %) an rxno."""
+def _line(rng: random.Random, serial: int, doctor: str, otc: bool, price_permille: int = 1000) -> dict[str, Any]:
+    """One line with the given OTC flag: count, price (scaled by `price_permille`), a drug code and
+    class, and for a prescription line (70 %) an rxno."""
     classes, weights = zip(*CLASS_WEIGHTS.items(), strict=True)
-    count, price = rng.randint(1, COUNT_MAX), _price_fen(rng)
+    count, price = rng.randint(1, COUNT_MAX), max(1, _price_fen(rng) * price_permille // 1000)
     item: dict[str, Any] = {
         "feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES),
         "chrgitm_lv": rng.choices(classes, weights)[0], "otc": otc, "cnt": count, "pric": price,
@@ -105,20 +119,39 @@ def _line(rng: random.Random, serial: int, doctor: str, otc: bool) -> dict[str, 
 
 
 def bill_items(rng: random.Random, pharmacy: bool, doctors: tuple[str, ...], opter: str,
-               lines: LineDrawer | None = None, t_s: float = 0.0) -> list[dict[str, Any]]:
+               lines: LineDrawer | None = None, t_s: float = 0.0, price_permille: int = 1000) -> list[dict[str, Any]]:
     """Draw 1..8 bill lines; each `det_item_fee_sumamt == cnt * pric` (positive ints).
 
     With `lines` (the region has a catalogue) the lines are v2 lines drawn from it (bill_lines.py);
-    without, codes come from DRUG_CODES and class and OTC flag are drawn per line."""
+    without, codes come from DRUG_CODES and class and OTC flag are drawn per line. `price_permille`
+    scales the drawn unit prices (the draws are the same whatever it is; a price over a row's cap
+    stays over it)."""
+    base = _line if price_permille == 1000 else functools.partial(_line, price_permille=price_permille)
     items = []
     for serial in range(1, rng.randint(LINES_MIN, LINES_MAX) + 1):
         doctor = rng.choice(doctors) if doctors else opter
         if lines is None:
-            items.append(_line(rng, serial, doctor, pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY))
+            items.append(base(rng, serial, doctor, pharmacy and rng.random() < OTC_SHARE_AT_PHARMACY))
         else:
-            items.append(lines.line(rng, serial, pharmacy, doctor, _line))
+            items.append(lines.line(rng, serial, pharmacy, doctor, base))
     if lines is not None:
         lines.finish_bill(rng, items, pharmacy, t_s)
+    return items
+
+
+def _chronic_items(rng: random.Random, doctors: tuple[str, ...], lines: LineDrawer | None = None,
+                   pharmacy: bool = False) -> list[dict[str, Any]]:
+    """A large prescription bill (a chronic condition's month of medicine); with `lines` (the region
+    has a catalogue) its drugs are listed prescription drugs as the catalogue has them."""
+    items = []
+    for serial in range(1, rng.randint(*CHRONIC_LINES) + 1):
+        count, price = rng.randint(1, COUNT_MAX), rng.randint(*CHRONIC_PRICE_FEN)
+        item = {"feedetl_sn": str(serial), "med_list_codg": rng.choice(DRUG_CODES), "chrgitm_lv": "01",
+                "otc": False, "rxno": f"RX{rng.randrange(10**10):010d}", "cnt": count, "pric": price,
+                "det_item_fee_sumamt": count * price, "bilg_dr_codg": rng.choice(doctors)}
+        if lines is not None:
+            lines.prescription_line(rng, item, pharmacy)
+        items.append(item)
     return items
 
 
@@ -127,16 +160,18 @@ class TrafficModel:
 
     def __init__(self, region: Region, seed: int, rate_per_s: float, profile: DayProfile = FLAT,
                  start_s_of_day: float = 0.0, timeout_share: float = TIMEOUT_SHARE,
-                 line_shares: LineShares = LineShares()) -> None:
+                 line_shares: LineShares = LineShares(), price_permille: int = 1000) -> None:
         """`rate_per_s`: the mean arrival rate over a day; `profile` shapes it by the Shanghai hour
         of `start_s_of_day` (seconds after Shanghai midnight at offset 0) + the offset;
         `timeout_share`: the probability that a settlement times out (0..1); `line_shares`: how
-        often the v2 line cases are drawn when the region has a catalogue (bill_lines.py)."""
+        often the v2 line cases are drawn when the region has a catalogue (bill_lines.py);
+        `price_permille`: unit prices scaled by it (a cheaper year for `--history`)."""
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         if not 0.0 <= timeout_share <= 1.0:
             raise ValueError("timeout_share must be between 0 and 1")
         self.timeout_share = timeout_share
+        self.price_permille = price_permille
         self.region = region
         self.rate_per_s = rate_per_s
         self.profile = profile
@@ -176,13 +211,44 @@ class TrafficModel:
         institution = self.region.institutions[terminal.institution]
         person = self._person(rng)
         credential = "voucher" if self.region.issuers and rng.random() < VOUCHER_SHARE else "card"
-        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter, self._lines, t_s)
+        items = bill_items(rng, institution.kind == "pharmacy", institution.doctors, terminal.opter, self._lines, t_s,
+                           self.price_permille)
         retries = 1 if rng.random() < RETRY_SHARE else 0
         # Drawn whatever the share, so that changing the share changes nothing else in the stream.
         timeout = rng.random() < self.timeout_share
+        psn_no, payer, acct, items = self._who_pays(rng, person.psn_no, items, institution.doctors or (terminal.opter,),
+                                                    institution.kind == "pharmacy")
         return {"t_s": t_s, "seq": self._seq, "kind": "settle", "dev_no": terminal.dev_no,
-                "psn_no": person.psn_no, "credential": credential, "items": items,
-                "retries": 0 if timeout else retries, "timeout": timeout}
+                "psn_no": psn_no, "credential": credential, "items": items,
+                "retries": 0 if timeout else retries, "timeout": timeout, "acct": acct, "payer": payer}
+
+    def _who_pays(self, rng: random.Random, psn_no: str, items: list[dict[str, Any]],
+                  doctors: tuple[str, ...], pharmacy: bool) -> tuple[str, str | None, bool, list[dict[str, Any]]]:
+        """(patient, payer, account used, items): mutual aid or a refused link replaces the patient
+        by a linked member; a chronic patient's bill by large prescription lines."""
+        acct, draw = rng.random() < ACCT_SHARE, rng.random()
+        links, linked, locals_ = self._who_pays_people
+        if draw < MUTUAL_AID_SHARE and links:
+            owner, member = rng.choice(links)
+            return member, owner, True, items
+        if draw < MUTUAL_AID_SHARE + REFUSED_LINK_SHARE and len(locals_) > 1:
+            member, stranger = rng.sample(locals_, 2)
+            if (stranger, member) not in linked:
+                return member, stranger, True, items
+        if draw > 1 - CHRONIC_SHARE and locals_:
+            return rng.choice(locals_[:CHRONIC_PATIENTS]), None, acct, _chronic_items(rng, doctors, self._lines, pharmacy)
+        return psn_no, None, acct, items
+
+    @functools.cached_property
+    def _who_pays_people(self) -> tuple[list[tuple[str, str]], set[tuple[str, str]], list[str]]:
+        """(owner, member) of the family links valid through the region's sample years, every linked
+        pair, and the sample persons of the region's own place (whose cards work here; a blocked
+        one is refused before any who-pays rule, which the oracle allows)."""
+        links = [(link.owner, link.member) for link in self.region.family_links
+                 if link.valid_from <= "2024-01-01" and "2034-12-31" <= link.valid_to]
+        linked = {(link.owner, link.member) for link in self.region.family_links}
+        home = self.region.population.home_admdvs
+        return links, linked, [p.psn_no for p in self.region.population.sample if p.insuplc_admdvs == home]
 
     def _person(self, rng: random.Random) -> Person:
         population = self.region.population

@@ -11,7 +11,6 @@ unless it survives a crash. See docs/admin.md for every route.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import urllib.parse
@@ -22,8 +21,9 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.admin import keyfiles, views
-from gateway.admin.bodies import ApiError, json_object, query_int, query_params, reason_of
+from gateway.admin.bodies import ApiError, json_body, json_object, query_int, query_params, reason_of
 from gateway.core.governance import REFUSED_CONFLICT, REFUSED_SEPARATION, REFUSED_UNKNOWN, AdminRefusal, FieldError
+from gateway.core import supervision_report
 from gateway.core.records import Record
 from gateway.core.registry import ID, Admin
 from protocol import public_raw
@@ -51,12 +51,10 @@ PROTECTIVE_ROUTES = {
     ("cards", "unblock"): ("card.unblock", "card_no"),
     ("persons", "block"): ("person.block", "psn_no"),
     ("persons", "unblock"): ("person.unblock", "psn_no"),
+    ("institutions", "hold"): ("institution.hold", "institution"),
+    ("institutions", "release"): ("institution.release", "institution"),
 }
 _EXISTING = {"institutions": "institutions", "operators": "operators", "terminals": "terminals"}
-
-
-def _json_body(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 # The admin shell's HTTP status for each reason the core refuses an admin request.
@@ -85,6 +83,10 @@ class AdminApi:
              "viewer", self._show),
             ("POST", re.compile(rf"/admin/v1/(institutions|operators|terminals|cards|persons)/{_SEG}/([a-z]+)"),
              "operator", self._protective),
+            # Supervision (SPEC 14): any admin role reads.
+            ("GET", re.compile(r"/admin/v1/reports/monthly"), "viewer", self._monthly),
+            ("GET", re.compile(r"/admin/v1/alerts"), "viewer", self._alerts),
+            ("GET", re.compile(r"/admin/v1/clearing"), "viewer", self._clearing),
         ]
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str],
@@ -96,8 +98,8 @@ class AdminApi:
         except ApiError as exc:
             if exc.status in (401, 403):
                 log_event("admin_refused", status=exc.status, method=method, path=path[:200])
-            return exc.status, [_JSON, *exc.headers], _json_body(exc.payload())
-        return status, [_JSON], _json_body(payload)
+            return exc.status, [_JSON, *exc.headers], json_body(exc.payload())
+        return status, [_JSON], json_body(payload)
 
     async def _dispatch(self, method: str, path: str, query: str, headers: Mapping[str, str],
                         body: bytes) -> tuple[int, Any]:
@@ -197,6 +199,24 @@ class AdminApi:
         if entity == "operators":
             return 200, views.operator_view(core, key)
         return 200, {"card_no": key, "blocked": key in core.state.overlay.blocked_cards}
+
+    # -- supervision (SPEC 14) ---------------------------------------------------------------
+
+    def _report(self, query: str, names: tuple[str, ...], build: Callable[..., dict[str, Any]]) -> tuple[int, Any]:
+        params = query_params(query, names)
+        try:
+            return 200, build(self.runtime.core.state, *(params.get(name) for name in names))
+        except FieldError as exc:
+            raise ApiError(400, str(exc), exc.field) from None
+
+    async def _monthly(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
+        return self._report(query, ("month", "by"), supervision_report.monthly_body)
+
+    async def _alerts(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
+        return self._report(query, ("date",), supervision_report.alerts_body)
+
+    async def _clearing(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
+        return self._report(query, ("month",), supervision_report.clearing_body)
 
     # -- maker-checker ---------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import urllib.parse
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["ApiError", "json_object", "query_int", "query_params", "reason_of"]
+__all__ = ["ApiError", "json_body", "json_object", "query_int", "query_params", "reason_of"]
 
 REASON_CHARS_MAX = 500
 
@@ -30,6 +30,11 @@ class ApiError(Exception):
         if self.field is not None:
             payload["field"] = self.field
         return payload
+
+
+def json_body(payload: Any) -> bytes:
+    """The JSON bytes of an answer body (compact, UTF-8): every admin answer and `report --format json`."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _reject_constant(name: str) -> Any:

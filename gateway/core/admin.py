@@ -38,7 +38,7 @@ class AdminMixin:
         "reason", "change_id") inside it are accepted too. Raises FieldError naming the field;
         nothing is applied then.
         """
-        self.state.check_change(change)
+        self.state.check_change(change, now_ms)
         pure, audit = _split(change)
         return AdminRecord(now_ms=now_ms, change=pure, actor=audit.get("actor", actor), role=role,
                            reason=audit.get("reason", reason), change_id=audit.get("change_id"))
@@ -50,7 +50,7 @@ class AdminMixin:
         Raises FieldError naming the field for a change that would not apply now, or for a
         protective kind (those are immediate actions, not proposals).
         """
-        self.state.check_change(change)
+        self.state.check_change(change, now_ms)
         pure, audit = _split(change)
         if audit:
             raise FieldError(sorted(audit)[0], "not allowed in a proposal")
@@ -68,7 +68,7 @@ class AdminMixin:
         """
         proposal = self.state.governance.pending(change_id, actor, now_ms, approving=True)
         try:
-            self.state.check_change(proposal.change)
+            self.state.check_change(proposal.change, now_ms)
         except FieldError as exc:
             raise AdminRefusal(REFUSED_CONFLICT, f"change {change_id} no longer applies: {exc}", exc.field) from None
         return ChangeApproveRecord(now_ms=now_ms, id=change_id, actor=actor, role=role)

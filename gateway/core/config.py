@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from protocol import ErrCode
@@ -46,6 +47,7 @@ class TxFacts(NamedTuple):
     medfee_fen: int = 0
     fund_fen: int = 0
     cash_fen: int = 0
+    # Account payment and the own-pay parts (SPEC 13 amount parts).
     acct_fen: int = 0
     fulamt_fen: int = 0
     preselfpay_fen: int = 0
@@ -84,13 +86,16 @@ class Decision(NamedTuple):
 class Rejection(Exception):
     """A refusal raised by a rule deep inside `decide`; `decide` returns it as a Decision's code.
 
-    It never leaves the core: callers of `decide` see result codes, not exceptions.
+    It never leaves the core: callers of `decide` see result codes, not exceptions. `evidence`: what
+    the rule knows that a supervision alert raised by this refusal should show (plain values; see
+    gateway/core/supervision.py `refusal_alert`), never part of the answer.
     """
 
-    def __init__(self, code: ErrCode, msg: str) -> None:
+    def __init__(self, code: ErrCode, msg: str, evidence: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{code.wire}: {msg}")
         self.code = code
         self.msg = msg
+        self.evidence = evidence
 
 
 def outcome_of(code: ErrCode | None) -> str:

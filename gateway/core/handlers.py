@@ -17,13 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.core.clock import business_day, business_month, date_day, day_date, parse_stmt_date
 from gateway.core.config import CoreConfig, Rejection
+from gateway.core.idempotency import IDEMPOTENCY_RETENTION_MS
 from gateway.core.patient import Patient, check_credential, check_person
 from gateway.core.registry import Institution
 from gateway.core.records import CancelRecord, Idem, Record, ReverseRecord, SettleRecord, Voucher
 from gateway.core.sessions import Session, SessionTable
-from gateway.core.settlement import Bill, LineRules, Usage, compute_bill
+from gateway.core.settlement import Bill, LineRules, Usage, YearTerms, compute_bill
 from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement
 from gateway.core.state import State
+from gateway.core.supervision import doctor_sums
+from gateway.core.whopays import BOUND_ACCOUNT_BALANCE, AccountPart, account_part, check_payer
 from protocol import ErrCode, RequestEnvelope, session_key, x25519_public_raw
 
 PRE_SETTLE_INFNOS = frozenset({"2101", "2206"})
@@ -143,8 +146,21 @@ def person_info(view: View, req: Request) -> Answer:
                    "insuplc_admdvs": patient.insuplc_admdvs,
                    "cross_province": patient.cross_province(req.institution),
                    "otc_allowance_day": allowance_fen, "otc_used_day": used_fen,
-                   "otc_remaining_day": max(0, allowance_fen - used_fen)},
+                   "otc_remaining_day": max(0, allowance_fen - used_fen), **_who_pays_info(view, req, patient)},
                   facts={"cert_type": patient.cert_type})
+
+
+def _who_pays_info(view: View, req: Request, patient: Patient) -> dict[str, Any]:
+    """1101's SPEC 13 keys: what is left of the year's deductible and pooling cap, and the balance."""
+    state = view.state
+    pooling = state.overlay.policy.pooling.get(patient.insutype)
+    dedc_left = year_left = None
+    if pooling is not None:
+        used = state.years.used(patient.psn_no, patient.insutype, business_month(req.now_ms) // 100)
+        dedc_left = max(0, pooling.deductible_fen - used.dedc_used_fen)
+        year_left = max(0, pooling.annual_cap_fen - used.pool_paid_fen)
+    balance = state.accounts.balance(patient.psn_no) if state.accounts.enabled else None
+    return {"pool_deductible_remaining": dedc_left, "pool_year_remaining": year_left, "acct_balance": balance}
 
 
 def _check_lines_complete(view: View, req: Request) -> None:
@@ -180,7 +196,8 @@ def _check_trace_codes(view: View, req: Request, codes: list[str]) -> None:
         return
     line = next(item for item in req.typed.items if item.trdn_flag == "0" and reused in item.drug_trac_codg)
     raise Rejection(ErrCode.TRACE_CODE_REUSED, f"line {line.feedetl_sn}: traceability code {reused} "
-                                               "was already sold")
+                                               "was already sold",
+                    evidence={"feedetl_sn": line.feedetl_sn, "drug_trac_codg": reused})
 
 
 def _compute(view: View, req: Request, patient: Patient, day: int, month: int) -> tuple[Bill, Usage]:
@@ -197,18 +214,21 @@ def _compute(view: View, req: Request, patient: Patient, day: int, month: int) -
                       trace_required=trace_from is not None and date_day(trace_from) <= day,
                       selfpay_prop_permille=policy.selfpay_prop_permille,
                       doctor_suspended=state.overlay.operator_suspended)
+    year = YearTerms(policy.pooling.get(patient.insutype), institution.outpatient_pooling,
+                     state.years.used(patient.psn_no, patient.insutype, month // 100))
     bill = compute_bill(req.typed.items, _catalogue_rows(view, req, day), req.typed.medfee_sumamt,
-                        patient.insutype, policy, rules, usage)
+                        patient.insutype, policy, rules, usage, year)
     return bill, usage
 
 
 # The answer maps below are built in canonical key order (UTF-8 byte order), so that sealing packs
 # them as they are; the encoding is canonical whatever the order, this only saves the re-sorting.
-def _setlinfo(req: Request, patient: Patient, bill: Bill, setl_ids: tuple[str, str] | None) -> dict[str, Any]:
-    # The "who pays" keys of SPEC 13 with no pooling policy and no account payment: nil and 0.
+def _setlinfo(req: Request, patient: Patient, bill: Bill, part: AccountPart,
+              setl_ids: tuple[str, str] | None) -> dict[str, Any]:
     setlinfo = {
-        "acct_mulaid_pay": 0, "acct_pay": 0, "acct_payer_psn_no": None, "act_pay_dedc": 0, "balc": None,
-        "bound_by": list(bill.bound_by), "crt_payb_lmt_amt": bill.crt_payb_lmt_amt,
+        "acct_mulaid_pay": part.acct_mulaid_pay, "acct_pay": part.acct_pay, "acct_payer_psn_no": part.payer,
+        "act_pay_dedc": bill.act_pay_dedc, "balc": part.balc,
+        "bound_by": _bound_by(bill, part), "crt_payb_lmt_amt": bill.crt_payb_lmt_amt,
         "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "fund_pay_sumamt": bill.fund_pay_sumamt,
         "inscp_scp_amt": bill.inscp_scp_amt, "institution_month_remaining": bill.institution_month_remaining,
         "insuplc_admdvs": patient.insuplc_admdvs, "insutype": patient.insutype}
@@ -217,13 +237,17 @@ def _setlinfo(req: Request, patient: Patient, bill: Bill, setl_ids: tuple[str, s
     setlinfo.update({
         "medfee_sumamt": bill.medfee_sumamt, "medins_setl_id": req.env.msgid, "otc_pay": bill.otc_pay,
         "overlmt_selfpay": bill.overlmt_amt, "person_day_remaining": bill.person_day_remaining,
-        "person_year_pool_remaining": None, "preselfpay_amt": bill.preselfpay_amt,
-        "psn_cash_pay": bill.psn_cash_pay, "psn_no": patient.psn_no,
-        "psn_part_amt": bill.medfee_sumamt - bill.fund_pay_sumamt, "rx_pay": bill.rx_pay})
+        "person_year_pool_remaining": bill.person_year_pool_remaining, "preselfpay_amt": bill.preselfpay_amt,
+        "psn_cash_pay": part.psn_cash_pay, "psn_no": patient.psn_no,
+        "psn_part_amt": part.psn_part_amt, "rx_pay": bill.rx_pay})
     if setl_ids is not None:
         setlinfo["setl_id"] = setl_ids[0]
     setlinfo["setl_time"] = req.now_ms
     return setlinfo
+
+
+def _bound_by(bill: Bill, part: AccountPart) -> list[str]:
+    return [*bill.bound_by, BOUND_ACCOUNT_BALANCE] if part.bound else list(bill.bound_by)
 
 
 def settle(view: View, req: Request) -> Answer:
@@ -235,12 +259,15 @@ def settle(view: View, req: Request) -> Answer:
         _require_room(view, settlement=True, trace_codes=len(held))
     _check_lines_complete(view, req)
     patient = _patient(view, req, req.typed.medfee_sumamt)
-    _check_trace_codes(view, req, held)
     day, month = business_day(req.now_ms), business_month(req.now_ms)
+    payer = check_payer(state.overlay, req.typed.acct_used_flag, req.typed.acct_payer_psn_no, patient.psn_no,
+                        day_date(day))
+    _check_trace_codes(view, req, held)
     bill, usage = _compute(view, req, patient, day, month)
+    part = account_part(bill, payer, patient.psn_no, 0 if payer is None else state.accounts.balance(payer))
     setl_n = state.setl_counter + 1
     setl_id = view.setl_id(setl_n) if applying else ""
-    setlinfo = _setlinfo(req, patient, bill, (setl_id, view.mdtrt_id(setl_n)) if applying else None)
+    setlinfo = _setlinfo(req, patient, bill, part, (setl_id, view.mdtrt_id(setl_n)) if applying else None)
     output = {"detlcutinfo": [
         {"chrgitm_lv": c.chrgitm_lv, "cut_reason": c.cut_reason, "drug_trac_codg": list(item.drug_trac_codg),
          "feedetl_sn": c.feedetl_sn, "fulamt_ownpay_amt": c.fulamt_ownpay_amt, "inscp_scp_amt": c.inscp_scp_amt,
@@ -248,7 +275,8 @@ def settle(view: View, req: Request) -> Answer:
         for c, item in zip(bill.lines, req.typed.items)],
         "setlinfo": setlinfo}
     facts = {"cert_type": patient.cert_type, "medfee_fen": bill.medfee_sumamt, "fund_fen": bill.fund_pay_sumamt,
-             "cash_fen": bill.psn_cash_pay, "bound_by": bill.bound_by, "fulamt_fen": bill.fulamt_ownpay_amt,
+             "cash_fen": part.psn_cash_pay, "acct_fen": part.acct_pay, "bound_by": tuple(setlinfo["bound_by"]),
+             "fulamt_fen": bill.fulamt_ownpay_amt,
              "preselfpay_fen": bill.preselfpay_amt, "overlmt_fen": bill.overlmt_amt,
              "cut_reasons": tuple(c.cut_reason for c in bill.lines if c.cut_reason)}
     if not applying:
@@ -257,13 +285,20 @@ def settle(view: View, req: Request) -> Answer:
     setl = {"setl_id": setl_id, "msgid": env.msgid, "infno": env.infno, "institution": req.institution.code,
             "psn_no": patient.psn_no, "insutype": patient.insutype, "insuplc_admdvs": patient.insuplc_admdvs,
             "setl_time": req.now_ms, "day": day, "month": month, "medfee_sumamt": bill.medfee_sumamt,
-            "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": bill.psn_cash_pay, "otc_pay": bill.otc_pay,
+            "fund_pay_sumamt": bill.fund_pay_sumamt, "psn_cash_pay": part.psn_cash_pay, "otc_pay": bill.otc_pay,
             "rx_pay": bill.rx_pay, "status": STATUS_SETTLED, "cancel_msgid": None,
-            "overlmt_amt": bill.overlmt_amt, "acct_pay": 0, "trace_codes": held}
+            "overlmt_amt": bill.overlmt_amt, "acct_pay": part.acct_pay, "trace_codes": held,
+            "act_pay_dedc": bill.act_pay_dedc, "acct_payer_psn_no": part.payer,
+            # Supervision (SPEC 14): who settled, how, and per doctor.
+            "opter": env.opter, "cert_type": patient.cert_type, "bound_by": setlinfo["bound_by"],
+            "fulamt_ownpay_amt": bill.fulamt_ownpay_amt, "preselfpay_amt": bill.preselfpay_amt,
+            "doctors": doctor_sums(req.typed.items, bill.lines)}
     voucher = None if patient.voucher_key is None else Voucher(patient.voucher_key, patient.voucher_exp_ms)
+    pooling = state.overlay.policy.pooling.get(patient.insutype)
     record = SettleRecord(now_ms=req.now_ms, setl=setl, setl_n=setl_n, person_limit_fen=usage.otc_allowance_fen,
                           cap_fen=usage.monthly_cap_fen, voucher=voucher,
-                          idem=Idem(env.msgid, req.fingerprint, env.infno, setl_id))
+                          idem=Idem(env.msgid, req.fingerprint, env.infno, setl_id),
+                          pooling_fen=None if pooling is None else [pooling.deductible_fen, pooling.annual_cap_fen])
     return Answer(output, bill.warnings, record, facts)
 
 
@@ -292,7 +327,7 @@ def cancel(view: View, req: Request) -> Answer:
     output = {"setl_id": found.setl_id, "cancel_time": req.now_ms, "medfee_sumamt": -found.medfee_sumamt,
               "fund_pay_sumamt": -found.fund_pay_sumamt, "psn_cash_pay": -found.psn_cash_pay,
               "otc_pay": -found.otc_pay, "rx_pay": -found.rx_pay, "acct_pay": -found.acct_pay,
-              "act_pay_dedc": 0}
+              "act_pay_dedc": -found.act_pay_dedc}
     record = CancelRecord(now_ms=req.now_ms, setl_id=found.setl_id,
                           idem=Idem(req.env.msgid, req.fingerprint, req.env.infno, found.setl_id))
     return Answer(output, (), record)
@@ -307,6 +342,10 @@ def reverse(view: View, req: Request) -> Answer:
     output: dict[str, Any] = {"reversed": True}
     action, setl_id = "none", ""
     original = state.idempotency.get(omsgid)
+    if original is not None and original.created_ms < req.now_ms - IDEMPOTENCY_RETENTION_MS:
+        # Past its retention, and this record's commit expires it first: after a long quiet spell
+        # nothing has expired it yet, but the settlement it names may be gone too. Unknown, then.
+        original = None
     if omsgid in state.tombstones:
         output["already_reversed"] = True
     elif original is None:
@@ -347,9 +386,12 @@ def totals(view: View, req: Request) -> Answer:
     standing = [s for s in rows if s is not None and s.status == STATUS_SETTLED]
     gateway = {"setl_cnt": len(standing), "medfee_sumamt": sum(s.medfee_sumamt for s in standing),
                "fund_pay_sumamt": sum(s.fund_pay_sumamt for s in standing),
-               "psn_cash_pay": sum(s.psn_cash_pay for s in standing)}
-    theirs = {key: getattr(req.typed, key) for key in gateway}
-    return Answer({"stmt_rslt": "0" if theirs == gateway else "1", "gateway": gateway})
+               "psn_cash_pay": sum(s.psn_cash_pay for s in standing),
+               "acct_pay": sum(s.acct_pay for s in standing)}
+    # acct_pay (SPEC 13) is compared only when the institution sent its own.
+    compared = [key for key in gateway if key != "acct_pay" or req.typed.acct_pay is not None]
+    balanced = all(getattr(req.typed, key) == gateway[key] for key in compared)
+    return Answer({"stmt_rslt": "0" if balanced else "1", "gateway": gateway})
 
 
 # A 3202 row encodes to at most ~250 bytes (psn_no of up to 64 chars); 200 rows keep the signed
@@ -365,7 +407,7 @@ def detail(view: View, req: Request) -> Answer:
                                              req.typed.after, limit)
     rows = [{"setl_id": s.setl_id, "msgid": s.msgid, "psn_no": s.psn_no, "setl_time": s.setl_time,
              "medfee_sumamt": s.medfee_sumamt, "fund_pay_sumamt": s.fund_pay_sumamt,
-             "psn_cash_pay": s.psn_cash_pay, "status": s.status} for s in page]
+             "psn_cash_pay": s.psn_cash_pay, "acct_pay": s.acct_pay, "status": s.status} for s in page]
     return Answer({"rows": rows, "next": rows[-1]["setl_id"] if more and rows else None})
 
 

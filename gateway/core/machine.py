@@ -19,9 +19,10 @@ opter / fixmedins_code equal to the session's (SESSION_MISMATCH), revocation (TE
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway.core.accounts import OpeningBalances
 from gateway.core.admin import AdminMixin
 from gateway.core.catalogue import Catalogue
 from gateway.core.config import CoreConfig, Decision, Rejection, TxFacts, outcome_of
@@ -31,6 +32,7 @@ from gateway.core.records import Record
 from gateway.core.registry import Institution, Registry, Secrets
 from gateway.core.sessions import Session, SessionTable
 from gateway.core.state import State
+from gateway.core.supervision import refusal_alert
 from protocol import (
     AUTH_MAC, AUTH_SIG, REQ_DOMAIN, ErrCode, Frame, ProtocolError, RequestEnvelope,
     check_fresh, decode_frame, decode_request_envelope, fingerprint, parse_request_input,
@@ -47,7 +49,7 @@ SUSPENDABLE_INFNOS = frozenset({"2101", "2102", "2206", "2207"})
 class _Trace:
     """What is known about a request so far, for the error answer and the metrics facts."""
 
-    __slots__ = ("now_ms", "msgid", "infno", "institution", "read_op")
+    __slots__ = ("now_ms", "msgid", "infno", "institution", "read_op", "env")
 
     def __init__(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -55,17 +57,20 @@ class _Trace:
         self.infno = ""
         self.institution: Institution | None = None
         self.read_op = 0                 # 0 until the pipeline first reads state
+        self.env: RequestEnvelope | None = None
 
 
 class Core(AdminMixin):
     """The deterministic business core (see module docstring and docs/design.md)."""
 
     def __init__(self, config: CoreConfig, registry: Registry, secrets: Secrets, active_public_raw: bytes,
-                 random_bytes: Callable[[int], bytes], catalogue: Catalogue | None = None) -> None:
+                 random_bytes: Callable[[int], bytes], catalogue: Catalogue | None = None,
+                 accounts: OpeningBalances | None = None) -> None:
         """`active_public_raw`: the public key the shell signs with; `random_bytes`: injected entropy;
-        `catalogue`: this core's own copy of the loaded catalogue (None: off; see Catalogue.copy)."""
+        `catalogue`: this core's own copy of the loaded catalogue (None: off; see Catalogue.copy);
+        `accounts`: the loaded accounts file (None: off; shared as it is, it never changes)."""
         self.config = config
-        self.state = State(config, registry, PublishedKeys(active_public_raw), catalogue)
+        self.state = State(config, registry, PublishedKeys(active_public_raw), catalogue, accounts)
         self.sessions = SessionTable(config.sessions_max)
         self.view = View(self.state, config, self.sessions, dict(secrets.card_master_keys), random_bytes)
 
@@ -101,8 +106,10 @@ class Core(AdminMixin):
         trace = _Trace(now_ms)
         try:
             return self._pipeline(body, trace)
-        except (ProtocolError, Rejection) as exc:
+        except ProtocolError as exc:
             return self._refusal(exc.code, exc.msg, trace)
+        except Rejection as exc:
+            return self._refusal(exc.code, exc.msg, trace, exc.evidence)
 
     def commit(self, record: Record) -> None:
         """Apply one record: the only change of durable state, live and in replay alike."""
@@ -143,7 +150,7 @@ class Core(AdminMixin):
     def _pipeline(self, body: bytes, trace: _Trace) -> Decision:
         frame = decode_frame(body)
         env = decode_request_envelope(frame.body)
-        trace.msgid, trace.infno = env.msgid, env.infno
+        trace.msgid, trace.infno, trace.env = env.msgid, env.infno, env
         trace.read_op = self.state.last_op
         institution = self.state.overlay.institutions.get(env.fixmedins_code)
         if institution is None:
@@ -237,6 +244,8 @@ class Core(AdminMixin):
         return Decision(None, "", trace.msgid, answer.output, answer.warnings, answer.record, facts, trace.read_op,
                         None, answer.session_opened, answer.session_ended)
 
-    def _refusal(self, code: ErrCode, msg: str, trace: _Trace) -> Decision:
+    def _refusal(self, code: ErrCode, msg: str, trace: _Trace, evidence: Mapping[str, Any] | None = None) -> Decision:
         facts = TxFacts(infno=trace.infno, outcome=outcome_of(code), err_code=code.wire, **self._place_facts(trace))
-        return Decision(code, msg, trace.msgid, None, (), None, facts, trace.read_op)
+        # A refusal that raises a supervision alert journals it (the only record a refusal carries).
+        alert = refusal_alert(self.state.supervision, code.wire, trace.now_ms, trace.env, trace.institution, evidence)
+        return Decision(code, msg, trace.msgid, None, (), alert, facts, trace.read_op)

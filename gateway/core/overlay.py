@@ -17,7 +17,8 @@ from typing import Any
 
 from gateway.core.governance import FieldError
 from gateway.core.registry import (
-    CAP_FEN_MAX, GRADES, ID, INSTITUTION_CODE, INSUTYPE, Filing, Operator, Policy, Registry, Terminal,
+    CAP_FEN_MAX, GRADES, ID, INSTITUTION_CODE, INSUTYPE, RELATIONS, FamilyLink, Filing, Operator, Policy, Pooling,
+    Registry, Terminal,
 )
 
 # Keys any change may carry for the audit trail; the core keeps them in the record unchanged.
@@ -28,6 +29,7 @@ _FIELDS = {
     "terminal.revoke": ("dev_no",),
     "card.block": ("card_no",), "card.unblock": ("card_no",),
     "person.block": ("psn_no",), "person.unblock": ("psn_no",),
+    "institution.hold": ("institution",), "institution.release": ("institution",),
     "institution.grade": ("institution", "grade"),
     "institution.monthly_cap": ("institution", "monthly_cap_fen"),
     "policy.otc_allowance": ("grade", "otc_allowance_fen"),
@@ -35,13 +37,21 @@ _FIELDS = {
     "terminal.enrol": ("dev_no", "institution", "public_key"),
     "operator.enrol": ("code", "institution"),
     "filing.add": ("psn_no", "admdvs", "valid_from", "valid_to"),
+    # SPEC 13 "Who pays v2": outpatient pooling and family mutual aid.
+    "policy.pooling": ("insutype", "deductible_fen", "annual_cap_fen"),
+    "institution.outpatient_pooling": ("institution", "enabled"),
+    "family.link": ("owner", "member", "relation", "valid_from", "valid_to"),
+    "family.unlink": ("owner", "member"),
 }
+# The day a family.unlink was applied, kept in the overlay's own record of it, so that a replay
+# (which has no clock) ends the link on the same day.
+_UNLINK_DAY_KEY = "applied_on"
 CHANGE_KINDS = tuple(_FIELDS)
-# Immediate, protective actions (role operator); the other kinds are policy changes that go
-# through maker-checker proposals (role policy, two different admins).
-PROTECTIVE_KINDS = CHANGE_KINDS[:9]
-POLICY_KINDS = CHANGE_KINDS[9:]
-assert all(k.endswith(("suspend", "resume", "revoke", "block")) for k in PROTECTIVE_KINDS)
+# Immediate, protective actions (role operator), named by their verb; the other kinds are policy
+# changes that go through maker-checker proposals (role policy, two different admins).
+PROTECTIVE_VERBS = ("suspend", "resume", "revoke", "block", "hold", "release")
+PROTECTIVE_KINDS = tuple(k for k in CHANGE_KINDS if k.endswith(PROTECTIVE_VERBS))
+POLICY_KINDS = tuple(k for k in CHANGE_KINDS if k not in PROTECTIVE_KINDS)
 
 
 def _text(change: dict[str, Any], field: str, pattern: str) -> str:
@@ -92,19 +102,30 @@ class Overlay:
             self.filings.setdefault(filing.psn_no, []).append(filing)
         self.blocked_cards = set(registry.blocked_cards)
         self.blocked_persons = set(registry.blocked_persons)
+        # Family mutual aid: links by (owner, member), and the pairs each person is part of.
+        self.family_links: dict[tuple[str, str], tuple[FamilyLink, ...]] = {}
+        self.family_pairs: dict[str, set[tuple[str, str]]] = {}
+        for link in registry.family_links:
+            self._add_link(link)
         self.changes: list[dict[str, Any]] = []
 
-    def apply(self, change: dict[str, Any]) -> None:
-        """Validate and apply one admin change (see CHANGE_KINDS); raises FieldError naming the field."""
-        action = self._plan(change)
+    def apply(self, change: dict[str, Any], today: datetime.date | None = None) -> None:
+        """Validate and apply one admin change (see CHANGE_KINDS); raises FieldError naming the field.
+
+        `today`: the business day it is applied on (family.unlink ends links from the next day).
+        """
+        action = self._plan(change, today)
         action()
-        self.changes.append(dict(change))
+        recorded = dict(change)
+        if change.get("kind") == "family.unlink" and today is not None:
+            recorded[_UNLINK_DAY_KEY] = today.isoformat()
+        self.changes.append(recorded)
 
-    def check(self, change: dict[str, Any]) -> None:
-        """Validate a change without applying it; raises FieldError naming the field."""
-        self._plan(change)
+    def check(self, change: dict[str, Any], today: datetime.date | None = None) -> None:
+        """Validate a change without applying it (on `today`); raises FieldError naming the field."""
+        self._plan(change, today)
 
-    def _plan(self, change: dict[str, Any]) -> Any:
+    def _plan(self, change: dict[str, Any], today: datetime.date | None = None) -> Any:
         if not isinstance(change, dict):
             raise FieldError("change", "must be an object")
         kind = change.get("kind")
@@ -116,6 +137,9 @@ class Overlay:
         for key in ("actor", "reason", "change_id"):
             if key in change and not isinstance(change[key], str):
                 raise FieldError(key, "must be a string")
+        if kind == "family.unlink":
+            assert today is not None, "family.unlink needs the day it is applied on"
+            return self._plan_family_unlink(change, today)
         return getattr(self, "_plan_" + kind.replace(".", "_"))(change)
 
     def _institution(self, change: dict[str, Any]) -> str:
@@ -132,6 +156,12 @@ class Overlay:
 
     def _plan_institution_resume(self, change: dict[str, Any]) -> Any:
         return self._set_institution(self._institution(change), status="active")
+
+    def _plan_institution_hold(self, change: dict[str, Any]) -> Any:
+        return self._set_institution(self._institution(change), held=True)
+
+    def _plan_institution_release(self, change: dict[str, Any]) -> Any:
+        return self._set_institution(self._institution(change), held=False)
 
     def _plan_institution_grade(self, change: dict[str, Any]) -> Any:
         code = self._institution(change)
@@ -208,6 +238,74 @@ class Overlay:
             raise FieldError("valid_to", "is before valid_from")
         return lambda: self.filings.setdefault(filing.psn_no, []).append(filing)
 
+    def _plan_policy_pooling(self, change: dict[str, Any]) -> Any:
+        pooling = dict(self.policy.pooling)
+        pooling[_text(change, "insutype", INSUTYPE)] = Pooling(_int(change, "deductible_fen", 0, CAP_FEN_MAX),
+                                                                 _int(change, "annual_cap_fen", 0, CAP_FEN_MAX))
+        return lambda: setattr(self, "policy", dataclasses.replace(self.policy, pooling=pooling))
+
+    def _plan_institution_outpatient_pooling(self, change: dict[str, Any]) -> Any:
+        code = self._institution(change)
+        if self.institutions[code].kind != "pharmacy":
+            raise FieldError("institution", "outpatient_pooling applies to pharmacies only")
+        enabled = change.get("enabled")
+        if not isinstance(enabled, bool):
+            raise FieldError("enabled", "must be true or false")
+        return self._set_institution(code, outpatient_pooling=enabled)
+
+    def _pair(self, change: dict[str, Any]) -> tuple[str, str]:
+        owner, member = _text(change, "owner", ID), _text(change, "member", ID)
+        if owner == member:
+            raise FieldError("member", "is the owner")
+        return owner, member
+
+    def _plan_family_link(self, change: dict[str, Any]) -> Any:
+        owner, member = self._pair(change)
+        link = FamilyLink(owner, member, _text(change, "relation", "|".join(RELATIONS)),
+                          _date(change, "valid_from"), _date(change, "valid_to"))
+        if link.valid_to < link.valid_from:
+            raise FieldError("valid_to", "is before valid_from")
+        for other in self.family_links.get((owner, member), ()):
+            if link.valid_from <= other.valid_to and other.valid_from <= link.valid_to:
+                raise FieldError("valid_from", f"overlaps the link valid {other.valid_from}..{other.valid_to}")
+        return lambda: self._add_link(link)
+
+    def _plan_family_unlink(self, change: dict[str, Any], today: datetime.date) -> Any:
+        pair = self._pair(change)
+        links = self.family_links.get(pair, ())
+        # Links still in force after today end today; links not yet begun are dropped.
+        kept = tuple(link if link.valid_to <= today else dataclasses.replace(link, valid_to=today)
+                     for link in links if link.valid_from <= today)
+        if kept == links:
+            raise FieldError("member", f"no link of {pair[0]} paying for {pair[1]} is in force after {today}")
+        return lambda: self._set_links(pair, kept)
+
+    def _add_link(self, link: FamilyLink) -> None:
+        pair = (link.owner, link.member)
+        self._set_links(pair, tuple(sorted((*self.family_links.get(pair, ()), link),
+                                           key=lambda one: one.valid_from)))
+
+    def _set_links(self, pair: tuple[str, str], links: tuple[FamilyLink, ...]) -> None:
+        if links:
+            self.family_links[pair] = links
+            for psn_no in pair:
+                self.family_pairs.setdefault(psn_no, set()).add(pair)
+            return
+        self.family_links.pop(pair, None)
+        for psn_no in pair:
+            pairs = self.family_pairs.get(psn_no, set())
+            pairs.discard(pair)
+            if not pairs:
+                self.family_pairs.pop(psn_no, None)
+
+    def linked(self, owner: str, member: str, date: datetime.date) -> bool:
+        """True when a family link lets `owner`'s account pay for `member` on `date`."""
+        return any(link.valid_from <= date <= link.valid_to for link in self.family_links.get((owner, member), ()))
+
+    def links_of(self, psn_no: str) -> list[FamilyLink]:
+        """Every link `psn_no` is owner or member of, by owner, member and start."""
+        return [link for pair in sorted(self.family_pairs.get(psn_no, ())) for link in self.family_links[pair]]
+
     def value_of(self, change: dict[str, Any]) -> dict[str, Any]:
         """What the change's target looks like now, for the audit trail's before/after.
 
@@ -216,7 +314,9 @@ class Overlay:
         """
         kind = change["kind"]
         if kind.startswith("institution."):
-            field = {"institution.grade": "grade", "institution.monthly_cap": "monthly_cap_fen"}.get(kind, "status")
+            field = {"institution.grade": "grade", "institution.monthly_cap": "monthly_cap_fen",
+                     "institution.hold": "held", "institution.release": "held",
+                     "institution.outpatient_pooling": "outpatient_pooling"}.get(kind, "status")
             return {field: getattr(self.institutions[change["institution"]], field)}
         if kind in ("operator.suspend", "operator.resume"):
             return {"status": self.operators[change["operator"]].status}
@@ -234,6 +334,11 @@ class Overlay:
             return {"otc_allowance_fen": self.policy.otc_allowance_fen.get(change["grade"])}
         if kind == "policy.coverage":
             return {"coverage_permille": self.policy.coverage(change["insutype"])}
+        if kind == "policy.pooling":
+            pooling = self.policy.pooling.get(change["insutype"])
+            return {"pooling": None if pooling is None else dataclasses.asdict(pooling)}
+        if kind.startswith("family."):
+            return {"links": [link_view(link) for link in self.family_links.get((change["owner"], change["member"]), ())]}
         assert kind == "filing.add", kind
         return {"filings": [[f.admdvs, f.valid_from.isoformat(), f.valid_to.isoformat()]
                             for f in self.filings.get(change["psn_no"], ())]}
@@ -257,5 +362,13 @@ class Overlay:
         """Rebuild the overlay: the registry file, then the changes in order."""
         overlay = cls(registry)
         for change in changes:
-            overlay.apply(change)
+            change = dict(change)
+            applied_on = change.pop(_UNLINK_DAY_KEY, None)
+            overlay.apply(change, None if applied_on is None else datetime.date.fromisoformat(applied_on))
         return overlay
+
+
+def link_view(link: FamilyLink) -> dict[str, str]:
+    """A family link as typed JSON values (as the registry file and family.link write them)."""
+    return {"owner": link.owner, "member": link.member, "relation": link.relation,
+            "valid_from": link.valid_from.isoformat(), "valid_to": link.valid_to.isoformat()}

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
-    "AdminNoteRecord", "AdminRecord", "CancelRecord", "ChangeApproveRecord", "ChangeProposeRecord",
+    "AdminNoteRecord", "AdminRecord", "AlertRecord", "CancelRecord", "ChangeApproveRecord", "ChangeProposeRecord",
     "ChangeRejectRecord", "Idem", "KeyRotateRecord", "RECORD_TYPES", "Record", "RefidRecord", "ReverseRecord",
     "SettleRecord", "Voucher", "from_wire",
 ]
@@ -66,7 +66,7 @@ class Record:
     def sealed(self, op: int, refid_to: int = 0, response: bytes | None = None) -> Record:
         """This record placed at `op`, with a reservation and (for answered changes) the signed answer."""
         changes: dict[str, Any] = {"op": op, "refid_to": refid_to}
-        if response is not None:
+        if response is not None and "response" in _PAYLOAD_FIELDS[type(self)]:
             changes["response"] = response
         return dataclasses.replace(self, **changes)
 
@@ -84,6 +84,9 @@ class SettleRecord(Record):
     voucher: Voucher | None
     idem: Idem
     response: bytes = b""
+    # [deductible_fen, annual_cap_fen] of the pooling policy the split was cut by (SPEC 13);
+    # None: no policy (and in records written before pooling existed).
+    pooling_fen: list[int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -201,9 +204,24 @@ class AdminNoteRecord(Record):
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class AlertRecord(Record):
+    """A supervision alert raised by a refusal, which journals nothing else (SPEC 14; supervision.py).
+
+    A refused request (e.g. TRACE_CODE_REUSED) changes no state, but the alert it raises must
+    survive a restart: the refusal's answer carries this record, and waits until it is durable.
+    """
+
+    KIND: ClassVar[str] = "alert"
+    now_ms: int
+    code: str
+    subject: str
+    detail: Mapping[str, Any]
+
+
 RECORD_TYPES: dict[str, type[Record]] = {cls.KIND: cls for cls in (
     SettleRecord, CancelRecord, ReverseRecord, RefidRecord, AdminRecord, KeyRotateRecord,
-    ChangeProposeRecord, ChangeApproveRecord, ChangeRejectRecord, AdminNoteRecord)}
+    ChangeProposeRecord, ChangeApproveRecord, ChangeRejectRecord, AdminNoteRecord, AlertRecord)}
 _COMMON = frozenset({"op", "refid_to"})
 _PAYLOAD_FIELDS: dict[type[Record], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _COMMON) for cls in RECORD_TYPES.values()}

@@ -30,6 +30,7 @@ INSUTYPE = r"\d{1,8}"
 TRACE_RETENTION_DAYS_DEFAULT = 400
 TRACE_RETENTION_DAYS_MAX = 3660
 LARGE_BILL_FEN_DEFAULT = 100_000
+LARGE_BILL_FEN_MAX = 10**10
 ALERT_INSTITUTIONS_PER_DAY_DEFAULT = 3
 AVG_BILL_YOY_MAX_PERMILLE_DEFAULT = 1050
 RELATIONS = ("spouse", "parent", "child")
@@ -54,6 +55,7 @@ class Policy:
     warn_institution_month_permille: int
     trace_required_from: datetime.date | None = None     # pharmacy lines need a trace code from this day
     trace_retention_days: int = TRACE_RETENTION_DAYS_DEFAULT
+    # Supervision thresholds (SPEC 14 alerts), optional in the file.
     large_bill_fen: int = LARGE_BILL_FEN_DEFAULT
     alert_institutions_per_day: int = ALERT_INSTITUTIONS_PER_DAY_DEFAULT
     avg_bill_yoy_max_permille: int = AVG_BILL_YOY_MAX_PERMILLE_DEFAULT
@@ -76,6 +78,7 @@ class Institution:
     monthly_cap_fen: int
     status: str
     outpatient_pooling: bool = True        # pharmacies: rx lines paid by outpatient pooling
+    held: bool = False                     # payment hold (SPEC 14): settlement goes on, the fund holds payment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +180,9 @@ def parse_policy(file: str, table: Any) -> Policy:
         trace_required_from=entry.date("trace_required_from", None),
         trace_retention_days=entry.integer("trace_retention_days", 1, TRACE_RETENTION_DAYS_MAX,
                                            TRACE_RETENTION_DAYS_DEFAULT),
-        large_bill_fen=entry.integer("large_bill_fen", 0, CAP_FEN_MAX, LARGE_BILL_FEN_DEFAULT),
-        alert_institutions_per_day=entry.integer("alert_institutions_per_day", 1, 1000,
+        # A bill of 0 would be "large" every time, and a person is "at many institutions" from two on.
+        large_bill_fen=entry.integer("large_bill_fen", 1, LARGE_BILL_FEN_MAX, LARGE_BILL_FEN_DEFAULT),
+        alert_institutions_per_day=entry.integer("alert_institutions_per_day", 2, 1000,
                                                  ALERT_INSTITUTIONS_PER_DAY_DEFAULT),
         avg_bill_yoy_max_permille=entry.integer("avg_bill_yoy_max_permille", 0, 1_000_000,
                                                 AVG_BILL_YOY_MAX_PERMILLE_DEFAULT),

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from gateway.core.ledger import clamp
-from gateway.core.registry import Policy
+from gateway.core.pooling import NOT_POOLED, Pooled, YearUsage, pool
+from gateway.core.registry import Policy, Pooling
 
 CUT_DOCTOR_SUSPENDED = "DOCTOR_SUSPENDED"
 CUT_NOT_IN_CATALOGUE = "NOT_IN_CATALOGUE"
@@ -28,8 +29,10 @@ PERSON_DAY_NEAR_LIMIT = "PERSON_DAY_NEAR_LIMIT"
 PERSON_DAY_LIMIT_REACHED = "PERSON_DAY_LIMIT_REACHED"
 INSTITUTION_MONTH_NEAR_CAP = "INSTITUTION_MONTH_NEAR_CAP"
 INSTITUTION_MONTH_CAP_REACHED = "INSTITUTION_MONTH_CAP_REACHED"
+PERSON_YEAR_CAP_REACHED = "PERSON_YEAR_CAP_REACHED"
 BOUND_PERSON_DAY = "person_day"
 BOUND_INSTITUTION_MONTH = "institution_month"
+BOUND_PERSON_YEAR = "person_year"          # SPEC 13 outpatient pooling's yearly cap
 
 
 class Line(Protocol):
@@ -96,6 +99,18 @@ class Usage(NamedTuple):
     institution_month_used_fen: int
 
 
+class YearTerms(NamedTuple):
+    """Outpatient pooling for this bill (SPEC 13): the insutype's policy, the pharmacy's switch,
+    and the person-year usage before this bill."""
+
+    pooling: Pooling | None
+    outpatient_pooling: bool             # False: a pharmacy whose rx lines outpatient pooling does not pay
+    used: YearUsage
+
+
+V1_YEAR = YearTerms(None, True, YearUsage(0, 0))
+
+
 class Bill(NamedTuple):
     """The computed split of one bill, as the settlement output reports it."""
 
@@ -115,6 +130,9 @@ class Bill(NamedTuple):
     institution_month_remaining: int
     bound_by: tuple[str, ...]
     warnings: tuple[str, ...]
+    act_pay_dedc: int = 0               # deductible this bill uses (SPEC 13)
+    year_pool_fen: int = 0              # what it adds to the person-year's pooled paid
+    person_year_pool_remaining: int | None = None    # None without a pooling policy
 
 
 def ceil_div(numerator: int, denominator: int) -> int:
@@ -212,13 +230,21 @@ class _CutTotals:
                 self.rx_inscp_fen += cut.inscp_scp_amt
 
 
+def _pooled(totals: _CutTotals, pharmacy: bool, coverage_permille: int, year: YearTerms) -> Pooled:
+    """pool(rx_inscp) at a pharmacy (nothing where outpatient pooling is off), pool(Σ inscp) at a clinic."""
+    if pharmacy and not year.outpatient_pooling:
+        return NOT_POOLED
+    return pool(totals.rx_inscp_fen if pharmacy else totals.inscp_fen, coverage_permille, year.pooling, year.used)
+
+
 def compute_bill(lines: Sequence[Line], rows: Sequence[CatalogueRow | None], medfee_sumamt: int, insutype: str,
-                 policy: Policy, rules: LineRules, usage: Usage) -> Bill:
+                 policy: Policy, rules: LineRules, usage: Usage, year: YearTerms = V1_YEAR) -> Bill:
     """Split a bill into fund and cash for a pharmacy (2101/2102) or a clinic/hospital (2206/2207).
 
     `rows[i]` is line i's catalogue row valid on the business day (None: none, or no catalogue).
-    `usage` holds the limits and the usage before this bill; the result's remainders and warnings
-    are computed from the usage after it.
+    `usage` and `year` hold the limits and the usage before this bill; the result's remainders and
+    warnings are computed from the usage after it. Who pays the patient's part (account or cash)
+    is decided after this (gateway/core/whopays.py).
     """
     pharmacy = rules.pharmacy
     cuts = tuple(cut_line(line, row, rules) for line, row in zip(lines, rows))
@@ -226,16 +252,16 @@ def compute_bill(lines: Sequence[Line], rows: Sequence[CatalogueRow | None], med
     coverage_permille = policy.coverage(insutype)
     room_fen = max(0, usage.monthly_cap_fen - usage.institution_month_used_fen)
     bound_by: list[str] = []
+    crt_fen = want_otc_fen = 0
     if pharmacy:
         crt_fen = max(0, usage.otc_allowance_fen - usage.person_day_used_fen)
         want_otc_fen = min(totals.otc_inscp_fen, crt_fen)
-        want_rx_fen = totals.rx_inscp_fen * coverage_permille // 1000
         if totals.otc_inscp_fen > crt_fen:
             bound_by.append(BOUND_PERSON_DAY)
-    else:
-        crt_fen = 0
-        want_otc_fen = 0
-        want_rx_fen = totals.inscp_fen * coverage_permille // 1000
+    pooled = _pooled(totals, pharmacy, coverage_permille, year)
+    want_rx_fen = pooled.pool_fen
+    if pooled.capped:
+        bound_by.append(BOUND_PERSON_YEAR)
     if want_otc_fen + want_rx_fen > room_fen:
         bound_by.append(BOUND_INSTITUTION_MONTH)
     grant = clamp(want_otc_fen, None, want_otc_fen + want_rx_fen, room_fen)
@@ -248,6 +274,15 @@ def compute_bill(lines: Sequence[Line], rows: Sequence[CatalogueRow | None], med
         person_remaining_fen = max(0, usage.otc_allowance_fen - day_after_fen)
         warnings += _level_warnings(day_after_fen, usage.otc_allowance_fen, policy.warn_person_day_permille,
                                     PERSON_DAY_NEAR_LIMIT, PERSON_DAY_LIMIT_REACHED)
+    # What this bill adds to the person-year's pooled paid: rx_pay at a pharmacy, the fund at a
+    # clinic (where otc_pay is 0, so it is rx_pay there too).
+    year_pool_fen = fund_fen - otc_fen
+    year_remaining_fen = None
+    if year.pooling is not None:
+        year_paid_fen = year.used.pool_paid_fen + year_pool_fen
+        year_remaining_fen = max(0, year.pooling.annual_cap_fen - year_paid_fen)
+        if year_paid_fen >= year.pooling.annual_cap_fen:
+            warnings.append(PERSON_YEAR_CAP_REACHED)
     warnings += _level_warnings(month_after_fen, usage.monthly_cap_fen, policy.warn_institution_month_permille,
                                 INSTITUTION_MONTH_NEAR_CAP, INSTITUTION_MONTH_CAP_REACHED)
     return Bill(
@@ -260,4 +295,6 @@ def compute_bill(lines: Sequence[Line], rows: Sequence[CatalogueRow | None], med
         person_day_remaining=person_remaining_fen,
         institution_month_remaining=max(0, usage.monthly_cap_fen - month_after_fen),
         bound_by=tuple(bound_by), warnings=tuple(warnings),
+        act_pay_dedc=pooled.act_pay_dedc, year_pool_fen=year_pool_fen,
+        person_year_pool_remaining=year_remaining_fen,
     )

@@ -19,8 +19,12 @@ STATUS_REVERSED = "reversed"
 _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "insuplc_admdvs",
            "setl_time", "day", "month", "medfee_sumamt", "fund_pay_sumamt", "psn_cash_pay", "otc_pay",
            "rx_pay", "status", "cancel_msgid",
-           # Since settlement v2 (SPEC 13); records and snapshots from before lack them: defaults.
-           "overlmt_amt", "acct_pay", "trace_codes")
+           # Since settlement v2 and who pays (SPEC 13) and supervision (SPEC 14; see
+           # gateway/core/supervision.py): records and snapshots from before lack them, so each has a default.
+           "overlmt_amt", "acct_pay", "trace_codes",
+           # Who pays: the deductible it used and whose account paid acct_pay.
+           "act_pay_dedc", "acct_payer_psn_no",
+           "opter", "cert_type", "bound_by", "fulamt_ownpay_amt", "preselfpay_amt", "doctors")
 
 
 _ALL_FIELDS = operator.attrgetter(*_FIELDS)   # one C call reads every field, in _FIELDS order
@@ -38,7 +42,10 @@ class Settlement:
                  insuplc_admdvs: str, setl_time: int, day: int, month: int, medfee_sumamt: int,
                  fund_pay_sumamt: int, psn_cash_pay: int, otc_pay: int, rx_pay: int, status: str,
                  cancel_msgid: str | None, overlmt_amt: int = 0, acct_pay: int = 0,
-                 trace_codes: tuple[str, ...] | list[str] = ()) -> None:
+                 trace_codes: tuple[str, ...] | list[str] = (), act_pay_dedc: int = 0,
+                 acct_payer_psn_no: str | None = None,
+                 opter: str = "", cert_type: str = "", bound_by: list[str] | None = None,
+                 fulamt_ownpay_amt: int = 0, preselfpay_amt: int = 0, doctors: list[list[Any]] | None = None) -> None:
         self.setl_id = setl_id
         self.msgid = msgid
         self.infno = infno
@@ -59,6 +66,15 @@ class Settlement:
         self.overlmt_amt = overlmt_amt
         self.acct_pay = acct_pay
         self.trace_codes = tuple(trace_codes)      # the traceability codes it holds while it stands
+        self.act_pay_dedc = act_pay_dedc
+        self.acct_payer_psn_no = acct_payer_psn_no  # None: the account was not used
+        # Who settled and how (supervision).
+        self.opter = opter
+        self.cert_type = cert_type
+        self.bound_by = [] if bound_by is None else bound_by
+        self.fulamt_ownpay_amt = fulamt_ownpay_amt
+        self.preselfpay_amt = preselfpay_amt
+        self.doctors = [] if doctors is None else doctors   # [[bilg_dr_codg, medfee_fen, ownpay_fen], ...]
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-able form."""

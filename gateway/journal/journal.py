@@ -225,6 +225,36 @@ class Journal:
                         scan.torn_bytes > 0, scan.torn_bytes, len(scan.records), duration_s,
                         tuple(f"{path}: {reason}" for path, reason in rejected))
 
+    def read_only(self) -> Recovery:
+        """What ``recover`` would rebuild the core from, read without changing or creating any file.
+
+        For tools that read a data directory (a copy, a backup, or one a gateway is writing): a
+        torn tail is left as it is and its bytes are not used; a corrupt snapshot is passed over
+        (the next older one is used), never set aside. Nothing is truncated, renamed or created.
+
+        Raises:
+            JournalCorrupt: no journal or snapshot directory here, or damage a torn write cannot
+                explain (one-line message).
+        """
+        if not (os.path.isdir(self.journal_dir) or os.path.isdir(self.snapshot_dir)):
+            raise JournalCorrupt(f"{os.path.dirname(self.journal_dir)}: no journal or snapshots here")
+        started_s = time.perf_counter()
+        snapshot, scan, rejected = self._load_read_only()
+        base_op = snapshot.op if snapshot else 0
+        return Recovery(snapshot.state if snapshot else None, base_op, scan.records, max(base_op, scan.last_op),
+                        scan.torn_bytes > 0, scan.torn_bytes, len(scan.records), time.perf_counter() - started_s,
+                        tuple(f"{path}: {reason}" for path, reason in rejected))
+
+    def _load_read_only(self) -> tuple[LoadedSnapshot | None, ScanResult, list[tuple[str, str]]]:
+        """``_load`` for a directory that may lack one of its two subdirectories."""
+        if not os.path.isdir(self.snapshot_dir):
+            return None, scan_segments(self._file_ops, self.journal_dir, 0), []
+        if not os.path.isdir(self.journal_dir):
+            valid, rejected = load_newest_snapshots(self._file_ops, self.snapshot_dir)
+            snapshot = valid[0] if valid else None
+            return snapshot, ScanResult(last_op=snapshot.op if snapshot else 0), rejected
+        return self._load()
+
     async def reopen(self) -> Recovery:
         """After a failure: wait for the batch being written (if any) to finish, then ``recover``."""
         await self._idle.wait()

@@ -2,8 +2,8 @@
 
 Start-up order (each step logged as one JSON line):
 
-1. read registry.toml, secrets.toml, the catalogue (if configured) and the signing key (a bad
-   file stops here with one line);
+1. read registry.toml, secrets.toml, the catalogue and the accounts (if configured) and the
+   signing key (a bad file stops here with one line);
 2. bind the admin listener, so /healthz, /readyz (503) and /metrics answer while recovering;
 3. recover: newest valid snapshot + journal records after it, replayed into a fresh core in a
    worker thread (a torn tail is truncated and counted; corruption before the tail stops start);
@@ -34,9 +34,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.admin import AdminApi, finish_pending_rotation
 from gateway.admin.keyfiles import KeyFileError, read_key
+from gateway.accounts_file import load_accounts
 from gateway.catalogue_file import load_catalogue
 from gateway.config import GatewayConfig, LimitsConfig
 from gateway.core import Core, CoreConfig, Registry, RegistryError, Secrets, from_wire
+from gateway.core.accounts import AccountsError, OpeningBalances
 from gateway.core.catalogue import Catalogue, CatalogueError
 from gateway.files import load_registry, load_secrets
 from gateway.journal import Journal, JournalCorrupt, JournalFailed, RealFileOps, Recovery
@@ -52,7 +54,7 @@ from gateway.runtime import Runtime, SnapshotScheduler
 from gateway.sealer import KeyRing, Sealer
 from gateway.server.runtime import http_limits
 
-__all__ = ["Gateway", "StartupError", "admission_of", "load_signing_key", "serve"]
+__all__ = ["Gateway", "StartupError", "admission_of", "fresh_core", "load_files", "load_signing_key", "serve"]
 
 # Admin requests are small JSON documents; a handful of ops staff at once.
 ADMIN_CONNECTIONS_MAX = 64
@@ -84,17 +86,34 @@ class Files:
     # `catalogue.copy()`: admin changes mutate a core's catalogue in place, and a rebuilt core
     # starts again from the file's rows.
     catalogue: Catalogue | None = None
+    # The accounts file's opening balances (None: off). They never change: every core shares them.
+    accounts: OpeningBalances | None = None
 
 
 def load_files(config: GatewayConfig) -> Files:
-    """Read registry.toml, secrets.toml and the catalogue; raises StartupError with the loader's one line."""
+    """Read registry.toml, secrets.toml, the catalogue and the accounts; raises StartupError with the
+    loader's one line."""
     paths = config.paths
     try:
         registry, secrets = load_registry(str(paths.registry)), load_secrets(str(paths.secrets))
         catalogue = None if paths.catalogue is None else load_catalogue(paths.catalogue)
-    except (RegistryError, CatalogueError) as exc:
+        accounts = None if paths.accounts is None else load_accounts(paths.accounts)
+    except (RegistryError, CatalogueError, AccountsError) as exc:
         raise StartupError(str(exc)) from None
-    return Files(registry, secrets, catalogue)
+    return Files(registry, secrets, catalogue, accounts)
+
+
+def core_config(config: GatewayConfig) -> CoreConfig:
+    """The core's limits and identity from gateway.toml."""
+    return CoreConfig(admdvs=config.admdvs, session_ttl_s=config.limits.session_ttl_s)
+
+
+def fresh_core(config: GatewayConfig, files: Files, active_public_raw: bytes) -> Core:
+    """A core over the region's files (its own copy of the catalogue, see Files), before any journaled
+    record (serve and `report` build it alike)."""
+    catalogue = None if files.catalogue is None else files.catalogue.copy()
+    return Core(core_config(config), files.registry, files.secrets, active_public_raw, os.urandom, catalogue,
+                files.accounts)
 
 
 class Gateway:
@@ -133,12 +152,10 @@ class Gateway:
             file_ops=file_ops, observer=JournalMetrics(self.metrics), logger=LOGGER)
 
     def _core_config(self) -> CoreConfig:
-        return CoreConfig(admdvs=self.config.admdvs, session_ttl_s=self.config.limits.session_ttl_s)
+        return core_config(self.config)
 
     def _fresh_core(self, keyring: KeyRing) -> Core:
-        catalogue = None if self.files.catalogue is None else self.files.catalogue.copy()
-        return Core(self._core_config(), self.files.registry, self.files.secrets, keyring.active_public_raw,
-                    os.urandom, catalogue)
+        return fresh_core(self.config, self.files, keyring.active_public_raw)
 
     def _recovered_keyring(self, recovery: Recovery) -> KeyRing:
         """Worker thread, at start: the signing key, after finishing a rotation a crash interrupted."""

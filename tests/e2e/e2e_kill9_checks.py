@@ -25,6 +25,8 @@ class CheckCounts:
     totals_checked: int = 0
     admin_checked: int = 0
     trace_checked: int = 0            # traceability codes probed after a restart
+    supervision_checked: int = 0      # institution-months of the monthly report held to the book
+    who_pays_checked: int = 0
 
 
 class Checker:
@@ -140,6 +142,27 @@ class Checker:
                 if s.code == code and shanghai_date(s.setl_time_ms) == stmt_date}
         assert gateway == ours, f"{code} {stmt_date}: 3202 rows differ from the book"
 
+    async def check_who_pays(self) -> None:
+        """SPEC 13: each person's balance and year ledger (1101) equal the book's standing sums."""
+        link = next(iter(self.links.values()))
+        for card in self.region.cards:
+            psn_no = card.fields["psn_no"]
+            session = link.session
+            mid = self.book.new_msgid(link.terminal.code)
+            cert = session.card_input(card.key, mid, "1101", 0, card.fields)
+            _, _, envelope = await link._post("1101", mid, cert)
+            assert envelope.infcode == 0, (psn_no, envelope)
+            output = envelope.output
+            assert output["acct_balance"] == self.book.balance_fen(psn_no), (psn_no, output)
+            pooling = self.region.pooling.get(card.fields["insutype"])
+            if pooling is None:
+                assert output["pool_year_remaining"] is None, (psn_no, output)
+                continue
+            dedc_fen, pool_fen = self.book.year_used_fen(psn_no)
+            assert output["pool_deductible_remaining"] == max(0, pooling["deductible_fen"] - dedc_fen), psn_no
+            assert output["pool_year_remaining"] == max(0, pooling["annual_cap_fen"] - pool_fen), psn_no
+            self.counts.who_pays_checked += 1
+
     async def check_admin_month(self) -> bool:
         """Month-used of each pharmacy (GET /admin/v1/institutions/{code}) equals the standing
         fund payments; returns False, checking nothing, while the admin API lacks the route."""
@@ -154,6 +177,28 @@ class Checker:
             assert used_fen == self.book.month_fund_fen(code), (code, used_fen)
             self.counts.admin_checked += 1
         return True
+
+    async def check_supervision(self) -> None:
+        """The monthly report (SPEC 14) equals the client's standing settlements, per institution and month."""
+        months: dict[str, dict[str, list[Any]]] = {}
+        for settlement in self.book.settlements.values():
+            months.setdefault(shanghai_date(settlement.setl_time_ms)[:6], {}).setdefault(settlement.code, [])
+            if settlement.state == "settled":
+                months[shanghai_date(settlement.setl_time_ms)[:6]][settlement.code].append(settlement)
+        for month, by_code in months.items():
+            response = await http_get(self.region.admin, f"/admin/v1/reports/monthly?month={month}&by=institution",
+                                      self.region.viewer_token)
+            assert response is not None and response.status == 200, response
+            rows = {row["key"]: row for row in json.loads(response.body)["rows"]}
+            ours = {code: {"setl_cnt": len(group), "psn_cnt": len({s.psn_no for s in group}),
+                           "medfee_fen": sum(s.medfee_fen for s in group), "fund_fen": sum(s.fund_fen for s in group),
+                           "acct_fen": sum(s.acct_fen for s in group), "cash_fen": sum(s.cash_fen for s in group)}
+                    for code, group in by_code.items() if group}
+            theirs = {code: {key: row[key] for key in ("setl_cnt", "psn_cnt", "medfee_fen", "fund_fen", "acct_fen",
+                                                       "cash_fen")}
+                      for code, row in rows.items()}
+            assert theirs == ours, (month, theirs, ours)
+            self.counts.supervision_checked += 1
 
 
 def month_used_fen(document: Any) -> int:

@@ -46,9 +46,15 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def shanghai_date(at_ms: int) -> str:
-    """The Asia/Shanghai business date of `at_ms` as YYYYMMDD."""
-    return datetime.datetime.fromtimestamp(at_ms / 1000, tz=SHANGHAI).strftime("%Y%m%d")
+def shanghai_date(at_ms: int, layout: str = "%Y%m%d") -> str:
+    """The Asia/Shanghai business date of `at_ms` (default YYYYMMDD)."""
+    return datetime.datetime.fromtimestamp(at_ms / 1000, tz=SHANGHAI).strftime(layout)
+
+
+def read_accounts(path: pathlib.Path) -> dict[str, int]:
+    """The opening balances of an accounts file (psn_no,balance_fen), read here independently."""
+    rows = path.read_text(encoding="utf-8").splitlines()[1:] if path.exists() else []
+    return {psn_no: int(fen) for psn_no, fen in (row.split(",") for row in rows if row)}
 
 
 def free_port() -> int:
@@ -105,6 +111,16 @@ class Region:
                           for t in self.sim["terminals"] if t["institution"] in pharmacies]
         self.cards = self._eligible_cards(registry)
         self.viewer_token = next((a["token"] for a in self.sim.get("admins", [])), None)
+        # SPEC 13 who pays: opening balances, pooling per insutype, and the valid family links
+        # (owner -> members) between eligible persons (the client pays with them).
+        self.opening_fen = read_accounts(root / "accounts.csv")
+        self.pooling = registry["policy"].get("pooling", {})
+        eligible = {card.fields["psn_no"] for card in self.cards}
+        self.links: dict[str, list[str]] = {}
+        for link in registry.get("family_links", []):
+            if (link["owner"] in eligible and link["member"] in eligible
+                    and link["valid_from"] <= shanghai_date(now_ms(), "%Y-%m-%d") <= link["valid_to"]):
+                self.links.setdefault(link["member"], []).append(link["owner"])
 
     def rewrite_config(self, *, fsync: bool, snapshot_every_records: int | None = None) -> None:
         """Point listen.data/listen.admin at this region's ports and set [journal] fsync (and
@@ -268,14 +284,22 @@ class Settlement:
     cash_fen: int
     state: str = "settled"            # "settled" | "cancelled" | "reversed"
     claimed: bool = False             # a 2103/2601 for it has been sent
+    # SPEC 13 who pays: the account payment, whose account, and what the person-year took.
+    acct_fen: int = 0
+    payer: str = ""
+    insutype: str = ""
+    dedc_fen: int = 0
+    pool_fen: int = 0
 
 
 class Book:
     """Everything the client sent and what it was told, across all kill/restart cycles."""
 
-    def __init__(self, region: Region, rng: random.Random) -> None:
+    def __init__(self, region: Region, rng: random.Random, who_pays: bool = False) -> None:
+        """`who_pays`: most bills pay from an account, now and then a family member's (SPEC 13)."""
         self.region = region
         self.rng = rng
+        self.who_pays = who_pays
         self.sent: dict[str, Sent] = {}
         self.acked: list[str] = []            # msgids with an infcode-0 answer, in answer order
         self.in_doubt: list[str] = []         # sent, no definitive answer yet
@@ -308,13 +332,25 @@ class Book:
         new_msgid = self.new_msgid(terminal.code)
         card = self.rng.choice(self.region.cards)
         items = bill_items(self.rng, terminal.opter)
+        if self.who_pays:
+            items.append(prescription_item(self.rng, len(items) + 1, terminal.opter))
         for item in items:
             # A traceability code per package sold: random 20 digits, so every one is new.
             item["drug_trac_codg"] = [str(self.rng.randrange(10**19, 10**20)) for _ in range(item["cnt"])]
         total_fen = sum(item["det_item_fee_sumamt"] for item in items)
         credential = terminal.session({}).card_input(card.key, new_msgid, "2102", total_fen, card.fields)
         return self._record(Sent("2102", new_msgid, terminal.code,
-                                 {**credential, "medfee_sumamt": total_fen, "items": items}))
+                                 {**credential, "medfee_sumamt": total_fen, "items": items,
+                                  **self._who_pays(card.fields["psn_no"])}))
+
+    def _who_pays(self, psn_no: str) -> dict[str, str]:
+        """Account payment for most bills; a linked owner's account for some of a member's."""
+        if not self.who_pays or self.rng.random() < 0.2:
+            return {}
+        owners = self.region.links.get(psn_no, [])
+        if owners and self.rng.random() < 0.5:
+            return {"acct_used_flag": "1", "acct_payer_psn_no": self.rng.choice(owners)}
+        return {"acct_used_flag": "1"}
 
     def trace_probe(self, terminal: Terminal, code: str) -> tuple[str, dict[str, Any]]:
         """A 2101 (changes nothing) of one line carrying `code`: (msgid, input). Not booked."""
@@ -359,7 +395,9 @@ class Book:
             info = output["setlinfo"]
             self.settlements[sent.msgid] = Settlement(
                 sent.msgid, sent.code, info["psn_no"], info["setl_id"], info["setl_time"],
-                info["medfee_sumamt"], info["fund_pay_sumamt"], info["psn_cash_pay"])
+                info["medfee_sumamt"], info["fund_pay_sumamt"], info["psn_cash_pay"],
+                acct_fen=info.get("acct_pay", 0), payer=info.get("acct_payer_psn_no") or info["psn_no"],
+                insutype=info["insutype"], dedc_fen=info.get("act_pay_dedc", 0), pool_fen=info["rx_pay"])
             return
         assert sent.target is not None
         if sent.infno == "2601":
@@ -381,7 +419,17 @@ class Book:
         rows = [s for s in self.standing(code) if shanghai_date(s.setl_time_ms) == stmt_date]
         return {"setl_cnt": len(rows), "medfee_sumamt": sum(s.medfee_fen for s in rows),
                 "fund_pay_sumamt": sum(s.fund_fen for s in rows),
-                "psn_cash_pay": sum(s.cash_fen for s in rows)}
+                "psn_cash_pay": sum(s.cash_fen for s in rows), "acct_pay": sum(s.acct_fen for s in rows)}
+
+    def balance_fen(self, psn_no: str) -> int:
+        """What the person's account must hold: the opening balance less standing account payments."""
+        spent = sum(s.acct_fen for s in self.settlements.values() if s.state == "settled" and s.payer == psn_no)
+        return self.region.opening_fen.get(psn_no, 0) - spent
+
+    def year_used_fen(self, psn_no: str) -> tuple[int, int]:
+        """(deductible used, pooled paid) of the person's standing settlements (one year: the test's)."""
+        rows = [s for s in self.settlements.values() if s.state == "settled" and s.psn_no == psn_no]
+        return sum(s.dedc_fen for s in rows), sum(s.pool_fen for s in rows)
 
     def dates(self, code: str) -> set[str]:
         """Business dates on which `code` has settlements in the book."""
@@ -405,6 +453,15 @@ def bill_items(rng: random.Random, doctor: str) -> list[dict[str, Any]]:
             item["rxno"] = f"RX{rng.randrange(10**8):08d}"
         items.append(item)
     return items
+
+
+def prescription_item(rng: random.Random, number: int, doctor: str) -> dict[str, Any]:
+    """A prescription line the region's catalogue lists as 甲 and not OTC: outpatient pooling pays it
+    after the deductible (SPEC 13), so persons go through the deductible within a run."""
+    cnt, pric_fen = rng.randint(1, 2), rng.randint(3000, 15_000)
+    return {"feedetl_sn": str(number), "med_list_codg": rng.choice(("XA04", "XA16", "XA24")), "chrgitm_lv": "01",
+            "otc": False, "rxno": f"RX{rng.randrange(10**8):08d}", "cnt": cnt, "pric": pric_fen,
+            "det_item_fee_sumamt": cnt * pric_fen, "bilg_dr_codg": doctor}
 
 
 # -- terminals on the wire -------------------------------------------------------------------

@@ -5,8 +5,9 @@ Every cycle: drive 2102/2103/2601 traffic from every pharmacy terminal (one task
 session each), SIGKILL the server after a random delay, restart it on the same data directory,
 then hold it to the client's book: every infcode-0 answer re-sent returns the same bytes; every
 in-doubt request re-sent is applied exactly once; 3201 totals (and, where the admin API serves
-it, month-used) equal the sum of the standing settlements. `YB_CRASH_SEED` replays a run's
-choices; `YB_CRASH_CYCLES` / `YB_CRASH_SOAK_CYCLES` set the counts.
+it, month-used), and the monthly supervision report (SPEC 14), equal the sum of the standing
+settlements. `YB_CRASH_SEED` replays a run's choices; `YB_CRASH_CYCLES` /
+`YB_CRASH_SOAK_CYCLES` set the counts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from e2e_kill9_support import (Book, GatewayProcess, Region, gateway_keys, http_
                                now_ms, run_load)
 
 CYCLES_DEFAULT = 20
+WHO_PAYS_CYCLES = 8
 SOAK_CYCLES = 200
 # The kill lands anywhere from during the first sign-ins to well into the traffic.
 KILL_DELAY_S = (0.0, 0.4)
@@ -46,13 +48,14 @@ def crash_seed() -> int:
 class CrashRun:
     """A region, its current server process and the client's book, across restarts."""
 
-    def __init__(self, tmp_path: pathlib.Path, seed: int) -> None:
+    def __init__(self, tmp_path: pathlib.Path, seed: int, who_pays: bool = False) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         # Frequent snapshots, so kills also land while a forked child is writing one.
         self.region = Region(tmp_path / "region", seed=seed % 1000 + 1,
                              snapshot_every_records=SNAPSHOT_EVERY_RECORDS)
-        self.book = Book(self.region, self.rng)
+        self.book = Book(self.region, self.rng, who_pays)
+        self.who_pays = who_pays
         self.runs = 0
         self.server: GatewayProcess | None = None
         self.keys: dict[str, Ed25519PublicKey] = {}
@@ -94,6 +97,9 @@ class CrashRun:
             await checker.check_totals(with_detail=with_detail)
             await checker.check_admin_month()
             await checker.check_trace_codes()
+            await checker.check_supervision()
+            if self.who_pays:
+                await checker.check_who_pays()
         assert not self.book.unexpected, self.book.unexpected[:5]
         return checker
 
@@ -105,11 +111,14 @@ class CrashRun:
             self.server.reap()
 
 
-async def run_crash_cycles(tmp_path: pathlib.Path, cycles: int) -> None:
-    """`cycles` times: load, kill -9 at a random moment, restart, check; then re-check all."""
+async def run_crash_cycles(tmp_path: pathlib.Path, cycles: int, who_pays: bool = False) -> None:
+    """`cycles` times: load, kill -9 at a random moment, restart, check; then re-check all.
+
+    `who_pays`: most bills pay from accounts (some from a family member's), and every restart also
+    checks each person's balance and pooling year against the book (SPEC 13)."""
     seed = crash_seed()
     print(f"crash test: seed {seed} (replay with YB_CRASH_SEED={seed}), {cycles} cycles")
-    run = CrashRun(tmp_path, seed)
+    run = CrashRun(tmp_path, seed, who_pays)
     try:
         await run.start()
         found = applied_now = 0
@@ -126,6 +135,10 @@ async def run_crash_cycles(tmp_path: pathlib.Path, cycles: int) -> None:
         print(f"crash test: {len(run.book.acked)} acknowledged answers, {len(run.book.settlements)} "
               f"settlements; in doubt at a kill: {found} had been applied, {applied_now} had not")
         assert len(run.book.acked) > cycles, "the load hardly ran: the test proved little"
+        if who_pays:
+            paid = [s for s in run.book.settlements.values() if s.acct_fen]
+            assert paid and any(s.payer != s.psn_no for s in paid) and any(s.dedc_fen for s in paid), \
+                "no account payment, mutual aid or deductible: the who-pays case proved little"
     except BaseException as exc:
         exc.add_note(f"crash test seed {seed}: replay with YB_CRASH_SEED={seed}")
         raise
@@ -135,6 +148,10 @@ async def run_crash_cycles(tmp_path: pathlib.Path, cycles: int) -> None:
 
 async def test_kill9_under_load_loses_no_acknowledged_answer(tmp_path: pathlib.Path) -> None:
     await run_crash_cycles(tmp_path, int(os.environ.get("YB_CRASH_CYCLES", CYCLES_DEFAULT)))
+
+
+async def test_kill9_with_accounts_and_pooling(tmp_path: pathlib.Path) -> None:
+    await run_crash_cycles(tmp_path, int(os.environ.get("YB_CRASH_WHO_PAYS_CYCLES", WHO_PAYS_CYCLES)), who_pays=True)
 
 
 @pytest.mark.slow

@@ -167,6 +167,23 @@ def test_cli_run_prints_seed_and_summary_and_exits_0(served_region: pathlib.Path
     assert "reversal of 2" in out and "ORIGINAL_REVERSED" in out
 
 
+def test_cli_history_run_shows_year_on_year_figures(served_region: pathlib.Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["run", "--region", str(served_region), "--seconds", "6", "--rate", "6", "--seed", "5",
+                   "--profile", "flat", "--timeout-share", "0", "--history"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    last_year, this_year = out.split("\nlast year:\n")[1].split("\nthis year:\n")
+    # Both runs' monthly reports equal the oracle's sums, and last year's averages are the history's.
+    assert "oracle violations 0" in last_year and "oracle violations 0" in this_year, out
+    assert "institution-months equal the oracle's sums" in this_year and "year on year" in this_year
+    assert " per mille" in this_year and "AVG_BILL_OVER_LAST_YEAR alerts today: " in this_year
+    # Run again on the same gateway: its ledgers have closed last year's months, so it refuses.
+    assert main(["run", "--region", str(served_region), "--seconds", "1", "--rate", "1", "--seed", "5",
+                 "--history"]) == 2
+    assert "--history needs a gateway that has not settled" in capsys.readouterr().err
+
+
 def test_cli_run_against_nothing_is_one_line_exit_2(tmp_path: pathlib.Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     subprocess.run([sys.executable, "-m", "gateway", "init", "--out", str(tmp_path / "r")], check=True,

@@ -14,7 +14,7 @@ from ops_prometheus_tools import DASHBOARD_FILE, dashboard_queries, grafana_to_p
 COUNTERS = {
     "yb_requests_total", "yb_rejections_total", "yb_settlements_total",
     "yb_settlement_amount_fen_total", "yb_limit_bound_total", "yb_idempotent_replays_total",
-    "yb_warnings_total", "yb_shed_requests_total",
+    "yb_warnings_total", "yb_shed_requests_total", "yb_limit_bound_by_kind_total",
 }
 GAUGES = {"yb_connections_open", "yb_sessions_active", "yb_build_info", "yb_ready", "up"}
 HISTOGRAMS = {"yb_request_duration_seconds", "yb_journal_fsync_duration_seconds", "yb_journal_batch_records"}
@@ -38,6 +38,11 @@ REQUIRED_PANEL_METRICS = {
     "Journal fsync latency": "yb_journal_fsync_duration_seconds_bucket",
     "Journal batch size": "yb_journal_batch_records_count",
     "Connections and sessions": "yb_sessions_active",
+    # The supervision row (SPEC 14): only what Prometheus carries without per-institution labels.
+    "Visits per day by kind and grade": "yb_settlements_total",
+    "Average bill per visit by kind (yuan, 24 h)": "yb_settlement_amount_fen_total",
+    "Own-pay ratio by kind (SPEC 14 self-pay)": "yb_settlement_amount_fen_total",
+    "Limit-bound share by kind and grade": "yb_limit_bound_by_kind_total",
 }
 
 

@@ -53,7 +53,7 @@ _HELPER_LABELS = {"le"}
 
 # A pharmacy card settlement as the core reports it; each test changes what it needs.
 _SETTLEMENT = {"infno": "2102", "outcome": "ok", "kind": "pharmacy", "grade": "A", "cert_type": "03",
-               "medfee_fen": 3990, "fund_fen": 2800, "cash_fen": 1190}
+               "medfee_fen": 3990, "fund_fen": 2800, "cash_fen": 1190, "fulamt_fen": 500, "preselfpay_fen": 99}
 
 
 def facts(**changes: Any) -> TxFacts:
@@ -107,6 +107,7 @@ def test_limit_and_code_take_only_the_spec_values() -> None:
     assert label_values(found["yb_settlement_amount_fen"], "part") == PARTS
     assert label_values(found["yb_line_cuts"], "reason") == {"DOCTOR_SUSPENDED", "NOT_IN_CATALOGUE", "RX_REQUIRED",
                                                              "RESTRICTED_USE", "TRACE_CODE_MISSING"}
+    assert label_values(found["yb_limit_bound_by_kind"], "limit") == LIMITS
     assert label_values(found["yb_rejections"], "err_code") == {code.wire for code in ErrCode}
 
 
@@ -129,8 +130,12 @@ def test_a_settlement_moves_every_business_series() -> None:
     assert value_of(found["yb_settlement_amount_fen"], part="medfee", kind="pharmacy") == 3990
     assert value_of(found["yb_settlement_amount_fen"], part="fund", kind="pharmacy") == 2800
     assert value_of(found["yb_settlement_amount_fen"], part="cash", kind="pharmacy") == 1190
+    assert value_of(found["yb_settlement_amount_fen"], part="fulamt", kind="pharmacy") == 500
+    assert value_of(found["yb_settlement_amount_fen"], part="preselfpay", kind="pharmacy") == 99
     assert value_of(found["yb_limit_bound"], limit="person_day") == 1
     assert value_of(found["yb_limit_bound"], limit="institution_month") == 1
+    assert value_of(found["yb_limit_bound_by_kind"], limit="person_day", kind="pharmacy", grade="A") == 1
+    assert value_of(found["yb_limit_bound_by_kind"], limit="institution_month", kind="clinic", grade="none") == 1
     assert value_of(found["yb_warnings"], code="PERSON_DAY_LIMIT_REACHED") == 1
 
 

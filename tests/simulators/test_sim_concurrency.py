@@ -87,7 +87,9 @@ def card_bills(region: Region, count: int) -> list[dict[str, Any]]:
     """`count` settle intents arriving at once, paid by card (the fake reads psn_no off the card)."""
     model = TrafficModel(region, 21, 50.0)
     bills = (model.next_intent(0.0) for _ in itertools.count())
-    return [{**b, "credential": "card", "retries": 0, "timeout": False} for b in itertools.islice(
+    # The fake pays everything in cash: the bills ask for no account (SPEC 13's who pays).
+    return [{**b, "credential": "card", "retries": 0, "timeout": False, "acct": False, "payer": None}
+            for b in itertools.islice(
         (b for b in bills if b["kind"] == "settle"), count)]
 
 

@@ -30,7 +30,7 @@ CODE2 = "12345670000000000002"
 
 
 def oracle(mode: str = "full", rules: Any = RULES) -> Oracle:
-    return Oracle({}, {}, V2Oracle(mode, rules))
+    return Oracle({}, {}, v2=V2Oracle(mode, rules))
 
 
 def numbered(*items: dict) -> list[dict]:

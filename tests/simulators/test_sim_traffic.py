@@ -7,6 +7,7 @@ import itertools
 import pytest
 from sim_helpers import small_region
 
+from simulators import traffic
 from simulators.region import Region
 from simulators.traffic import (
     FLAT,
@@ -120,8 +121,10 @@ def test_bills_go_to_derived_persons_and_sample_regulars(region: Region) -> None
     people = [b["psn_no"] for b in settles(region, 14, BILLS)]
     derived = [p for p in people if p not in population.sample_by_psn_no]
     regulars = len(people) - len(derived)
-    # SAMPLE_SHARE 0.3 plus the sample's own 42/2000 of the uniform draws: about 31.5 %.
-    assert abs(regulars / BILLS - 0.315) < 0.04, regulars
+    # SAMPLE_SHARE 0.3 plus the sample's own 42/2000 of the uniform draws: about 31.5 %; then the
+    # who-pays bills (mutual aid, refused links, chronic patients) go to sample persons too.
+    redirected = traffic.MUTUAL_AID_SHARE + traffic.REFUSED_LINK_SHARE + traffic.CHRONIC_SHARE
+    assert abs(regulars / BILLS - (0.315 + redirected * 0.685)) < 0.04, regulars
     assert all(population.person(p).psn_no == p for p in people)
 
 

@@ -40,8 +40,9 @@ ADMINS = [Admin("vera", "viewer", hashlib.sha256(b"tok-viewer").hexdigest()),
 class AdminWorld:
     """The core test region served by a real journal; `restart()` rebuilds everything from disk."""
 
-    def __init__(self, tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
-        self.world = World(tmp_path)
+    def __init__(self, tmp_path: pathlib.Path, nursery: trio.Nursery, world: World | None = None) -> None:
+        """`world`: the core test region to serve (default: core_world's)."""
+        self.world = world or World(tmp_path)
         self.tmp_path = tmp_path
         self.nursery = nursery
         self.key_path = tmp_path / "gateway_ed25519.pem"

@@ -8,10 +8,12 @@ import pathlib
 import random
 from typing import Any
 
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gateway.core import Core, CoreConfig, Record
+from gateway.core import Core, CoreConfig, Record, from_wire
+from gateway.core.accounts import parse_accounts
 from gateway.files import load_registry, load_secrets
 from gateway.core.catalogue import parse_catalogue
 from gateway.sealer import KeyRing, Sealer, TxResult
@@ -45,10 +47,14 @@ MASTER_51 = bytes(range(32))
 ISSUER = _seed_key(40)
 
 
-def registry_toml(p2_cap_fen: int = 20_000, policy_extra: str = "") -> str:
-    terminals = "".join(
+def terminals_toml(terminals: dict[str, tuple[str, int, str]]) -> str:
+    return "".join(
         f'[[terminals]]\ndev_no = "{dev}"\ninstitution = "{inst}"\npublic_key = "{pub_b64(_seed_key(seed))}"\n'
-        f'status = "{status}"\n' for dev, (inst, seed, status) in TERMINALS.items())
+        f'status = "{status}"\n' for dev, (inst, seed, status) in terminals.items())
+
+
+def registry_toml(p2_cap_fen: int = 20_000, policy_extra: str = "") -> str:
+    terminals = terminals_toml(TERMINALS)
     return f'''
 [policy]
 otc_allowance_fen = {{ A = 12000, B = 9000, C = 6000, D = 6000, E = 6000 }}
@@ -148,10 +154,17 @@ class World:
     """One core over the test region, with signed-in terminals and request helpers."""
 
     def __init__(self, tmp_path: pathlib.Path, p2_cap_fen: int = 20_000, seed: int = 7,
-                 catalogue_csv: str | None = None, trace_required_from: str | None = None, **config: Any) -> None:
+                 catalogue_csv: str | None = None, trace_required_from: str | None = None, extra_toml: str = "",
+                 extra_terminals: dict[str, tuple[str, int, str]] | None = None, accounts_csv: str | None = None,
+                 **config: Any) -> None:
+        """`extra_toml` is appended to the registry (with `extra_terminals` enrolled);
+        `accounts_csv` is an accounts file's text (None: accounts are off)."""
         extra = "" if trace_required_from is None else f'trace_required_from = "{trace_required_from}"'
-        (tmp_path / "registry.toml").write_text(registry_toml(p2_cap_fen, extra), encoding="utf-8")
+        self.terminals = {**TERMINALS, **(extra_terminals or {})}
+        (tmp_path / "registry.toml").write_text(registry_toml(p2_cap_fen, extra) + extra_toml
+                                                + terminals_toml(extra_terminals or {}), encoding="utf-8")
         (tmp_path / "secrets.toml").write_text(SECRETS_TOML, encoding="utf-8")
+        self.accounts = None if accounts_csv is None else parse_accounts(accounts_csv.encode(), "accounts.csv")
         self.registry = load_registry(str(tmp_path / "registry.toml"))
         self.secrets = load_secrets(str(tmp_path / "secrets.toml"))
         self.gateway_key = _seed_key(50)
@@ -170,13 +183,23 @@ class World:
         key = gateway_key or self.gateway_key
         return Core(config=self.config, registry=self.registry, secrets=self.secrets,
                     active_public_raw=KeyRing(key).active_public_raw, random_bytes=rng.randbytes,
-                    catalogue=None if self.catalogue is None else self.catalogue.copy())
+                    catalogue=None if self.catalogue is None else self.catalogue.copy(), accounts=self.accounts)
 
     def restart(self, core: Core) -> None:
         """Continue with `core` (restored from a snapshot) as a restarted gateway would: a new sealer."""
         self.core = core
         self.sealer = Sealer(ADMDVS, KeyRing(self.gateway_key), self.config.refid_block)
         self.sealer.follow(core)
+
+    def assert_replay_and_restore(self) -> None:
+        """Replaying the kept records (through their wire form), and restoring a snapshot, reproduce the state."""
+        replayed = self.make_core()
+        for record in self.records:
+            replayed.commit(from_wire(msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)))
+        assert replayed.snapshot() == self.core.snapshot()
+        restored = self.make_core()
+        restored.restore(msgpack.unpackb(msgpack.packb(self.core.snapshot(), use_bin_type=True), raw=False))
+        assert restored.snapshot() == self.core.snapshot()
 
     def handle_tx(self, body: bytes, now_ms: int) -> TxResult:
         """Decide, seal and commit one request as the data path does (without the journal)."""
@@ -198,7 +221,7 @@ class World:
         return msgid(institution, now_ms, self.serial)
 
     def terminal(self, dev_no: str = "T1", opter: str = "OP1") -> TerminalSession:
-        institution, seed, _ = TERMINALS[dev_no]
+        institution, seed, _ = self.terminals[dev_no]
         return TerminalSession(dev_no=dev_no, fixmedins_code=institution, admdvs=ADMDVS, opter=opter,
                                opter_type="1", private_key=_seed_key(seed))
 
@@ -227,11 +250,13 @@ class World:
 
     def settle(self, term: TerminalSession, items: list[dict[str, Any]], who: dict[str, str] | None = None,
                infno: str = "2102", now_ms: int = T0_MS, msgid_: str | None = None,
-               cert: dict[str, Any] | None = None) -> tuple[Any, ResponseEnvelope]:
+               cert: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> tuple[Any, ResponseEnvelope]:
+        """`extra`: further input fields (e.g. SPEC 13's acct_used_flag)."""
         mid = msgid_ or self.next_msgid(term.fixmedins_code, now_ms)
         medfee = sum(i["det_item_fee_sumamt"] for i in items)
         fields = cert if cert is not None else self.card_fields(term, mid, infno, medfee, who or card())
-        return self.send(term, infno, {**fields, "medfee_sumamt": medfee, "items": items}, now_ms, mid)
+        return self.send(term, infno, {**fields, "medfee_sumamt": medfee, "items": items, **(extra or {})},
+                         now_ms, mid)
 
     def voucher(self, psn_no: str = "PSN9", org: str = P1, now_ms: int = T0_MS, tid: str = "tid-1",
                 insutype: str = "310") -> dict[str, Any]:

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from core_world import T0_MS, World, card, line
-from gateway.core import AdminRefusal, FieldError, from_wire
+from gateway.core import AdminRefusal, FieldError
 
 # X1: 甲类 OTC; X2: 乙类 prescription with its own 20 % self-pay share and a 15-yuan cap;
 # X3: restricted 甲类 OTC; X4: ended before T0 (2024-03-15).
@@ -121,12 +121,7 @@ def test_replay_and_snapshot_reproduce_catalogue_changes(cw: World) -> None:
     _approve(cw, {"kind": "catalogue.retire", "med_list_codg": "X1", "valid_to": "2024-03-14"})
     t = cw.sign_in()
     cw.settle(t, [line("1", 1000)], who=card("R1"))
-    wire = [msgpack.unpackb(msgpack.packb(r.to_wire(), use_bin_type=True), raw=False) for r in cw.records]
-    replayed = cw.make_core()
-    for record in wire:
-        replayed.commit(from_wire(record))
-    assert replayed.snapshot() == cw.core.snapshot()
+    cw.assert_replay_and_restore()
     restored = cw.make_core()
     restored.restore(msgpack.unpackb(msgpack.packb(cw.core.snapshot(), use_bin_type=True), raw=False))
-    assert restored.snapshot() == cw.core.snapshot()
     assert restored.state.catalogue.lookup("X1", restored.state.settlements.snapshot()[0]["day"]) is None

@@ -153,7 +153,7 @@ def test_reconciliation_totals_and_paging(world: World) -> None:
     _ok(world.send(t, "2103", {"setl_id": ids[0], "psn_no": "R0"})[1])
     gateway = {"setl_cnt": 4, "medfee_sumamt": 1400, "fund_pay_sumamt": 1400, "psn_cash_pay": 0}
     out = _ok(world.send(t, "3201", {"stmt_date": "20240315", **gateway})[1])
-    assert out == {"stmt_rslt": "0", "gateway": gateway}
+    assert out == {"stmt_rslt": "0", "gateway": {**gateway, "acct_pay": 0}}   # acct_pay: SPEC 13
     assert _ok(world.send(t, "3201", {"stmt_date": "20240315", **gateway, "setl_cnt": 5})[1])["stmt_rslt"] == "1"
     page = _ok(world.send(t, "3202", {"stmt_date": "20240315", "limit": 3})[1])
     assert [r["setl_id"] for r in page["rows"]] == ids[:3] and page["next"] == ids[2]

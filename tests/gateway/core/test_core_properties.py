@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import collections
 
-import msgpack
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_world import P1, P2, T0_MS, World, card, line
-from gateway.core import from_wire
 from gateway.core.clock import business_day, business_month
 from gateway.core.settlements import STATUS_SETTLED
 
@@ -91,11 +89,5 @@ def test_random_sequences_keep_invariants_and_replay(tmp_path_factory, commands)
         elif cmd[0] == "advance":
             now_ms += cmd[1]
         _check_ledgers(world, now_ms)
-    replayed = world.make_core()
-    for record in world.records:
-        replayed.commit(from_wire(msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)))
-    assert replayed.snapshot() == world.core.snapshot()
-    restored = world.make_core()
-    restored.restore(msgpack.unpackb(msgpack.packb(world.core.snapshot(), use_bin_type=True), raw=False))
-    assert restored.snapshot() == world.core.snapshot()
+    world.assert_replay_and_restore()
     assert all(s.status == STATUS_SETTLED for s in world.core.state.settlements.standing())

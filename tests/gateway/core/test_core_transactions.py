@@ -200,7 +200,8 @@ def test_totals_balance_only_on_standing_settlements(world: World) -> None:
     theirs = {"stmt_date": "20240315", "setl_cnt": 1, "medfee_sumamt": 1000,
               "fund_pay_sumamt": kept["fund_pay_sumamt"], "psn_cash_pay": kept["psn_cash_pay"]}
     out = ok_output(world.send(t, "3201", theirs)[1])
-    assert out["stmt_rslt"] == "0" and out["gateway"] == {k: v for k, v in theirs.items() if k != "stmt_date"}
+    assert out["stmt_rslt"] == "0" and out["gateway"] == {**{k: v for k, v in theirs.items() if k != "stmt_date"},
+                                                          "acct_pay": 0}
     assert ok_output(world.send(t, "3201", {**theirs, "setl_cnt": 2})[1])["stmt_rslt"] == "1"
 
 
@@ -242,7 +243,7 @@ def test_reversed_settlement_is_out_of_totals(world: World) -> None:
     out = ok_output(world.send(t, "3201", {"stmt_date": "20240315", "setl_cnt": 0, "medfee_sumamt": 0,
                                      "fund_pay_sumamt": 0, "psn_cash_pay": 0})[1])
     assert out == {"stmt_rslt": "0", "gateway": {"setl_cnt": 0, "medfee_sumamt": 0, "fund_pay_sumamt": 0,
-                                                 "psn_cash_pay": 0}}
+                                                 "psn_cash_pay": 0, "acct_pay": 0}}
 
 
 def test_both_limits_bind_at_once(tmp_path) -> None:

@@ -85,6 +85,8 @@ def test_small_region_loads_through_the_gateway_loaders(small: tuple[pathlib.Pat
     assert dict(policy.coverage_permille) == SPEC_POLICY["coverage_permille"]
     assert (policy.selfpay_prop_permille, policy.warn_person_day_permille,
             policy.warn_institution_month_permille) == (100, 800, 900)
+    assert (policy.large_bill_fen, policy.alert_institutions_per_day, policy.avg_bill_yoy_max_permille) == (
+        100000, 3, 1050)
     institutions = region.registry.institutions.values()
     assert {i.grade for i in institutions if i.kind == "pharmacy"} == set("ABCDE")
     assert collections.Counter(i.kind for i in institutions) == {"pharmacy": 6, "clinic": 2, "hospital": 1}
@@ -167,7 +169,8 @@ def test_secret_files_are_private_even_with_an_open_umask(tmp_path: pathlib.Path
         os.umask(old_umask)
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in FILES}
     assert modes == {"gateway.toml": 0o644, "registry.toml": 0o644, "secrets.toml": 0o600,
-                     "gateway_ed25519.pem": 0o600, "sim.toml": 0o600, "catalogue.csv": 0o644}
+                     "gateway_ed25519.pem": 0o600, "sim.toml": 0o600, "catalogue.csv": 0o644,
+                     "accounts.csv": 0o644}
 
 
 def test_sim_terminal_keys_match_the_registry(small: tuple[pathlib.Path, Any]) -> None:
@@ -309,7 +312,9 @@ def test_small_region_clinic_settles_an_e_voucher_2207(small: tuple[pathlib.Path
     token = mint_voucher(issuer["kid"], key, claims)
     answer = till.settle(term, "2207", cert={"mdtrt_cert_type": "01", "mdtrt_cert_no": token})
     assert (answer.infcode, answer.err_code) == (0, ""), answer
-    assert answer.output["setlinfo"]["fund_pay_sumamt"] > 0
+    # The region pools employees' clinic bills (SPEC 13): a small bill may go to the deductible.
+    setlinfo = answer.output["setlinfo"]
+    assert setlinfo["fund_pay_sumamt"] + setlinfo["act_pay_dedc"] > 0
 
 
 def test_cli_init_prints_a_summary_and_refuses_a_second_time(tmp_path: pathlib.Path,

@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import pathlib
+import re
 import time
 import tomllib
 from typing import Any
@@ -27,12 +28,13 @@ _SERIALS = itertools.count(1)
 
 
 def with_limits(region: pathlib.Path, **limits: object) -> None:
-    """Set keys of the [limits] table of the region's gateway.toml (replacing any `init` wrote)."""
+    """Set keys of the [limits] table of the region's gateway.toml (replacing any the file has)."""
     config = region / "gateway.toml"
-    kept = [line for line in config.read_text().splitlines(keepends=True)
-            if line.split("=", 1)[0].strip() not in limits]
+    text = config.read_text()
+    for key in limits:
+        text = re.sub(rf"^{re.escape(key)} = .*\n", "", text, flags=re.MULTILINE)
     lines = "".join(f"{key} = {value}\n" for key, value in limits.items())
-    config.write_text("".join(kept).replace("[limits]\n", "[limits]\n" + lines, 1))
+    config.write_text(text.replace("[limits]\n", "[limits]\n" + lines, 1))
 
 
 async def start_gateway(nursery: trio.Nursery, region: pathlib.Path) -> tuple[Gateway, RegionClient]:

@@ -16,11 +16,12 @@ from server_region import make_region
 
 
 def set_paths(region: pathlib.Path, lines: str) -> pathlib.Path:
-    """Replace the region's catalogue line of [paths] with `lines`; returns gateway.toml."""
+    """Replace the region's catalogue and accounts lines of [paths] with `lines`; returns gateway.toml."""
     config = region / "gateway.toml"
     text = config.read_text(encoding="utf-8")
-    assert 'catalogue = "catalogue.csv"\n' in text
-    config.write_text(text.replace('catalogue = "catalogue.csv"\n', lines), encoding="utf-8")
+    both = 'catalogue = "catalogue.csv"\naccounts = "accounts.csv"\n'
+    assert both in text
+    config.write_text(text.replace(both, lines), encoding="utf-8")
     return config
 
 

@@ -225,11 +225,15 @@ def test_init_writes_the_spec_files_with_the_spec_keys(tmp_path: pathlib.Path,
     assert gateway_toml["listen"] == {"data": "127.0.0.1:8600", "admin": "127.0.0.1:8601"}
     assert gateway_toml["paths"] == {"registry": "registry.toml", "secrets": "secrets.toml",
                                      "signing_key": "gateway_ed25519.pem", "data_dir": "data",
-                                     "catalogue": "catalogue.csv"}   # SPEC 13: init writes v2's data
+                                     "catalogue": "catalogue.csv",
+                                     "accounts": "accounts.csv"}   # SPEC 13: init writes v2's data
     assert (out / "gateway_ed25519.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
     registry = tomllib.loads((out / "registry.toml").read_text(encoding="utf-8"))
     assert set(registry["policy"]) == {"otc_allowance_fen", "coverage_permille", "selfpay_prop_permille",
-                                       "warn_person_day_permille", "warn_institution_month_permille"}
+                                       "warn_person_day_permille", "warn_institution_month_permille",
+                                       # SPEC 13's supervision thresholds (section 14)
+                                       "large_bill_fen", "alert_institutions_per_day", "avg_bill_yoy_max_permille",
+                                       "pooling"}   # SPEC 13 outpatient pooling
     secrets = tomllib.loads((out / "secrets.toml").read_text(encoding="utf-8"))
     assert {a["role"] for a in secrets["admins"]} == {"viewer", "operator", "policy"}
     assert all(set(a) == {"name", "role", "token_sha256"} for a in secrets["admins"])
