@@ -401,19 +401,15 @@ def test_metrics_count_the_account_part_and_the_who_pays_limits(wp: World) -> No
 
 
 def _handler_request(world: World, term: Any, psn: str, codes: tuple[str, ...], extra: dict[str, Any]) -> Any:
-    """A decoded 2102 whose lines carry traceability `codes` (given after parsing: this build's
-    input parser reads no drug_trac_codg), ready for the handler."""
-    import dataclasses
-
+    """A decoded 2102 whose line carries traceability `codes`, ready for the handler."""
     from gateway.core.handlers import Request
-    from protocol import decode_frame, decode_request_envelope_proving_input, fingerprint, parse_input
+    from protocol import decode_frame, decode_request_envelope, fingerprint, parse_request_input
     mid = world.next_msgid(P1, T0_MS)
-    items = [rx("1", 3000)]
+    items = [{**rx("1", 3000), "drug_trac_codg": list(codes)}]
     fields = world.card_fields(term, mid, "2102", 3000, card(psn))
     frame = term.request_frame("2102", mid, {**fields, "medfee_sumamt": 3000, "items": items, **extra}, T0_MS)
-    env, plain = decode_request_envelope_proving_input(decode_frame(frame).body)
-    typed = parse_input(env.infno, env.input, input_proven_plain=plain)
-    typed = dataclasses.replace(typed, items=tuple(dataclasses.replace(i, drug_trac_codg=codes) for i in typed.items))
+    env = decode_request_envelope(decode_frame(frame).body)
+    typed = parse_request_input(env)
     return Request(env, world.core.state.overlay.institutions[P1], world.core.sessions.get(env.sign_no), typed,
                    fingerprint(env.infno, env.input), T0_MS)
 
