@@ -113,6 +113,11 @@ class RegionNode:
         runtime = self.runtime
         try:
             await self._catch_up()
+            # The catch-up may have outlasted the lease's trusted span: renew before serving.
+            sent_s = time.monotonic()
+            if not await self.store.renew(lease.value, self.lease_ms):
+                raise StoreError("the lease was lost while the journal's tail was read")
+            lease.renewed(sent_s)
         except (StoreError, JournalFailed) as exc:
             log_event("takeover_failed", node=self.node_id, epoch=lease.epoch, detail=str(exc)[:200])
             await self.release(lease)

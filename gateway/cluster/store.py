@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glide import (ClusterBatch, ClusterBatchOptions, GlideClusterClient, GlideClusterClientConfiguration,
+from glide import (BackoffStrategy, ClusterBatch, ClusterBatchOptions, GlideClusterClient, GlideClusterClientConfiguration,
                    LogLevel, Logger, NodeAddress, Script, SlotKeyRoute, SlotType, StreamReadOptions)
 from glide import GlideError
 
@@ -103,8 +103,11 @@ class RegionStore:
         self.replicas_ack = replicas_ack
         self.wait_timeout_ms = wait_timeout_ms
         self._route = SlotKeyRoute(SlotType.PRIMARY, self.journal_key)
+        # Reconnection back-off capped at 0.8 s: after a failover the dead node's address comes
+        # back as a replica, and the client must not be waiting out a long back-off by then.
         self._config = lambda timeout_ms: GlideClusterClientConfiguration(
-            [NodeAddress(host, port) for host, port in seeds], request_timeout=timeout_ms)
+            [NodeAddress(host, port) for host, port in seeds], request_timeout=timeout_ms,
+            reconnect_strategy=BackoffStrategy(num_of_retries=3, factor=100, exponent_base=2))
         self._request_timeout_ms = request_timeout_ms
         self._client: GlideClusterClient | None = None
         self._blocking: GlideClusterClient | None = None
