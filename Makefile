@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 REGION ?= region
 PYTEST_FLAGS ?=
 
-.PHONY: run test soak bench bench-core bench-catalogue bench-journal ops-tools clean
+.PHONY: run test soak bench bench-core bench-catalogue bench-journal bench-memory bench-overload ops-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ bench-catalogue: $(STAMP)
 
 bench-journal: $(STAMP)
 	$(BIN)/python -m load_tests.fsync_bench
+
+# Memory retained per settlement: 1,000,000 2102s in-process (core + sealer), RSS and by structure.
+bench-memory: $(STAMP)
+	$(BIN)/python -m gateway.bench_memory
+
+# The overload campaign: the sustainable 2102 rate S, then 4x and 8x S for 20 s each;
+# writes load_tests/results/overload.json and overload.md.
+bench-overload: $(STAMP)
+	$(BIN)/yibao-load overload --out load_tests/results
 
 bench: $(STAMP)
 	$(BIN)/yibao-load bench --out load_tests/results
