@@ -8,8 +8,8 @@ PYTEST_FLAGS ?=
 
 CLUSTER_DIR ?= build/cluster
 
-.PHONY: run test soak bench bench-core bench-catalogue bench-accounts bench-journal bench-cluster ops-tools \
-	cluster-tools run-cluster stop-cluster clean
+.PHONY: run test soak bench bench-core bench-catalogue bench-accounts bench-journal bench-cluster bench-memory \
+	bench-overload ops-tools cluster-tools run-cluster stop-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,15 @@ bench-journal: $(STAMP)
 
 bench-cluster: $(STAMP) cluster-tools
 	$(BIN)/python -m load_tests.cluster_bench --out load_tests/results
+
+# Memory retained per settlement: 1,000,000 2102s in-process (core + sealer), RSS and by structure.
+bench-memory: $(STAMP)
+	$(BIN)/python -m gateway.bench_memory
+
+# The overload campaign: the sustainable 2102 rate S, then 4x and 8x S for 20 s each;
+# writes load_tests/results/overload.json and overload.md.
+bench-overload: $(STAMP)
+	$(BIN)/yibao-load overload --out load_tests/results
 
 bench: $(STAMP)
 	$(BIN)/yibao-load bench --out load_tests/results

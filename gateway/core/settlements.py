@@ -108,6 +108,7 @@ class SettlementStore:
     def add(self, settlement: Settlement) -> None:
         """Store a new settlement; its setl_id must sort after every earlier one of its day."""
         assert settlement.setl_id not in self._by_id and self.has_room()
+        _share_repeated(settlement)
         self._by_id[settlement.setl_id] = settlement
         day_ids = self._by_day.setdefault(settlement.day, {}).setdefault(settlement.institution, [])
         assert not day_ids or day_ids[-1] < settlement.setl_id
@@ -150,3 +151,21 @@ class SettlementStore:
         """Load `snapshot()` output into an empty store."""
         for row in rows:
             self.add(Settlement(**row))
+
+
+# Memory (docs/benchmarks.md, "Memory per settlement"): values that many settlements hold alike
+# are kept once, not once per settlement. Bounded: past the cap, values are kept as they come.
+_SHARED_FIELDS = ("infno", "institution", "insutype", "insuplc_admdvs", "status", "day", "month")
+_SHARED_MAX = 1 << 20
+_shared: dict[Any, Any] = {}
+
+
+def _share_repeated(settlement: Settlement) -> None:
+    """Point `settlement`'s repeated fields at one shared object per value."""
+    for field in _SHARED_FIELDS:
+        value = getattr(settlement, field)
+        kept = _shared.get(value)
+        if kept is None and len(_shared) < _SHARED_MAX:
+            _shared[value] = kept = value
+        if kept is not None:
+            setattr(settlement, field, kept)

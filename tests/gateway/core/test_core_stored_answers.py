@@ -1,4 +1,4 @@
-"""Stored answers (codecs z1 and z2) and the cheap expiry checks of the core's memories."""
+"""Stored answers (codecs z1, z2 and z3) and the cheap expiry checks of the core's memories."""
 
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ from gateway.core.settlements import STATUS_SETTLED, Settlement, SettlementStore
 # The dictionaries are part of the stored format: a changed byte would make old snapshots unreadable.
 Z1_DICTIONARY_SHA256 = "06fb03d53061c33d8714f39b260c0e11697c4c3f537abcedbfde44704e60e716"
 Z2_DICTIONARY_SHA256 = "e81db0d476eb130e20cdadf6b3fc20d706b67f14feb14dafe6b680ea45c2a43d"
+Z3_DICTIONARY_SHA256 = "504fc74248000a66b3ed139c2fe81573d08468179727343bdb3cdcca0f77f423"
 
 
 def test_dictionaries_never_change() -> None:
     assert hashlib.sha256(idempotency._Z1_DICTIONARY).hexdigest() == Z1_DICTIONARY_SHA256
     assert hashlib.sha256(idempotency._Z2_DICTIONARY).hexdigest() == Z2_DICTIONARY_SHA256
-    assert len(idempotency._Z2_DICTIONARY) < 2**12 - 262, "the dictionary must fit the DEFLATE window"
+    assert hashlib.sha256(idempotency._Z3_DICTIONARY).hexdigest() == Z3_DICTIONARY_SHA256
+    for dictionary in (idempotency._Z2_DICTIONARY, idempotency._Z3_DICTIONARY):
+        assert len(dictionary) < 2**12 - 262, "the dictionary must fit the DEFLATE window"
 
 
 def _answer_like(rng: random.Random, body_bytes: int) -> bytes:
@@ -59,17 +62,24 @@ def _z1_pack(response: bytes) -> bytes:
     return packer.compress(response) + packer.flush()
 
 
+def _z2_pack(response: bytes) -> bytes:
+    """The z2 packer as it was written: z1's, with the z2 dictionary and the raw 64-byte tail."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY, idempotency._Z2_DICTIONARY)
+    return packer.compress(response[:-64]) + packer.flush() + response[-64:]
+
+
 def test_snapshot_rows_of_every_codec_restore_to_the_same_answers() -> None:
     rng = random.Random(3)
-    answers = [_answer_like(rng, n) for n in (5, 50, 500)]
+    answers = [_answer_like(rng, n) for n in (5, 50, 500, 300)]
     rows = [["M0", b"f" * 32, answers[0], 1, "2102", 1_000, "S0"],                        # plain (7 fields)
             ["M1", b"g" * 32, _z1_pack(answers[1]), 2, "2103", 2_000, "S1", "z1"],         # z1
-            ["M2", b"h" * 32, pack_response(answers[2]), 3, "2601", 3_000, "S2", "z2"]]    # z2
+            ["M2", b"h" * 32, _z2_pack(answers[2]), 3, "2601", 3_000, "S2", "z2"],         # z2
+            ["M3", b"i" * 32, pack_response(answers[3]), 4, "2102", 4_000, "S3", "z3"]]    # z3
     store = IdempotencyStore(10)
     store.restore(rows)
-    assert [store.get(f"M{n}").response for n in range(3)] == answers
+    assert [store.get(f"M{n}").response for n in range(4)] == answers
     snapshot = store.snapshot()
-    assert [row[-1] for row in snapshot] == ["z2"] * 3
+    assert [row[-1] for row in snapshot] == ["z3"] * 4
     again = IdempotencyStore(10)
     again.restore(snapshot)
     assert again.snapshot() == snapshot
@@ -81,20 +91,25 @@ def test_an_unknown_codec_is_refused() -> None:
 
 
 def test_timed_keys_expire_exactly_what_is_older_whatever_the_put_order() -> None:
-    keys = TimedKeys(100)
-    keys.put("b", 500, 1)
+    keys = TimedKeys(100, lambda at_ms: at_ms)
+    keys.put("b", 500)
     keys.expire(400)                 # nothing that old
     assert len(keys) == 1
-    keys.put("a", 100, 1)            # earlier than the front: must still expire on time
+    keys.put("a", 100)               # earlier than the front: must still expire on time
     keys.expire(101)
     assert "a" not in keys and "b" in keys
     keys.expire(500)
     assert "b" in keys               # strictly before only
     keys.expire(501)
     assert len(keys) == 0
-    keys.put("c", 10, 1)             # an emptied memory starts over
+    keys.put("c", 10)                # an emptied memory starts over
     keys.expire(11)
     assert len(keys) == 0
+    for key, at_ms in (("d", 30), ("e", 20), ("f", 40), ("g", 20)):
+        keys.put(key, at_ms)
+    assert [key for _, key, _ in keys.items()] == ["e", "g", "d", "f"]   # (time, key) order
+    keys.expire(31)
+    assert [key for _, key, _ in keys.items()] == ["f"]
 
 
 def _settlement(setl_id: str, day: int) -> Settlement:
