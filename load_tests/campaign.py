@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import pathlib
 import tempfile
 import time
@@ -166,7 +167,17 @@ async def run_campaign(config: CampaignConfig, out_dir: pathlib.Path,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole campaign against a fresh region; write overload.json and overload.md."""
     pinning = choose_pinning()
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     pin_generator(pinning)
+    try:
+        return await _run_pinned(config, out_dir, pinning, log)
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+
+
+async def _run_pinned(config: CampaignConfig, out_dir: pathlib.Path, pinning: Pinning,
+                      log: Callable[[str], None]) -> dict[str, Any]:
     started_s = time.monotonic()
     log(f"seed {config.seed}; pinning server cpu {pinning.server_cpu}, generator cpu {pinning.generator_cpu}")
     with tempfile.TemporaryDirectory(prefix="yibao-overload-") as tmp:

@@ -91,7 +91,8 @@ class CoreUse:
     TASKS = "/proc/self/task"
 
     def __init__(self) -> None:
-        self._ended: dict[int, float] = {}   # per thread, the last reading: a thread may end
+        self._last: dict[int, float] = {}   # each live thread's last reading
+        self._ended_s = 0.0                 # what threads that ended had used
         self._linux = os.path.isdir(self.TASKS)
 
     def busy_s(self) -> float:
@@ -105,11 +106,9 @@ class CoreUse:
             except (OSError, ValueError):
                 continue   # a thread that ended meanwhile
             readings[int(tid)] = (int(cpu_ns) + int(wait_ns)) / 1e9
-        # Threads that ended keep counting what they had used.
-        self._ended.update({tid: used for tid, used in self._ended.items() if tid not in readings})
-        total = sum(readings.values()) + sum(used for tid, used in self._ended.items() if tid not in readings)
-        self._ended.update(readings)
-        return total
+        self._ended_s += sum(used for tid, used in self._last.items() if tid not in readings)
+        self._last = readings
+        return self._ended_s + sum(readings.values())
 
 
 class Admission:

@@ -4,13 +4,15 @@ closed when they waited too long, and a limit set by throughput, not latency."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from typing import AsyncIterator
 
 import pytest
 import trio
 import trio.testing
 
-from gateway.server.admission import LIMIT_MIN, SHED_BURST, SHEDDING_MAX, Admission, Verdict
+from gateway.server.admission import LIMIT_MIN, SHED_BURST, SHEDDING_MAX, Admission, CoreUse, Verdict
 
 WAIT_MAX_S = 0.05
 CLOSE_AFTER_S = 10.0
@@ -166,3 +168,20 @@ def test_a_core_with_room_to_spare_grows_the_limit_only_when_it_held_requests_ba
         admission._held_back = True
         admission.control(elapsed_s=0.1, idle_s=0.05)
     assert admission.limit == 40
+
+
+def test_core_use_counts_a_thread_it_saw_also_after_it_ended() -> None:
+    use = CoreUse()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(10_000))
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    time.sleep(0.05)
+    seen = use.busy_s()              # the worker is running: its time is read
+    stop.set()
+    worker.join()
+    assert use.busy_s() >= seen      # gone, its time still counts
