@@ -52,6 +52,8 @@ SHED_CODES = ("OVERLOADED", "DRAINING")
 CONNECTIONS_PER_ADDRESS = 64
 VERIFY_EVERY = 16
 DRAIN_S = 3.0
+# Under the gateway's idle timeout (30 s by default).
+STALE_S = 20.0
 LAG_PROBE_S = 0.005
 # Opening one connection (and, for some, signing a terminal in) on a busy machine.
 SETUP_PER_CONNECTION_S = 0.05
@@ -238,11 +240,13 @@ class _Connection:
         self.conn: HttpConnection | None = None
         self.bodies: _Bodies | None = None
         self.answers = 0
+        self.used_s = 0.0     # when the connection last carried a request
 
     async def open(self, index: int, slots: list[GatewaySlot]) -> None:
         """Connect; sign in a new session while `slots` holds fewer than the pool's sessions,
         else share one."""
         self.conn = await HttpConnection.connect(self.pool.endpoint, self.local_address)
+        self.used_s = trio.current_time()
         if len(slots) < self.pool.config.sessions:
             slots.append(await self.pool.target.open_slot(index, self.conn))
         self.bodies = _Bodies(slots[index % len(slots)])
@@ -261,6 +265,10 @@ class _Connection:
             await self._one(tally, due_s)
 
     async def _one(self, tally: _Tally, due_s: float) -> None:
+        # A keep-alive connection left unused for long has been closed by the gateway (its idle
+        # timeout): a terminal opens a new one rather than lose a request to it.
+        if self.conn is not None and trio.current_time() - self.used_s > STALE_S:
+            await self.aclose()
         if self.conn is None or not self.conn.reusable:
             await self.aclose()
             self.conn = await self._reconnect(tally)
@@ -268,7 +276,7 @@ class _Connection:
                 return
         assert self.bodies is not None
         body = self.bodies.take()
-        sent_s = trio.current_time()
+        sent_s = self.used_s = trio.current_time()
         response = None
         with trio.move_on_after(self.pool.config.timeout_s):
             try:
