@@ -15,11 +15,12 @@ import time
 from gateway.journal.errors import JournalFailed, JournalFull
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.server.http import Request, Response, plain_response
+from gateway.server.plain import render_response
 from gateway.server.logs import log_event
 from gateway.runtime import Runtime
 from protocol import ErrCode
 
-__all__ = ["COMMON_PATHS", "DataApp", "common_route", "frame_response", "shed_head"]
+__all__ = ["COMMON_PATHS", "DataApp", "common_route", "frame_response"]
 
 TX_PATH = "/fsi/v1/tx"
 MSGPACK = "application/msgpack"
@@ -31,26 +32,20 @@ COMMON_PATHS = ("/healthz", "/readyz", "/metrics")
 _ROUTES = {TX_PATH: "POST", "/fsi/v1/keys": "GET", **{path: "GET" for path in COMMON_PATHS}}
 
 
-def shed_head(length: int, close: bool) -> bytes:
-    """The HTTP head of a shed answer carrying a Frame of `length` bytes, as the connection's
-    h11 writes `frame_response(429, frame, RETRY_AFTER_OVERLOADED_S, close)`."""
-    head = _SHED_HEAD_CLOSE if close else _SHED_HEAD
-    return head % length
-
-
-_SHED_HEAD = (b"HTTP/1.1 429 \r\ncontent-length: %d\r\ncontent-type: " + MSGPACK.encode()
-              + b"\r\nretry-after: " + str(RETRY_AFTER_OVERLOADED_S).encode() + b"\r\n")
-_SHED_HEAD_CLOSE = _SHED_HEAD + b"connection: close\r\n\r\n"
-_SHED_HEAD += b"\r\n"
-
-
 def frame_response(status: int, frame: bytes, retry_after_s: int | None = None,
                    close: bool = False) -> Response:
     """An answer carrying a signed Frame."""
-    headers = [("content-type", MSGPACK)]
-    if retry_after_s is not None:
-        headers.append(("retry-after", str(retry_after_s)))
-    return Response(status, tuple(headers), frame, close)
+    return Response(status, _frame_headers(retry_after_s), frame, close)
+
+
+def _frame_headers(retry_after_s: int | None) -> tuple[tuple[str, str], ...]:
+    if retry_after_s is None:
+        return _FRAME_HEADERS
+    return (*_FRAME_HEADERS, ("retry-after", str(retry_after_s)))
+
+
+_FRAME_HEADERS = (("content-type", MSGPACK),)
+_SHED_HEADERS = _frame_headers(RETRY_AFTER_OVERLOADED_S)
 
 
 def _is_msgpack(content_type: str | None) -> bool:
@@ -98,13 +93,14 @@ class DataApp:
     def shed_bytes(self, waited_s: float, close: bool) -> bytes:
         """The whole answer to a shed POST /fsi/v1/tx: 429 with a signed OVERLOADED Frame.
 
-        The cheap path: a pre-encoded body, one signature, a fixed head; no h11, no route.
+        The cheap path: a pre-encoded body, one signature, the head as h11 would write it; no h11,
+        no route.
         """
         runtime = self.runtime
         frame = runtime.sealer.overloaded_response(runtime.clock.now_ms())
         runtime.metrics.observe_shed("queue_time")
         runtime.metrics.observe_server_answer("other", ErrCode.OVERLOADED, waited_s)
-        return shed_head(len(frame), close) + frame
+        return render_response(429, _SHED_HEADERS, frame, close)
 
     def closed_unanswered(self) -> None:
         """Count a transaction request closed unanswered after waiting too long for admission."""

@@ -15,10 +15,11 @@ longer be framed with certainty.
 
 On the data listener a `Gate` sees each transaction request before it is parsed (see
 gateway/server/admission.py): the connection stamps the arrival of its first bytes and waits for
-the verdict. An admitted request is served as usual. A shed one whose first bytes hold the whole
-of a plainly framed `POST` (`plain_post_length`) is answered from those bytes without h11: h11
-never sees that request nor its answer, so the connection is as it was before the request, ready
-for the next. Anything less plain is parsed by h11 as usual and answered by the shedder.
+the verdict. A request whose first bytes hold the whole of a plainly framed `POST` of the
+transaction path (gateway/server/plain.py) is read and answered without h11, admitted or shed:
+h11 never sees that request nor its answer, so the connection is as it was before the request,
+ready for the next. Anything less plain is parsed by h11 with the strict checks, and answered by
+the app or, when shed, by the shedder.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import trio
 from gateway.runtime import Drain
 from gateway.server.admission import Admission, Verdict
 from gateway.server.logs import log_event
+from gateway.server.plain import PlainPost, plain_post, render_response
 
 __all__ = ["Drain", "Gate", "HttpApp", "HttpConnection", "HttpLimits", "IdleConnections", "Request",
-           "Response", "Shedder", "plain_post_length", "plain_response", "serve_connection"]
+           "Response", "Shedder", "plain_response", "serve_connection"]
 
 RECEIVE_BYTES_MAX = 16384
 # After answering a peer that may still be sending (e.g. a refused oversized body), keep reading
@@ -250,6 +252,8 @@ class HttpConnection:
             return False
         if isinstance(request, _ShedPlain):
             return request.keep_alive
+        if isinstance(request, PlainPost):
+            return await self._answer_plain(request)
         if isinstance(request, _TooLarge):
             response = self.app.body_too_large(request.head)
             response = dataclasses.replace(response, close=True)
@@ -260,6 +264,18 @@ class HttpConnection:
             response = await self.app.handle(request)
         await self._send_response(response)
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+    async def _answer_plain(self, plain: PlainPost) -> bool:
+        """Answer a plain POST (read without h11) without h11; return whether the connection stays open."""
+        assert self.gate is not None
+        request = Request("POST", self.gate.shedder.tx_path.decode(), plain.headers, plain.body)
+        response = await self.app.handle(request)
+        close = response.close or self.drain.started or not plain.keep_alive
+        if close:
+            self._linger = True
+        await self._send(render_response(response.status, response.headers, response.body, close,
+                                         peer_closes=not plain.keep_alive))
+        return not close
 
     async def _after_verdict(self, data: bytes) -> _ShedPlain | None:
         """Act on the gate's verdict on the request that starts with `data`.
@@ -279,20 +295,25 @@ class HttpConnection:
 
     async def _shed_plain(self, gate: Gate, data: bytes) -> _ShedPlain | None:
         """Answer a shed request from its first bytes, when they hold all of a plain POST."""
-        framed = plain_post_length(data, gate.shedder.tx_path, self.limits)
-        if framed is None:
+        plain = self._plain(data)
+        if plain is None:
             return None
-        length, keep_alive = framed
-        keep_alive = keep_alive and not self.drain.started
+        keep_alive = plain.keep_alive and not self.drain.started
         answer = gate.shedder.shed_bytes(trio.current_time() - self._arrived_s, not keep_alive)
         if not keep_alive:
             self._linger = True
-        elif len(data) > length:
-            self.conn.receive_data(data[length:])   # a pipelined request: h11 reads it next
+        elif len(data) > plain.length:
+            self.conn.receive_data(data[plain.length:])   # a pipelined request: h11 reads it next
         written = self._write_now(answer)
         if written < len(answer):
             await self._send(answer[written:])
         return _ShedPlain(keep_alive)
+
+    def _plain(self, data: bytes) -> PlainPost | None:
+        """The plain POST of the gate's transaction path that `data` starts with, or None."""
+        assert self.gate is not None
+        return plain_post(data, self.gate.shedder.tx_path, self.limits.header_bytes_max,
+                          self.limits.body_bytes_max)
 
     def _leave_gate(self) -> None:
         """Tell the gate the request it ruled on is finished with (answered or not)."""
@@ -304,12 +325,12 @@ class HttpConnection:
             assert self.gate is not None
             self.gate.admission.shed_done()
 
-    async def _receive_request(self) -> Request | _TooLarge | _ShedPlain | None:
+    async def _receive_request(self) -> Request | _TooLarge | _ShedPlain | PlainPost | None:
         self._answering_head = False
         event = await self._receive_head()
         if event is None or isinstance(event, h11.ConnectionClosed):
             return None
-        if isinstance(event, _ShedPlain):
+        if isinstance(event, (_ShedPlain, PlainPost)):
             return event
         deadline = trio.current_time() + self.limits.read_timeout_s
         assert isinstance(event, h11.Request), event
@@ -341,6 +362,11 @@ class HttpConnection:
                 shed = await self._after_verdict(data)
                 if shed is not None:
                     return shed
+            if self.gate is not None and (plain := self._plain(data)) is not None:
+                # Read without h11 (gateway/server/plain.py); a pipelined request after it is h11's.
+                if len(data) > plain.length:
+                    self.conn.receive_data(data[plain.length:])
+                return plain
             raw += self._feed(data)
             event = self.conn.next_event()
         deadline = trio.current_time() + self.limits.read_timeout_s
@@ -507,47 +533,6 @@ class _ShedPlain:
     """A shed request answered without h11; `keep_alive`: the connection serves on."""
 
     keep_alive: bool
-
-
-def plain_post_length(data: bytes, path: bytes, limits: HttpLimits) -> tuple[int, bool] | None:
-    """(length, keep_alive) of the request `data` starts with, when it is all there and plainly framed.
-
-    Plain: `POST <path> HTTP/1.1`, header lines `name: value` (no obs-fold, no empty or spaced
-    names, no bare CR or LF), one Host, exactly one Content-Length of ASCII digits within
-    body_bytes_max, no Transfer-Encoding and no Expect, the head within header_bytes_max. `keep_alive` is False when
-    the request says `Connection: close`. None for anything else: h11 then parses it as usual, so
-    this shortcut never frames a request differently from the strict path.
-    """
-    head_end = data.find(b"\r\n\r\n")
-    if head_end < 0 or head_end + 4 > limits.header_bytes_max:
-        return None
-    lines = data[:head_end].split(b"\r\n")
-    if lines[0] != b"POST " + path + b" HTTP/1.1":
-        return None
-    length: int | None = None
-    keep_alive = True
-    hosts = 0
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        # A bare CR or LF would end a line for h11 but not here: leave such heads to h11.
-        if (not colon or not name or name != name.strip() or b" " in name or b"\t" in name
-                or b"\n" in line or b"\r" in line):
-            return None
-        name = name.lower()
-        hosts += name == b"host"
-        value = value.strip(b" \t")
-        if name == b"content-length":
-            if length is not None or not value.isdigit():
-                return None
-            length = int(value)
-        elif name in (b"transfer-encoding", b"expect"):
-            return None
-        elif name == b"connection" and b"close" in value.lower():
-            keep_alive = False
-    if (length is None or hosts != 1 or length > limits.body_bytes_max
-            or head_end + 4 + length > len(data)):
-        return None
-    return head_end + 4 + length, keep_alive
 
 
 class _ReadTimeout(Exception):

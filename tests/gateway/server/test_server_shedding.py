@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.sealer import KeyRing, Sealer
 from gateway.server.admission import Admission
-from gateway.server.data import DataApp, frame_response, shed_head
-from gateway.server.http import Gate, HttpLimits, plain_post_length, serve_connection
+from gateway.server.data import DataApp, frame_response
+from gateway.server.http import Gate, HttpLimits, serve_connection
+from gateway.server.plain import plain_post, render_response
 from gateway.server.runtime import Runtime, http_limits
 from http_client import RawClient, request, tx
 from protocol import ErrCode
@@ -149,10 +150,10 @@ def h11_rendering(status: int, headers: tuple[tuple[str, str], ...], body: bytes
 
 
 @pytest.mark.parametrize("close", [False, True])
-def test_the_plain_shed_head_is_what_h11_writes(close: bool) -> None:
+def test_the_plain_shed_answer_is_what_h11_writes(close: bool) -> None:
     frame = b"\x95" + b"F" * 200
     response = frame_response(429, frame, 1, close)
-    assert shed_head(len(frame), close) + frame == h11_rendering(429, response.headers, frame, close)
+    assert render_response(429, response.headers, frame, close) == h11_rendering(429, response.headers, frame, close)
 
 
 def test_the_overloaded_template_is_the_general_encoding_byte_for_byte() -> None:
@@ -186,7 +187,9 @@ PLAIN = b"POST /fsi/v1/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpa
     (PLAIN.replace(b"Host: x", b"Host: " + b"x" * 20000) + b"abc", None),  # over header_bytes_max
 ])
 def test_plain_post_length(data: bytes, expected: tuple[int, bool] | None) -> None:
-    assert plain_post_length(data, b"/fsi/v1/tx", HttpLimits()) == expected
+    limits = HttpLimits()
+    plain = plain_post(data, b"/fsi/v1/tx", limits.header_bytes_max, limits.body_bytes_max)
+    assert (None if plain is None else (plain.length, plain.keep_alive)) == expected
 
 
 async def test_a_gated_connection_closed_by_its_client_ends_quietly(
