@@ -2,7 +2,7 @@
 
 Life cycle::
 
-    journal = Journal(data_dir, fsync=True, group_commit_ms=2)
+    journal = Journal(data_dir, fsync=True, group_commit_ms=1)
     recovered = journal.recover()            # snapshot + records after it; torn tail truncated
     core = rebuild(recovered.snapshot, recovered.records)
     async with trio.open_nursery() as nursery:
@@ -69,10 +69,11 @@ from .segments import ScanResult, scan_segments, segment_name
 from .snapshots import (LoadedSnapshot, SnapshotWritten, load_newest_snapshots, publish_snapshot,
                         set_aside, write_snapshot_files)
 from .stats import JournalObserver, JournalStats
+from .writer import WriterThread
 
 __all__ = ["Journal", "Recovery", "SnapshotSource"]
 
-GROUP_COMMIT_MS_DEFAULT = 2.0
+GROUP_COMMIT_MS_DEFAULT = 1.0
 BATCH_RECORDS_MAX_DEFAULT = 1024
 QUEUE_RECORDS_MAX_DEFAULT = 16_384
 QUEUE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
@@ -133,6 +134,7 @@ class Journal:
         self.snapshot_dir = os.path.join(os.fspath(data_dir), "snapshots")
         self._fsync = fsync
         self._group_commit_s = group_commit_ms / 1000.0
+        self._writer = WriterThread()
         self._batch_records_max = batch_records_max
         self._queue_records_max = queue_records_max
         self._queue_bytes_max = queue_bytes_max
@@ -482,7 +484,8 @@ class Journal:
         return written
 
     def close(self) -> None:
-        """Close the open segment; call after ``run`` has ended."""
+        """Close the open segment and end the writer thread; call after ``run`` has ended."""
+        self._writer.stop()
         if self._segment is not None and self._segment.fd is not None:
             self._file_ops.close(self._segment.fd)
             self._segment.fd = None
@@ -552,7 +555,7 @@ class Journal:
 
         Raises OSError or JournalFailed: the batch is not durable (the journal fails).
         """
-        written_bytes, fsync_s = await trio.to_thread.run_sync(self._write_blocking, first_op, payloads)
+        written_bytes, fsync_s = await self._writer.run_sync(self._write_blocking, first_op, payloads)
         assert self._segment is not None
         self._segment.durable_bytes += written_bytes
         return written_bytes, fsync_s
