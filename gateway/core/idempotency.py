@@ -121,9 +121,14 @@ _DICTIONARIES = {"z1": _Z1_DICTIONARY, "z2": _Z2_DICTIONARY, "z3": _Z3_DICTIONAR
 def pack_response(response: bytes) -> bytes:
     """The compact stored form of an answer (codec RESPONSE_CODEC); `unpack_response` inverts it."""
     split = max(0, len(response) - _Z2_RAW_TAIL_BYTES)
-    packer = zlib.compressobj(_DEFLATE_LEVEL, zlib.DEFLATED, _DEFLATE_WBITS, _DEFLATE_MEMLEVEL,
-                              zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[RESPONSE_CODEC])
+    packer = _PRIMED_PACKER.copy()
     return packer.compress(response[:split]) + packer.flush() + response[split:]
+
+
+# A compressor with the codec's dictionary already loaded: copying it costs 1.7 µs, loading the
+# dictionary into a new one 5.7 µs (of an 18 µs pack).
+_PRIMED_PACKER = zlib.compressobj(_DEFLATE_LEVEL, zlib.DEFLATED, _DEFLATE_WBITS, _DEFLATE_MEMLEVEL,
+                                  zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[RESPONSE_CODEC])
 
 
 def unpack_response(packed: bytes, codec: str = RESPONSE_CODEC) -> bytes:
@@ -145,34 +150,39 @@ FINGERPRINT_BYTES = 32   # sha256
 class IdemEntry:
     """One remembered answer: who asked what (fingerprint), what was answered (exact bytes), when.
 
-    The op, the fingerprint and the packed answer (see pack_response) are held as one bytes
-    object (8 + 32 + the packed answer): one object instead of three. `response` restores the
-    answer's bytes. The infno is one shared string per infno.
+    The creation time, the op, the fingerprint and the packed answer (see pack_response) are held
+    as one bytes object (8 + 8 + 32 + the packed answer): one object instead of four. `response`
+    restores the answer's bytes. The infno is one shared string per infno; a settlement's entry
+    shares its subject (the setl_id) with the stored settlement.
     """
 
-    __slots__ = ("_stored", "infno", "created_ms", "subject")
+    __slots__ = ("_stored", "infno", "subject")
 
     def __init__(self, fingerprint: bytes, response: bytes, op: int, infno: str, created_ms: int,
                  subject: str, *, packed: bool = False) -> None:
-        assert len(fingerprint) == FINGERPRINT_BYTES and 0 <= op < 2**63
-        self._stored = b"".join((op.to_bytes(_OP_BYTES, "big"), fingerprint,
-                                 response if packed else pack_response(response)))
+        assert len(fingerprint) == FINGERPRINT_BYTES and 0 <= op < 2**63 and 0 <= created_ms < 2**63
+        self._stored = b"".join((created_ms.to_bytes(_OP_BYTES, "big"), op.to_bytes(_OP_BYTES, "big"),
+                                 fingerprint, response if packed else pack_response(response)))
         self.infno = _INFNOS.get(infno, infno)
-        self.created_ms = created_ms
         self.subject = subject  # setl_id for settle/cancel, omsgid for a reversal
+
+    @property
+    def created_ms(self) -> int:
+        """When the answer was made (its retention counts from then)."""
+        return int.from_bytes(self._stored[:_OP_BYTES], "big")
 
     @property
     def op(self) -> int:
         """The op of the record that made the answer (a replay waits for its durability)."""
-        return int.from_bytes(self._stored[:_OP_BYTES], "big")
+        return int.from_bytes(self._stored[_OP_BYTES:2 * _OP_BYTES], "big")
 
     @property
     def fingerprint(self) -> bytes:
-        return self._stored[_OP_BYTES:_OP_BYTES + FINGERPRINT_BYTES]
+        return self._stored[2 * _OP_BYTES:2 * _OP_BYTES + FINGERPRINT_BYTES]
 
     @property
     def packed_response(self) -> bytes:
-        return self._stored[_OP_BYTES + FINGERPRINT_BYTES:]
+        return self._stored[2 * _OP_BYTES + FINGERPRINT_BYTES:]
 
     @property
     def response(self) -> bytes:

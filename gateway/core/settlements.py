@@ -44,8 +44,9 @@ class Settlement:
                  cancel_msgid: str | None, overlmt_amt: int = 0, acct_pay: int = 0,
                  trace_codes: tuple[str, ...] | list[str] = (), act_pay_dedc: int = 0,
                  acct_payer_psn_no: str | None = None,
-                 opter: str = "", cert_type: str = "", bound_by: list[str] | None = None,
-                 fulamt_ownpay_amt: int = 0, preselfpay_amt: int = 0, doctors: list[list[Any]] | None = None) -> None:
+                 opter: str = "", cert_type: str = "", bound_by: list[str] | tuple[()] | None = None,
+                 fulamt_ownpay_amt: int = 0, preselfpay_amt: int = 0,
+                 doctors: list[list[Any]] | tuple[()] | None = None) -> None:
         self.setl_id = setl_id
         self.msgid = msgid
         self.infno = infno
@@ -71,10 +72,11 @@ class Settlement:
         # Who settled and how (supervision).
         self.opter = opter
         self.cert_type = cert_type
-        self.bound_by = [] if bound_by is None else bound_by
+        # Read only once built; most are empty, and the one empty tuple costs nothing per settlement.
+        self.bound_by = bound_by or ()
         self.fulamt_ownpay_amt = fulamt_ownpay_amt
         self.preselfpay_amt = preselfpay_amt
-        self.doctors = [] if doctors is None else doctors   # [[bilg_dr_codg, medfee_fen, ownpay_fen], ...]
+        self.doctors = doctors or ()   # [[bilg_dr_codg, medfee_fen, ownpay_fen], ...]
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-able form."""
@@ -155,7 +157,8 @@ class SettlementStore:
 
 # Memory (docs/benchmarks.md, "Memory per settlement"): values that many settlements hold alike
 # are kept once, not once per settlement. Bounded: past the cap, values are kept as they come.
-_SHARED_FIELDS = ("infno", "institution", "insutype", "insuplc_admdvs", "status", "day", "month")
+_SHARED_FIELDS = ("infno", "institution", "insutype", "insuplc_admdvs", "status", "day", "month", "opter",
+                  "cert_type")
 _SHARED_MAX = 1 << 20
 _shared: dict[Any, Any] = {}
 

@@ -103,11 +103,20 @@ class State:
         self.tombstones.expire(now_ms)
         self.vouchers.expire(now_ms)
 
-    def remember(self, record: SettleRecord | CancelRecord | ReverseRecord) -> None:
-        """Store the record's idempotency entry (its answer bytes, for an idempotent retry)."""
+    def remember(self, record: SettleRecord | CancelRecord | ReverseRecord,
+                 settled: Settlement | None = None) -> None:
+        """Store the record's idempotency entry (its answer bytes, for an idempotent retry).
+
+        `settled`: the settlement the record made, whose msgid and setl_id strings the entry then
+        shares (the same values; held once, not twice, for each settlement).
+        """
         idem = record.idem
-        self.idempotency.put(idem.msgid, IdemEntry(idem.fingerprint, record.response, record.op, idem.infno,
-                                                   record.now_ms, idem.subject))
+        msgid, subject = idem.msgid, idem.subject
+        if settled is not None:
+            assert (msgid, subject) == (settled.msgid, settled.setl_id)
+            msgid, subject = settled.msgid, settled.setl_id
+        self.idempotency.put(msgid, IdemEntry(idem.fingerprint, record.response, record.op, idem.infno,
+                                              record.now_ms, subject))
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able copy of all durable state."""
@@ -244,7 +253,7 @@ def _commit_settle(state: State, record: SettleRecord) -> None:
     state.setl_counter = max(state.setl_counter, record.setl_n)
     if record.voucher is not None:
         state.vouchers.add(record.voucher.key, record.voucher.exp_ms)
-    state.remember(record)
+    state.remember(record, settlement)
 
 
 def _commit_cancel(state: State, record: CancelRecord) -> None:
