@@ -68,8 +68,11 @@ async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
     # The same step under two names: equal CPU at the one rate both ran.
     assert ratios["cpu_us_per_request"] == 1.0 and ratios["cpu_ratio_rates_per_s"] == [100]
     met = loaded["targets"]["met"]["gateway-2102"]
-    assert loaded["targets"]["goals"]["capacity_ratio_min"] == 0.8
-    assert met["capacity"] is False and met["p99_at_half_floor_capacity"] is True and met["all"] is False
+    # Issue goals per series: 2102 at >= 0.5x the floor's capacity and <= 2.0x its CPU.
+    assert loaded["targets"]["goals"]["gateway-2102"] == {
+        "capacity_ratio_min": 0.5, "cpu_ratio_max": 2.0, "p99_ms_at_half_capacity_max": 1000.0}
+    assert met["capacity"] is True and met["cpu_us_per_request"] is True
+    assert met["p99_at_half_floor_capacity"] is True and met["all"] is False
     # The second series' own capacity is 100/s: half of it (50/s) was never run, so no verdict.
     assert loaded["servers"]["gateway-2102"]["at_half_own_capacity"] is None
     assert ratios["p99_ms_at_half_own_capacity"] is None and met["p99_at_half_own_capacity"] is False
