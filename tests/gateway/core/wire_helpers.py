@@ -13,6 +13,22 @@ from protocol import REQ_DOMAIN, Frame, decode_frame, decode_response_envelope, 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 ERROR_KEYS = {"infcode", "err_code", "err_msg", "inf_refmsgid", "respond_time", "warnings"}
+# SPEC section 8, as the contract states it: err_code -> (infcode, HTTP status). The -1 codes'
+# statuses are those of their usual answer (OVERLOADED is also 503 at the connection cap).
+SPEC8 = {
+    **{c: (-2, 400) for c in ("MALFORMED_FRAME", "MALFORMED_ENVELOPE")},
+    "BODY_TOO_LARGE": (-2, 413), "UNSUPPORTED_MEDIA_TYPE": (-2, 415),
+    **{c: (-2, 401) for c in ("UNKNOWN_TERMINAL", "BAD_SIGNATURE", "BAD_MAC", "SESSION_UNKNOWN",
+                              "SESSION_EXPIRED", "SESSION_MISMATCH", "TERMINAL_REVOKED")},
+    "OVERLOADED": (-1, 429), "DRAINING": (-1, 503), "INTERNAL": (-1, 500),
+    **{c: (-2, 200) for c in (
+        "MALFORMED_INPUT", "AMOUNT_MISMATCH", "UNSUPPORTED_INFNO", "STALE_REQUEST", "MSGID_REUSED",
+        "ORIGINAL_REVERSED", "INSTITUTION_UNKNOWN", "INSTITUTION_SUSPENDED", "OPERATOR_SUSPENDED",
+        "WRONG_INSTITUTION_KIND", "CREDENTIAL_NOT_ACCEPTED", "VOUCHER_INVALID", "VOUCHER_EXPIRED",
+        "VOUCHER_WRONG_INSTITUTION", "VOUCHER_ALREADY_USED", "CARD_INVALID", "CARD_BLOCKED",
+        "PERSON_INELIGIBLE", "CROSS_PROVINCE_NOT_FILED", "SETTLEMENT_NOT_FOUND", "ALREADY_CANCELLED",
+        "CANCEL_WINDOW_CLOSED", "TRACE_CODE_REUSED", "MUTUAL_AID_NOT_AUTHORIZED")},
+}
 
 
 def answer(world: World, data: bytes, now_ms: int = T0_MS):
