@@ -87,7 +87,7 @@ class LimitsConfig:
 @dataclasses.dataclass(frozen=True)
 class JournalConfig:
     fsync: bool = True
-    group_commit_ms: float = 1
+    group_commit_ms: int = 2
     batch_records_max: int = 1024
     queue_records_max: int = 65536
     snapshot_every_records: int = 100_000

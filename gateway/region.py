@@ -397,7 +397,7 @@ def _gateway_toml() -> str:
                   "signing_key": "gateway_ed25519.pem", "data_dir": "data", "catalogue": CATALOGUE_FILE,
                   "accounts": ACCOUNTS_FILE},
         "limits": {"body_bytes_max": 65536, "session_ttl_s": 43200, "connections_per_address_max": 1024},
-        "journal": {"fsync": True, "group_commit_ms": 1},
+        "journal": {"fsync": True, "group_commit_ms": 2},
     })
 
 

@@ -2,7 +2,7 @@
 
 Life cycle::
 
-    journal = Journal(data_dir, fsync=True, group_commit_ms=1)
+    journal = Journal(data_dir, fsync=True, group_commit_ms=2)
     recovered = journal.recover()            # snapshot + records after it; torn tail truncated
     core = rebuild(recovered.snapshot, recovered.records)
     async with trio.open_nursery() as nursery:
@@ -73,7 +73,7 @@ from .writer import WriterThread
 
 __all__ = ["Journal", "Recovery", "SnapshotSource"]
 
-GROUP_COMMIT_MS_DEFAULT = 1.0
+GROUP_COMMIT_MS_DEFAULT = 2.0
 BATCH_RECORDS_MAX_DEFAULT = 1024
 QUEUE_RECORDS_MAX_DEFAULT = 16_384
 QUEUE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024

@@ -211,7 +211,7 @@ def test_gateway_toml_defaults_are_the_spec_values(tmp_path: pathlib.Path) -> No
         base / "registry.toml", base / "secrets.toml", base / "gateway_ed25519.pem", base / "data")
     assert (config.paths.catalogue, config.paths.accounts) == (None, None)   # SPEC 13: absent → off
     assert (config.limits.body_bytes_max, config.limits.session_ttl_s) == (65536, 43200)
-    assert (config.journal.fsync, config.journal.group_commit_ms) == (True, 1)
+    assert (config.journal.fsync, config.journal.group_commit_ms) == (True, 2)
 
 
 def test_init_writes_the_spec_files_with_the_spec_keys(tmp_path: pathlib.Path,
