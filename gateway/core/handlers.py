@@ -142,16 +142,18 @@ def person_info(view: View, req: Request) -> Answer:
     patient = _patient(view, req, 0)
     allowance_fen = _allowance_fen(view, req.institution)
     used_fen = view.state.ledger.person_day_used(patient.psn_no, business_day(req.now_ms)) if allowance_fen else 0
-    return Answer({"psn_no": patient.psn_no, "insutype": patient.insutype,
-                   "insuplc_admdvs": patient.insuplc_admdvs,
-                   "cross_province": patient.cross_province(req.institution),
-                   "otc_allowance_day": allowance_fen, "otc_used_day": used_fen,
-                   "otc_remaining_day": max(0, allowance_fen - used_fen), **_who_pays_info(view, req, patient)},
+    dedc_left, year_left, balance = _who_pays_info(view, req, patient)
+    # In canonical key order, so the answer is packed as it is, without rebuilding the map.
+    return Answer({"acct_balance": balance, "cross_province": patient.cross_province(req.institution),
+                   "insuplc_admdvs": patient.insuplc_admdvs, "insutype": patient.insutype,
+                   "otc_allowance_day": allowance_fen, "otc_remaining_day": max(0, allowance_fen - used_fen),
+                   "otc_used_day": used_fen, "pool_deductible_remaining": dedc_left,
+                   "pool_year_remaining": year_left, "psn_no": patient.psn_no},
                   facts={"cert_type": patient.cert_type})
 
 
-def _who_pays_info(view: View, req: Request, patient: Patient) -> dict[str, Any]:
-    """1101's SPEC 13 keys: what is left of the year's deductible and pooling cap, and the balance."""
+def _who_pays_info(view: View, req: Request, patient: Patient) -> tuple[int | None, int | None, int | None]:
+    """1101's SPEC 13 figures: what is left of the year's deductible and pooling cap, and the balance."""
     state = view.state
     pooling = state.overlay.policy.pooling.get(patient.insutype)
     dedc_left = year_left = None
@@ -160,7 +162,7 @@ def _who_pays_info(view: View, req: Request, patient: Patient) -> dict[str, Any]
         dedc_left = max(0, pooling.deductible_fen - used.dedc_used_fen)
         year_left = max(0, pooling.annual_cap_fen - used.pool_paid_fen)
     balance = state.accounts.balance(patient.psn_no) if state.accounts.enabled else None
-    return {"pool_deductible_remaining": dedc_left, "pool_year_remaining": year_left, "acct_balance": balance}
+    return dedc_left, year_left, balance
 
 
 def _check_lines_complete(view: View, req: Request) -> None:

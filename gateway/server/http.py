@@ -352,8 +352,12 @@ class HttpConnection:
         None when the connection ends while idle. The head's size is what h11 consumed from the
         bytes it was given: a pipelined body or request after the head does not count.
         """
-        raw = bytearray(self.conn.trailing_data[0])
-        event = self.conn.next_event()
+        buffered, closed = self.conn.trailing_data
+        raw = bytearray(buffered)
+        if raw or closed or self.conn.their_state is not h11.IDLE:
+            event = self.conn.next_event()
+        else:
+            event = h11.NEED_DATA   # what h11 would answer: nothing buffered, the peer open and idle
         if event is h11.NEED_DATA and not raw:
             data = await self._wait_for_request_start()
             if data is None:
