@@ -74,8 +74,8 @@ class LimitsConfig:
     # admission_target_ms worth of work at once (in flight = throughput x target); a request
     # that waited admission_wait_max_ms is shed instead, with at most sheds_per_answer shed
     # answers for each admitted one answered.
-    admission_target_ms: int = 40
-    admission_wait_max_ms: int = 50
+    admission_target_ms: int = 30
+    admission_wait_max_ms: int = 40
     sheds_per_answer: float = 4.0
     header_bytes_max: int = 16384
     read_timeout_s: float = 10.0

@@ -5,8 +5,10 @@ request (even with a refusal) costs CPU the admitted ones need, and serving requ
 order lets each of them age in the queue until none is answered in time: goodput collapses. The
 gate keeps it flat instead:
 
-- **Arrival.** A connection stamps the time the first bytes of a request arrive and asks the gate
-  before it parses anything. A waiting request costs that one receive and nothing more; its
+- **Arrival.** A connection stamps the time the first bytes of a request arrived (the kernel's
+  receive stamp: gateway/server/arrival.py, so time spent unread in the socket counts) and asks
+  the gate before it parses anything; a request that arrives already older than `wait_max_s` is
+  stale from the start. A waiting request costs that one receive and nothing more; its
   client waits for the answer and sends nothing else (TCP pushes back on anything larger).
 - **Admission by queue time, newest first.** While fewer than `limit` requests are admitted, a
   new one is admitted at once. Otherwise it waits, and a freed place goes to the newest waiting
@@ -149,11 +151,13 @@ class Admission:
         ADMIT: serve it, then call `done()`. SHED: answer it cheaply, then call
         `shed_done(cost_s)`. CLOSE: close the connection unanswered.
         """
-        if self.admitted < self.limit and not self._fresh:
+        # A request can reach the gate stale: it waited in its socket before it was read.
+        stale = self._clock() - arrived_s > self.wait_max_s
+        if not stale and self.admitted < self.limit and not self._fresh:
             self.admitted += 1
             return Verdict.ADMIT
         waiter = _Waiter(arrived_s, trio.Event())
-        self._fresh.append(waiter)
+        (self._stale if stale else self._fresh).append(waiter)
         self._held_back = True
         self._waiters_exist.set()
         try:

@@ -35,6 +35,7 @@ import trio
 
 from gateway.runtime import Drain
 from gateway.server.admission import Admission, Verdict
+from gateway.server.arrival import receive_stamped
 from gateway.server.logs import log_event
 from gateway.server.plain import PlainPost, plain_post, render_response
 
@@ -405,10 +406,13 @@ class HttpConnection:
         try:
             with scope:
                 scope.deadline = trio.current_time() + self.limits.idle_timeout_s
-                data = await self.stream.receive_some(RECEIVE_BYTES_MAX)
                 gate = self.gate
-                if gate is not None and data and not data.startswith(_UNGATED_METHODS) and not self.drain.started:
-                    self._arrived_s = trio.current_time()
+                if gate is None:
+                    return await self.stream.receive_some(RECEIVE_BYTES_MAX)
+                # The gate ages a request from when its bytes reached the machine (arrival.py).
+                data, waited_s = await receive_stamped(self.stream, RECEIVE_BYTES_MAX)
+                if data and not data.startswith(_UNGATED_METHODS) and not self.drain.started:
+                    self._arrived_s = trio.current_time() - waited_s
                     self._verdict = await gate.admission.enter(self._arrived_s)
                 return data
             return None

@@ -23,6 +23,7 @@ import trio
 from gateway.config import HostPort, LimitsConfig
 from gateway.server.http import (Drain, Gate, HttpApp, HttpLimits, IdleConnections, Request, Response,
                                  serve_connection)
+from gateway.server import arrival
 from gateway.server.logs import log_event
 
 __all__ = ["Listener", "OverCap"]
@@ -142,6 +143,8 @@ class Listener:
                 log_event("accept_error", listener=self.name, error=errno.errorcode[exc.errno])
                 await trio.sleep(_ACCEPT_RETRY_S)
                 continue
+            if self.gate is not None:
+                arrival.enable(stream)   # the gate ages requests from their arrival (arrival.py)
             await self._admit(stream, connections)
 
     async def _admit(self, stream: trio.SocketStream, connections: trio.Nursery) -> None:

@@ -90,6 +90,27 @@ async def test_a_request_that_waited_too_long_is_shed_never_admitted(autojump_cl
         assert (admission.admitted, admission.shedding, admission.shed_total) == (1, 0, 1)
 
 
+async def test_a_request_that_arrives_stale_is_shed_even_with_room(autojump_clock: trio.abc.Clock) -> None:
+    # Its bytes waited unread in the socket longer than wait_max_s: the gate has room, yet it is
+    # not admitted (can fail: admitting whenever there is room admits it at once).
+    admission = gate(limit_max=4)
+    async with trio.open_nursery() as nursery:
+        verdicts: list[Verdict] = []
+
+        async def enter(arrived_s: float) -> None:
+            verdicts.append(await admission.enter(arrived_s))
+
+        nursery.start_soon(enter, trio.current_time() - WAIT_MAX_S * 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert verdicts == [] and admission.admitted == 0
+        admission.dispatch()
+        await trio.testing.wait_all_tasks_blocked()
+        assert verdicts == [Verdict.SHED]
+        nursery.start_soon(enter, trio.current_time() - WAIT_MAX_S / 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert verdicts == [Verdict.SHED, Verdict.ADMIT]
+
+
 async def test_shedding_is_paid_for_by_answers(autojump_clock: trio.abc.Clock) -> None:
     async with one_held() as requests:
         names = [f"r{n:02d}" for n in range(int(SHED_BURST) + 4)]
