@@ -27,6 +27,7 @@ from load_tests.servers import (
     Pinning,
     ServerProcess,
     choose_pinning,
+    cpu_ticks,
     gateway_command,
     start_baseline,
     start_gateway,
@@ -35,6 +36,14 @@ from load_tests.sweep import Series, Sweep, SweepConfig, ensure_step, sweep
 from load_tests.targets import FixedTarget
 
 INIT_TIMEOUT_S = 120.0
+# Above this share of CPU time stolen by the host, a run's capacities and latencies are not ours.
+STEAL_SHARE_MAX = 0.02
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time the host stole between two `cpu_ticks` readings (0 when unknown)."""
+    total, stolen = after[0] - before[0], after[1] - before[1]
+    return round(stolen / total, 4) if total > 0 else 0.0
 FLOOR_NAME = "baseline"
 
 
@@ -79,6 +88,7 @@ async def bench(out_dir: pathlib.Path, config: SweepConfig, infnos: list[str], p
     pin_generator(pinning)
     print(f"seed {config.seed}; pinning server cpu {pinning.server_cpu}, generator cpu {pinning.generator_cpu}")
     started_s = time.monotonic()
+    ticks_before = cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="yibao-bench-") as tmp:
         region_dir = pathlib.Path(tmp) / "region"
         init_region(region_dir, config.seed, profile)
@@ -100,8 +110,12 @@ async def bench(out_dir: pathlib.Path, config: SweepConfig, infnos: list[str], p
         sweeps = await _sweep_all(servers, series, config)
     report = build_report(sweeps, FLOOR_NAME, config.seed, config, pinning)
     report["method"]["wall_s"] = round(time.monotonic() - started_s, 1)
+    report["machine"]["steal_share"] = steal_share(ticks_before, cpu_ticks())
     json_path, png_path = write_report(report, out_dir)
     print(summary_table(report))
+    if report["machine"]["steal_share"] > STEAL_SHARE_MAX:
+        print(f"the host stole {report['machine']['steal_share']:.0%} of this machine's CPU time during the run: "
+              "capacities and latencies measure its other tenants too; run again when it is quiet")
     print(f"wrote {json_path} and {png_path} after {report['method']['wall_s']:.0f} s")
     return report
 

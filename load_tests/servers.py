@@ -62,6 +62,23 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
 
 
+def cpu_ticks(stat_text: str | None = None) -> tuple[int, int]:
+    """(all CPU time, time stolen by the hypervisor) in clock ticks, from /proc/stat's `cpu` line.
+
+    Steal is the time this machine's virtual CPUs were ready to run but the host ran something
+    else: while it is high, latencies and capacities measure the host's other tenants, not us.
+    (0, 0) where /proc/stat is missing.
+    """
+    if stat_text is None:
+        try:
+            stat_text = pathlib.Path("/proc/stat").read_text()
+        except OSError:
+            return 0, 0
+    fields = [int(value) for value in stat_text.splitlines()[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already within user and nice]
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as probe:

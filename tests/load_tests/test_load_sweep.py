@@ -8,7 +8,8 @@ import trio
 from load_tests_support import start_baseline_in
 
 from load_tests.http import Endpoint
-from load_tests.servers import process_cpu_s
+from load_tests.cli import steal_share
+from load_tests.servers import cpu_ticks, process_cpu_s
 from load_tests.sweep import Series, SweepConfig, ensure_step, rates_below, rates_to_try, step_at, sweep
 from load_tests.targets import FixedTarget
 
@@ -69,3 +70,12 @@ async def test_series_are_interleaved_and_a_slow_one_goes_down_the_ladder() -> N
     assert slow.result().capacity_rate_per_s == 71 and len(slow.result().steps) == 8
     assert probe.passed and probe.result.ok == probe.result.scheduled == 35
     assert all(step.server_cpu_us_per_request > 0 for step in slow.steps if step.result.ok)
+
+
+def test_the_hosts_steal_is_read_from_proc_stat() -> None:
+    stat = "cpu  100 5 40 800 10 1 4 50 7 0\ncpu0 50 2 20 400 5 0 2 25 3 0\n"
+    assert cpu_ticks(stat) == (100 + 5 + 40 + 800 + 10 + 1 + 4 + 50, 50)
+    assert steal_share((1000, 10), (2000, 110)) == 0.1
+    assert steal_share((1000, 10), (1000, 10)) == 0.0
+    total, stolen = cpu_ticks()
+    assert total >= stolen >= 0
