@@ -31,6 +31,7 @@ from load_tests.servers import (
     gateway_command,
     start_baseline,
     start_gateway,
+    steal_share,
 )
 from load_tests.sweep import Series, Sweep, SweepConfig, ensure_step, sweep
 from load_tests.targets import FixedTarget
@@ -38,12 +39,6 @@ from load_tests.targets import FixedTarget
 INIT_TIMEOUT_S = 120.0
 # Above this share of CPU time stolen by the host, a run's capacities and latencies are not ours.
 STEAL_SHARE_MAX = 0.02
-
-
-def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """The share of CPU time the host stole between two `cpu_ticks` readings (0 when unknown)."""
-    total, stolen = after[0] - before[0], after[1] - before[1]
-    return round(stolen / total, 4) if total > 0 else 0.0
 FLOOR_NAME = "baseline"
 
 

@@ -79,6 +79,12 @@ def cpu_ticks(stat_text: str | None = None) -> tuple[int, int]:
     return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
 
 
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time the host stole between two `cpu_ticks` readings (0 when unknown)."""
+    total, stolen = after[0] - before[0], after[1] - before[1]
+    return round(stolen / total, 4) if total > 0 else 0.0
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as probe:

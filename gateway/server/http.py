@@ -278,8 +278,9 @@ class HttpConnection:
                                          peer_closes=not plain.keep_alive))
         return not close
 
-    async def _after_verdict(self, data: bytes) -> _ShedPlain | None:
-        """Act on the gate's verdict on the request that starts with `data`.
+    async def _after_verdict(self, data: bytes, plain: PlainPost | None) -> _ShedPlain | None:
+        """Act on the gate's verdict on the request that starts with `data` (`plain`: its plain
+        POST, or None).
 
         Returns None when the request is to be read as usual (admitted, or shed but not plain),
         or the outcome of a shed answered from `data` alone. Raises _PeerGone on CLOSE.
@@ -290,15 +291,12 @@ class HttpConnection:
             self._verdict = None
             gate.shedder.closed_unanswered()
             raise _PeerGone("waited too long for admission")
-        if self._verdict is Verdict.SHED:
-            return await self._shed_plain(gate, data)
+        if self._verdict is Verdict.SHED and plain is not None:
+            return await self._shed_plain(gate, data, plain)
         return None
 
-    async def _shed_plain(self, gate: Gate, data: bytes) -> _ShedPlain | None:
-        """Answer a shed request from its first bytes, when they hold all of a plain POST."""
-        plain = self._plain(data)
-        if plain is None:
-            return None
+    async def _shed_plain(self, gate: Gate, data: bytes, plain: PlainPost) -> _ShedPlain:
+        """Answer a shed request from its first bytes, which hold all of a plain POST."""
         keep_alive = plain.keep_alive and not self.drain.started
         answer = gate.shedder.shed_bytes(trio.current_time() - self._arrived_s, not keep_alive)
         if not keep_alive:
@@ -363,11 +361,12 @@ class HttpConnection:
             data = await self._wait_for_request_start()
             if data is None:
                 return None
+            plain = self._plain(data) if self.gate is not None else None
             if self._verdict is not None:
-                shed = await self._after_verdict(data)
+                shed = await self._after_verdict(data, plain)
                 if shed is not None:
                     return shed
-            if self.gate is not None and (plain := self._plain(data)) is not None:
+            if plain is not None:
                 # Read without h11 (gateway/server/plain.py); a pipelined request after it is h11's.
                 if len(data) > plain.length:
                     self.conn.receive_data(data[plain.length:])

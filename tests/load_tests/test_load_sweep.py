@@ -8,8 +8,7 @@ import trio
 from load_tests_support import start_baseline_in
 
 from load_tests.http import Endpoint
-from load_tests.cli import steal_share
-from load_tests.servers import cpu_ticks, process_cpu_s
+from load_tests.servers import cpu_ticks, process_cpu_s, steal_share
 from load_tests.sweep import Series, SweepConfig, ensure_step, rates_below, rates_to_try, step_at, sweep
 from load_tests.targets import FixedTarget
 
