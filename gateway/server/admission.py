@@ -8,7 +8,10 @@ gate keeps it flat instead:
 - **Arrival.** A connection stamps the time the first bytes of a request arrived (the kernel's
   receive stamp: gateway/server/arrival.py, so time spent unread in the socket counts) and asks
   the gate before it parses anything; a request that arrives already older than `wait_max_s` is
-  stale from the start. A waiting request costs that one receive and nothing more; its
+  stale from the start, once such arrivals have stood for STANDING_S (CoDel's interval): one
+  pause of the loop (a collection, a busy neighbour on the machine) ages every request read
+  after it without being overload, and those are served. A waiting request costs that one
+  receive and nothing more; its
   client waits for the answer and sends nothing else (TCP pushes back on anything larger).
 - **Admission by queue time, newest first.** While fewer than `limit` requests are admitted, a
   new one is admitted at once. Otherwise it waits, and a freed place goes to the newest waiting
@@ -63,6 +66,9 @@ SHED_BURST = 16.0
 # At most this many shed answers under way at once.
 SHEDDING_MAX = 8
 TICK_S = 0.005
+# How long requests must keep arriving stale before one that arrives stale is shed with room to
+# spare (CoDel's interval): a shorter run of them is a pause of the loop, not a standing queue.
+STANDING_S = 0.1
 
 
 class Verdict(enum.Enum):
@@ -132,6 +138,7 @@ class Admission:
         self._fresh: collections.deque[_Waiter] = collections.deque()
         self._stale: collections.deque[_Waiter] = collections.deque()
         self._tokens = SHED_BURST
+        self._stale_since_s: float | None = None   # when arrivals began to come stale
         self._waiters_exist = trio.Event()
         # Since the last control step: answers completed, and whether anyone waited.
         self._answered = 0
@@ -151,9 +158,14 @@ class Admission:
         ADMIT: serve it, then call `done()`. SHED: answer it cheaply, then call
         `shed_done(cost_s)`. CLOSE: close the connection unanswered.
         """
-        # A request can reach the gate stale: it waited in its socket before it was read.
-        stale = self._clock() - arrived_s > self.wait_max_s
-        if not stale and self.admitted < self.limit and not self._fresh:
+        # A request can reach the gate stale: it waited in its socket before it was read. With
+        # room, it is still served unless such arrivals have stood for STANDING_S.
+        now_s = self._clock()
+        stale = now_s - arrived_s > self.wait_max_s
+        since_s = (self._stale_since_s if self._stale_since_s is not None else now_s) if stale else None
+        self._stale_since_s = since_s
+        standing = since_s is not None and now_s - since_s >= STANDING_S
+        if not standing and self.admitted < self.limit and not self._fresh:
             self.admitted += 1
             return Verdict.ADMIT
         waiter = _Waiter(arrived_s, trio.Event())

@@ -467,6 +467,11 @@ def prescription_item(rng: random.Random, number: int, doctor: str) -> dict[str,
 # -- terminals on the wire -------------------------------------------------------------------
 
 
+# A terminal's pause before it sends again a request shed OVERLOADED, doubling up to the most.
+BUSY_PAUSE_S = 0.02
+BUSY_PAUSE_MAX_S = 0.5
+
+
 class TerminalLink:
     """One keep-alive connection carrying one signed-in session of a terminal."""
 
@@ -476,6 +481,10 @@ class TerminalLink:
         self.keys = keys
         self.session = terminal.session(keys)
         self.conn: HttpConnection | None = None
+        # How long a request answered -1 OVERLOADED (SPEC §5: retry the same msgid) is
+        # sent again before that answer is returned; 0 returns the first answer.
+        self.busy_wait_s = 0.0
+        self.busy_resent = 0
 
     async def open(self, book: Book) -> ResponseEnvelope:
         """Connect and sign in (9001); returns the sign-in answer (infcode 0 on success)."""
@@ -499,9 +508,17 @@ class TerminalLink:
     async def _post(self, infno: str, msgid_: str, input_: dict[str, Any]
                     ) -> tuple[int, bytes, ResponseEnvelope]:
         assert self.conn is not None
-        frame = self.session.request_frame(infno, msgid_, input_, now_ms())
-        response = await self.conn.request("POST", TX_PATH, frame, MSGPACK)
-        return response.status, response.body, verify_answer(response.body, self.keys)
+        deadline_s = trio.current_time() + self.busy_wait_s
+        pause_s = BUSY_PAUSE_S
+        while True:
+            frame = self.session.request_frame(infno, msgid_, input_, now_ms())
+            response = await self.conn.request("POST", TX_PATH, frame, MSGPACK)
+            envelope = verify_answer(response.body, self.keys)
+            if envelope.err_code != "OVERLOADED" or trio.current_time() + pause_s > deadline_s:
+                return response.status, response.body, envelope
+            self.busy_resent += 1
+            await trio.sleep(pause_s)
+            pause_s = min(2 * pause_s, BUSY_PAUSE_MAX_S)
 
     async def aclose(self) -> None:
         if self.conn is not None:
