@@ -10,7 +10,10 @@ reconciliation for 62 days). Then it reports, per settlement:
 - the bytes reachable from each structure of the core's state (a walk that counts each object
   once, in the order listed, so an object shared by two structures counts in the first): the
   idempotency store, the settlement store (settlements and their id index), the reconciliation
-  index (per institution and day), used e-vouchers, traceability codes, the ledgers;
+  index (per institution and day), used e-vouchers, traceability codes, the ledgers, the
+  supervision figures (per institution-month and day: persons counted once);
+- the objects the garbage collector tracks per settlement, and how long a full collection takes
+  with all of them held (the event loop stops for it);
 - tracemalloc's count of the bytes allocated and still held over the first `--traced` settlements
   (a separate run: tracing slows allocation and costs memory of its own).
 
@@ -152,6 +155,7 @@ def structures(core: Core) -> dict[str, Any]:
         "traceability codes": state.trace,
         "ledgers": state.ledger,
         "reversal tombstones": state.tombstones,
+        "supervision figures": state.supervision,
     }
 
 
@@ -161,18 +165,22 @@ def run(count: int, institutions: int, persons: int, log: Any = print) -> dict[s
     baseline = {name: deep_size(part, set()) for name, part in structures(region.core).items()}
     rng = random.Random(7)
     gc.collect()
-    rss_before = rss_bytes()
+    rss_before, tracked_before = rss_bytes(), len(gc.get_objects())
     started = time.monotonic()
     for n in range(count):
         region.settle(n, persons, rng)
         if n and n % 100_000 == 0:
             log(f"  {n} settled, {time.monotonic() - started:.0f} s, RSS +{(rss_bytes() - rss_before) / n:.0f} B each")
     gc.collect()
-    figures = {"RSS": (rss_bytes() - rss_before) / count}
+    figures = {"RSS": (rss_bytes() - rss_before) / count,
+               "tracked": (len(gc.get_objects()) - tracked_before) / count}
+    collect_started = time.perf_counter()
+    gc.collect()   # the pause a full collection costs the event loop with all of it held
+    figures["full collection ms"] = (time.perf_counter() - collect_started) * 1000
     seen: set[int] = set()
     for name, part in structures(region.core).items():
         figures[name] = (deep_size(part, seen) - baseline[name]) / count
-    figures["seconds"] = time.monotonic() - started
+    figures["seconds"] = time.monotonic() - started - figures["full collection ms"] / 1000
     return figures
 
 
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parts = sum(figures[name] for name in structures(Region(1).core))
     print(f"  all structures                    {parts:8.0f} B")
     print(f"  tracemalloc, first {args.traced} settlements {traced(args.traced, args.institutions, args.persons):8.0f} B")
+    print(f"objects the garbage collector tracks: {figures['tracked']:.2f} a settlement; a full collection "
+          f"with all {args.count} held: {figures['full collection ms']:.0f} ms")
     retained = NATIONAL_SETTLEMENTS_PER_DAY * RETENTION_H / 24
     print(f"national peak: {NATIONAL_SETTLEMENTS_PER_DAY:,} settlements a day kept {RETENTION_H} h = "
           f"{retained / 1e6:.1f} M settlements held: {retained * figures['RSS'] / 2**30:.1f} GiB at the RSS figure")

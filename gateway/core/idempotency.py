@@ -150,54 +150,77 @@ FINGERPRINT_BYTES = 32   # sha256
 class IdemEntry:
     """One remembered answer: who asked what (fingerprint), what was answered (exact bytes), when.
 
-    The creation time, the op, the fingerprint and the packed answer (see pack_response) are held
-    as one bytes object (8 + 8 + 32 + the packed answer): one object instead of four. `response`
-    restores the answer's bytes. The infno is one shared string per infno; a settlement's entry
-    shares its subject (the setl_id) with the stored settlement.
+    All of it is one bytes object, `stored`: created_ms (8) | op (8) | fingerprint (32) | infno
+    (1 + its length) | subject (1 + its length) | the packed answer (see pack_response). The
+    store keeps only that object (no other per entry, and none the garbage collector scans) and
+    wraps it again on `get`; `response` restores the answer's bytes.
     """
 
-    __slots__ = ("_stored", "infno", "subject")
+    __slots__ = ("stored",)
 
     def __init__(self, fingerprint: bytes, response: bytes, op: int, infno: str, created_ms: int,
                  subject: str, *, packed: bool = False) -> None:
         assert len(fingerprint) == FINGERPRINT_BYTES and 0 <= op < 2**63 and 0 <= created_ms < 2**63
-        self._stored = b"".join((created_ms.to_bytes(_OP_BYTES, "big"), op.to_bytes(_OP_BYTES, "big"),
-                                 fingerprint, response if packed else pack_response(response)))
-        self.infno = _INFNOS.get(infno, infno)
-        self.subject = subject  # setl_id for settle/cancel, omsgid for a reversal
+        infno_utf8, subject_utf8 = infno.encode(), subject.encode()
+        assert len(infno_utf8) < 256 and len(subject_utf8) < 256
+        self.stored = b"".join((created_ms.to_bytes(_OP_BYTES, "big"), op.to_bytes(_OP_BYTES, "big"), fingerprint,
+                                bytes((len(infno_utf8),)), infno_utf8, bytes((len(subject_utf8),)), subject_utf8,
+                                response if packed else pack_response(response)))
+
+    @classmethod
+    def wrap(cls, stored: bytes) -> IdemEntry:
+        """The entry whose `stored` bytes these are."""
+        entry = cls.__new__(cls)
+        entry.stored = stored
+        return entry
 
     @property
     def created_ms(self) -> int:
         """When the answer was made (its retention counts from then)."""
-        return int.from_bytes(self._stored[:_OP_BYTES], "big")
+        return int.from_bytes(self.stored[:_OP_BYTES], "big")
 
     @property
     def op(self) -> int:
         """The op of the record that made the answer (a replay waits for its durability)."""
-        return int.from_bytes(self._stored[_OP_BYTES:2 * _OP_BYTES], "big")
+        return int.from_bytes(self.stored[_OP_BYTES:2 * _OP_BYTES], "big")
 
     @property
     def fingerprint(self) -> bytes:
-        return self._stored[2 * _OP_BYTES:2 * _OP_BYTES + FINGERPRINT_BYTES]
+        return self.stored[2 * _OP_BYTES:_STRINGS_AT]
+
+    @property
+    def infno(self) -> str:
+        return self._strings()[0]
+
+    @property
+    def subject(self) -> str:
+        """setl_id for settle/cancel, omsgid for a reversal."""
+        return self._strings()[1]
 
     @property
     def packed_response(self) -> bytes:
-        return self._stored[2 * _OP_BYTES + FINGERPRINT_BYTES:]
+        return self.stored[self._strings()[2]:]
 
     @property
     def response(self) -> bytes:
         """The exact answer bytes that were sent."""
         return unpack_response(self.packed_response)
 
+    def _strings(self) -> tuple[str, str, int]:
+        """The infno, the subject, and where the packed answer starts."""
+        stored = self.stored
+        subject_at = _STRINGS_AT + 1 + stored[_STRINGS_AT]
+        answer_at = subject_at + 1 + stored[subject_at]
+        return stored[_STRINGS_AT + 1:subject_at].decode(), stored[subject_at + 1:answer_at].decode(), answer_at
+
     def to_list(self) -> list[Any]:
         """Msgpack-able form (for snapshots): the answer stays packed, tagged with its codec."""
-        return [self.fingerprint, self.packed_response, self.op, self.infno, self.created_ms, self.subject,
-                RESPONSE_CODEC]
+        infno, subject, answer_at = self._strings()
+        return [self.fingerprint, self.stored[answer_at:], self.op, infno, self.created_ms, subject, RESPONSE_CODEC]
 
 
 _OP_BYTES = 8
-# The state-changing infnos whose answers are remembered (SPEC section 6), one string each.
-_INFNOS = {infno: infno for infno in ("2102", "2103", "2207", "2208", "2601")}
+_STRINGS_AT = 2 * _OP_BYTES + FINGERPRINT_BYTES
 
 
 class TimedKeys:
@@ -261,8 +284,8 @@ class TimedKeys:
         return sorted((time_of(value), key, value) for key, value in values.items())
 
 
-def _created_ms(entry: IdemEntry) -> int:
-    return entry.created_ms
+def _created_ms(stored: bytes) -> int:
+    return int.from_bytes(stored[:_OP_BYTES], "big")
 
 
 def _itself(at_ms: int) -> int:
@@ -280,7 +303,8 @@ class IdempotencyStore:
 
     def get(self, msgid: str) -> IdemEntry | None:
         """The remembered answer for `msgid`, or None."""
-        return self._entries.get(msgid)
+        stored = self._entries.get(msgid)
+        return None if stored is None else IdemEntry.wrap(stored)
 
     def has_room(self) -> bool:
         """False when the cap is reached (the core then refuses state changes with OVERLOADED)."""
@@ -288,7 +312,7 @@ class IdempotencyStore:
 
     def put(self, msgid: str, entry: IdemEntry) -> None:
         """Remember an answer; `msgid` must be new."""
-        self._entries.put(msgid, entry)
+        self._entries.put(msgid, entry.stored)
 
     def expire(self, now_ms: int) -> None:
         """Forget answers older than the retention."""
@@ -296,7 +320,7 @@ class IdempotencyStore:
 
     def snapshot(self) -> list[list[Any]]:
         """Msgpack-able contents in time order."""
-        return [[msgid, *entry.to_list()] for _, msgid, entry in self._entries.items()]
+        return [[msgid, *IdemEntry.wrap(stored).to_list()] for _, msgid, stored in self._entries.items()]
 
     def restore(self, rows: list[list[Any]]) -> None:
         """Load `snapshot()` output into an empty store.

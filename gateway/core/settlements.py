@@ -3,14 +3,24 @@
 setl_ids are allocated in increasing order, so each (institution, business day) list of setl_ids is
 already in setl_id order: appending keeps it sorted and 3202 pages with bisect. Days older than the
 retention are dropped through a time-ordered index.
+
+A region holds millions of settlements for `settlement_days_kept` days, and after its commit a
+settlement is read again only by a cancellation, a reversal, a 3202 page or a snapshot. So the
+store keeps each as one msgpack bytes object (its fields but the setl_id, in _FIELDS order: ~170
+bytes for what an object of 28 slots, its numbers and its strings took ~560), and hands out a
+`Settlement` built from it. Bytes are not scanned by the garbage collector either: a full
+collection's pause does not grow with the settlements held (docs/benchmarks.md, "Memory per
+settlement"). A settlement handed out is a copy: a change is kept by `update`.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import operator
 from typing import Any
 
+import msgpack
 from sortedcontainers import SortedDict
 
 STATUS_SETTLED = "settled"
@@ -28,6 +38,8 @@ _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "in
 
 
 _ALL_FIELDS = operator.attrgetter(*_FIELDS)   # one C call reads every field, in _FIELDS order
+_KEPT_FIELDS = operator.attrgetter(*_FIELDS[1:])   # what the store keeps: all but the setl_id
+_unpack_kept = functools.partial(msgpack.unpackb, use_list=False)
 
 
 class Settlement:
@@ -84,13 +96,13 @@ class Settlement:
 
 
 class SettlementStore:
-    """Settlements by setl_id, with a per-(institution, day) index in setl_id order."""
+    """Settlements by setl_id (each kept as bytes), with a per-(institution, day) index in setl_id order."""
 
     def __init__(self, entries_max: int, days_kept: int) -> None:
         assert entries_max > 0 and days_kept > 0
         self.entries_max = entries_max
         self.days_kept = days_kept
-        self._by_id: dict[str, Settlement] = {}
+        self._by_id: dict[str, bytes] = {}
         self._by_day: SortedDict = SortedDict()  # day -> {institution: [setl_id ...]}
         # The oldest day held (None when empty): expiry, asked on every commit, nearly always finds
         # nothing to drop, which this answers without the sorted index.
@@ -100,8 +112,9 @@ class SettlementStore:
         return len(self._by_id)
 
     def get(self, setl_id: str) -> Settlement | None:
-        """The settlement, or None (unknown or past retention)."""
-        return self._by_id.get(setl_id)
+        """A copy of the settlement, or None (unknown or past retention)."""
+        kept = self._by_id.get(setl_id)
+        return None if kept is None else _settlement(setl_id, kept)
 
     def has_room(self) -> bool:
         """False when the cap is reached (the core then refuses settlements with OVERLOADED)."""
@@ -109,14 +122,20 @@ class SettlementStore:
 
     def add(self, settlement: Settlement) -> None:
         """Store a new settlement; its setl_id must sort after every earlier one of its day."""
-        assert settlement.setl_id not in self._by_id and self.has_room()
-        _share_repeated(settlement)
-        self._by_id[settlement.setl_id] = settlement
+        setl_id = settlement.setl_id
+        assert setl_id not in self._by_id and self.has_room()
+        self._by_id[setl_id] = msgpack.packb(_KEPT_FIELDS(settlement))
         day_ids = self._by_day.setdefault(settlement.day, {}).setdefault(settlement.institution, [])
-        assert not day_ids or day_ids[-1] < settlement.setl_id
-        day_ids.append(settlement.setl_id)
+        assert not day_ids or day_ids[-1] < setl_id
+        day_ids.append(setl_id)
         if self._oldest_day is None or settlement.day < self._oldest_day:
             self._oldest_day = settlement.day
+
+    def update(self, settlement: Settlement) -> None:
+        """Keep the changed status (and cancel_msgid) of a settlement handed out by `get`."""
+        setl_id = settlement.setl_id
+        assert setl_id in self._by_id
+        self._by_id[setl_id] = msgpack.packb(_KEPT_FIELDS(settlement))
 
     def day_ids(self, institution: str, day: int) -> list[str]:
         """The setl_ids of `institution` on Shanghai `day`, in setl_id order."""
@@ -127,7 +146,7 @@ class SettlementStore:
         ids = self.day_ids(institution, day)
         start = 0 if after is None else bisect.bisect_right(ids, after)
         chosen = ids[start:start + limit]
-        return [self._by_id[i] for i in chosen], start + limit < len(ids)
+        return [_settlement(i, self._by_id[i]) for i in chosen], start + limit < len(ids)
 
     def expire(self, today: int) -> None:
         """Drop the days that fell out of retention as of `today`."""
@@ -142,11 +161,12 @@ class SettlementStore:
 
     def standing(self) -> list[Settlement]:
         """Every settlement whose status is settled (for invariant checks)."""
-        return [s for s in self._by_id.values() if s.status == STATUS_SETTLED]
+        every = (_settlement(setl_id, kept) for setl_id, kept in self._by_id.items())
+        return [s for s in every if s.status == STATUS_SETTLED]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Msgpack-able contents in (day, institution, setl_id) order."""
-        return [self._by_id[i].to_dict() for per in self._by_day.values()
+        return [_settlement(i, self._by_id[i]).to_dict() for per in self._by_day.values()
                 for _, ids in sorted(per.items()) for i in ids]
 
     def restore(self, rows: list[dict[str, Any]]) -> None:
@@ -155,20 +175,6 @@ class SettlementStore:
             self.add(Settlement(**row))
 
 
-# Memory (docs/benchmarks.md, "Memory per settlement"): values that many settlements hold alike
-# are kept once, not once per settlement. Bounded: past the cap, values are kept as they come.
-_SHARED_FIELDS = ("infno", "institution", "insutype", "insuplc_admdvs", "status", "day", "month", "opter",
-                  "cert_type")
-_SHARED_MAX = 1 << 20
-_shared: dict[Any, Any] = {}
-
-
-def _share_repeated(settlement: Settlement) -> None:
-    """Point `settlement`'s repeated fields at one shared object per value."""
-    for field in _SHARED_FIELDS:
-        value = getattr(settlement, field)
-        kept = _shared.get(value)
-        if kept is None and len(_shared) < _SHARED_MAX:
-            _shared[value] = kept = value
-        if kept is not None:
-            setattr(settlement, field, kept)
+def _settlement(setl_id: str, kept: bytes) -> Settlement:
+    """The settlement the store keeps as `kept` (its arrays come back as tuples)."""
+    return Settlement(**dict(zip(_FIELDS, (setl_id, *_unpack_kept(kept)))))

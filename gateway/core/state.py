@@ -103,20 +103,11 @@ class State:
         self.tombstones.expire(now_ms)
         self.vouchers.expire(now_ms)
 
-    def remember(self, record: SettleRecord | CancelRecord | ReverseRecord,
-                 settled: Settlement | None = None) -> None:
-        """Store the record's idempotency entry (its answer bytes, for an idempotent retry).
-
-        `settled`: the settlement the record made, whose msgid and setl_id strings the entry then
-        shares (the same values; held once, not twice, for each settlement).
-        """
+    def remember(self, record: SettleRecord | CancelRecord | ReverseRecord) -> None:
+        """Store the record's idempotency entry (its answer bytes, for an idempotent retry)."""
         idem = record.idem
-        msgid, subject = idem.msgid, idem.subject
-        if settled is not None:
-            assert (msgid, subject) == (settled.msgid, settled.setl_id)
-            msgid, subject = settled.msgid, settled.setl_id
-        self.idempotency.put(msgid, IdemEntry(idem.fingerprint, record.response, record.op, idem.infno,
-                                              record.now_ms, subject))
+        self.idempotency.put(idem.msgid, IdemEntry(idem.fingerprint, record.response, record.op, idem.infno,
+                                                   record.now_ms, idem.subject))
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able copy of all durable state."""
@@ -253,7 +244,7 @@ def _commit_settle(state: State, record: SettleRecord) -> None:
     state.setl_counter = max(state.setl_counter, record.setl_n)
     if record.voucher is not None:
         state.vouchers.add(record.voucher.key, record.voucher.exp_ms)
-    state.remember(record, settlement)
+    state.remember(record)
 
 
 def _commit_cancel(state: State, record: CancelRecord) -> None:
@@ -264,6 +255,7 @@ def _commit_cancel(state: State, record: CancelRecord) -> None:
     state.supervision.unsettled(settlement)
     settlement.status = STATUS_CANCELLED
     settlement.cancel_msgid = record.idem.msgid
+    state.settlements.update(settlement)
     state.remember(record)
 
 
@@ -277,6 +269,7 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
             state.trace.release(settlement.trace_codes, settlement.setl_id)
             state.supervision.unsettled(settlement)
         settlement.status = STATUS_REVERSED
+        state.settlements.update(settlement)
     elif action == "reinstate":
         assert settlement is not None and settlement.status == STATUS_CANCELLED
         # Re-instating a cancellation is an undo, not a new settlement: no limit checks (SPEC §7).
@@ -290,6 +283,7 @@ def _commit_reverse(state: State, record: ReverseRecord) -> None:
         state.supervision.settled(settlement, state.overlay.policy.large_bill_fen)
         settlement.status = STATUS_SETTLED
         settlement.cancel_msgid = None
+        state.settlements.update(settlement)
     state.tombstones.add(record.omsgid, record.now_ms)
     state.remember(record)
 

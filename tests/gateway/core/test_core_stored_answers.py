@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import zlib
@@ -217,3 +218,48 @@ def test_settlement_days_expire_as_a_brute_force_model(ops: list[tuple[bool, int
             for day_ in range(31):
                 assert store.day_ids(institution_, day_) == sorted(
                     key for key, value in model.items() if value == (day_, institution_))
+
+
+def test_a_stored_settlement_reads_back_every_field_as_given() -> None:
+    # Each field a different value, so a field read from another's place shows (can fail: a
+    # constructor that packs two fields in each other's place, or a property on the wrong index).
+    given_ = {"setl_id": "51010010000000000123", "msgid": "H51010100001202403151230450001", "infno": "2207",
+              "institution": "H51010100001", "psn_no": "5101820000000137", "insutype": "390",
+              "insuplc_admdvs": "510182", "setl_time": 1_710_477_045_123, "day": 19_797, "month": 202_403,
+              "medfee_sumamt": 11_188, "fund_pay_sumamt": 5_197, "psn_cash_pay": 5_991, "otc_pay": 4_000,
+              "rx_pay": 1_197, "status": STATUS_SETTLED, "cancel_msgid": None, "overlmt_amt": 17,
+              "acct_pay": 300, "trace_codes": ["81234567890123456789"], "act_pay_dedc": 19,
+              "acct_payer_psn_no": "5101820000000138", "opter": "OP7", "cert_type": "03",
+              "bound_by": ["person_day"], "fulamt_ownpay_amt": 5_562, "preselfpay_amt": 429,
+              "doctors": [["D1", 11_000, 5_000], ["D2", 188, 991]]}
+    arrays = {"trace_codes", "bound_by", "doctors"}
+    as_stored = {key: (tuple(tuple(v) if isinstance(v, list) else v for v in value) if key in arrays else value)
+                 for key, value in given_.items()}
+    store = SettlementStore(10, days_kept=62)
+    store.add(Settlement(**given_))
+    assert all(type(kept) is bytes for kept in store._by_id.values())   # one bytes object each
+    settlement = store.get(given_["setl_id"])
+    assert settlement is not None and settlement.to_dict() == as_stored
+    assert {key: getattr(settlement, key) for key in given_} == as_stored
+    again = SettlementStore(10, days_kept=62)
+    again.restore(store.snapshot())
+    assert again.get(given_["setl_id"]).to_dict() == as_stored   # type: ignore[union-attr]
+    # A copy is handed out: a change stands once `update` keeps it.
+    settlement.status, settlement.cancel_msgid = "cancelled", "C1"
+    assert store.get(given_["setl_id"]).status == STATUS_SETTLED   # type: ignore[union-attr]
+    store.update(settlement)
+    assert store.get(given_["setl_id"]).to_dict() == {**as_stored, "status": "cancelled", "cancel_msgid": "C1"}  # type: ignore[union-attr]
+
+
+def test_the_stores_hold_nothing_the_garbage_collector_scans() -> None:
+    # A full collection walks every tracked object: were each settlement or remembered answer an
+    # object, its pause would grow with the millions held (docs/benchmarks.md, "Memory per
+    # settlement"). Bytes in a dict are not tracked (can fail: a store that keeps Settlement or
+    # IdemEntry objects leaves its dict tracked).
+    settlements, answers = SettlementStore(100, days_kept=62), IdempotencyStore(100)
+    for n in range(10):
+        settlements.add(_settlement(f"s{n:02d}", 10))
+        answers.put(f"m{n:02d}", IdemEntry(bytes(32), b"answer", n, "2102", 1_000 + n, f"s{n:02d}"))
+    gc.collect()
+    assert not gc.is_tracked(settlements._by_id) and not gc.is_tracked(answers._entries._values)
+    assert answers.get("m03").subject == "s03" and settlements.get("s03").day == 10  # type: ignore[union-attr]
