@@ -138,7 +138,6 @@ def _targets(ratios: dict[str, Any], p99_ms_max: float) -> dict[str, Any]:
     "p99 ≤ 10 ms at half that capacity" is judged both ways it can be read: at half the floor's
     capacity (what a server at the capacity goal would face) and at half the series' own.
     """
-    p99_max = p99_ms_max
     verdicts, all_goals = {}, {}
     for name, ratio in ratios.items():
         goals = {**SERIES_GOALS.get(name, DEFAULT_GOALS), "p99_ms_at_half_capacity_max": p99_ms_max}
@@ -148,9 +147,9 @@ def _targets(ratios: dict[str, Any], p99_ms_max: float) -> dict[str, Any]:
             "cpu_us_per_request": ratio["cpu_us_per_request"] is not None
             and ratio["cpu_us_per_request"] <= goals["cpu_ratio_max"],
             "p99_at_half_floor_capacity": ratio["p99_ms_at_half_floor_capacity"] is not None
-            and ratio["p99_ms_at_half_floor_capacity"] <= p99_max,
+            and ratio["p99_ms_at_half_floor_capacity"] <= p99_ms_max,
             "p99_at_half_own_capacity": ratio["p99_ms_at_half_own_capacity"] is not None
-            and ratio["p99_ms_at_half_own_capacity"] <= p99_max,
+            and ratio["p99_ms_at_half_own_capacity"] <= p99_ms_max,
         }
         verdicts[name] = {**checks, "all": all(checks.values())}
     return {"goals": all_goals, "met": verdicts}

@@ -177,7 +177,7 @@ class IdemEntry:
     @property
     def created_ms(self) -> int:
         """When the answer was made (its retention counts from then)."""
-        return int.from_bytes(self.stored[:_OP_BYTES], "big")
+        return _created_ms(self.stored)
 
     @property
     def op(self) -> int:

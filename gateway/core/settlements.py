@@ -6,7 +6,7 @@ retention are dropped through a time-ordered index.
 
 A region holds millions of settlements for `settlement_days_kept` days, and after its commit a
 settlement is read again only by a cancellation, a reversal, a 3202 page or a snapshot. So the
-store keeps each as one msgpack bytes object (its fields but the setl_id, in _FIELDS order: ~170
+store keeps each as one msgpack bytes object (its fields but the setl_id, in _FIELDS order: ~180
 bytes for what an object of 28 slots, its numbers and its strings took ~560), and hands out a
 `Settlement` built from it. Bytes are not scanned by the garbage collector either: a full
 collection's pause does not grow with the settlements held (docs/benchmarks.md, "Memory per
@@ -124,7 +124,7 @@ class SettlementStore:
         """Store a new settlement; its setl_id must sort after every earlier one of its day."""
         setl_id = settlement.setl_id
         assert setl_id not in self._by_id and self.has_room()
-        self._by_id[setl_id] = msgpack.packb(_KEPT_FIELDS(settlement))
+        self._by_id[setl_id] = _kept(settlement)
         day_ids = self._by_day.setdefault(settlement.day, {}).setdefault(settlement.institution, [])
         assert not day_ids or day_ids[-1] < setl_id
         day_ids.append(setl_id)
@@ -135,7 +135,7 @@ class SettlementStore:
         """Keep the changed status (and cancel_msgid) of a settlement handed out by `get`."""
         setl_id = settlement.setl_id
         assert setl_id in self._by_id
-        self._by_id[setl_id] = msgpack.packb(_KEPT_FIELDS(settlement))
+        self._by_id[setl_id] = _kept(settlement)
 
     def day_ids(self, institution: str, day: int) -> list[str]:
         """The setl_ids of `institution` on Shanghai `day`, in setl_id order."""
@@ -173,6 +173,11 @@ class SettlementStore:
         """Load `snapshot()` output into an empty store."""
         for row in rows:
             self.add(Settlement(**row))
+
+
+def _kept(settlement: Settlement) -> bytes:
+    """What the store keeps of `settlement`: its fields but the setl_id, one msgpack array."""
+    return msgpack.packb(_KEPT_FIELDS(settlement))
 
 
 def _settlement(setl_id: str, kept: bytes) -> Settlement:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import math
 import os
 import time
 from typing import Callable
@@ -138,7 +139,7 @@ class Admission:
         self._fresh: collections.deque[_Waiter] = collections.deque()
         self._stale: collections.deque[_Waiter] = collections.deque()
         self._tokens = SHED_BURST
-        self._stale_since_s: float | None = None   # when arrivals began to come stale
+        self._stale_since_s = math.inf   # when arrivals began to come stale (inf: the last was fresh)
         self._waiters_exist = trio.Event()
         # Since the last control step: answers completed, and whether anyone waited.
         self._answered = 0
@@ -162,9 +163,8 @@ class Admission:
         # room, it is still served unless such arrivals have stood for STANDING_S.
         now_s = self._clock()
         stale = now_s - arrived_s > self.wait_max_s
-        since_s = (self._stale_since_s if self._stale_since_s is not None else now_s) if stale else None
-        self._stale_since_s = since_s
-        standing = since_s is not None and now_s - since_s >= STANDING_S
+        self._stale_since_s = min(self._stale_since_s, now_s) if stale else math.inf
+        standing = now_s - self._stale_since_s >= STANDING_S
         if not standing and self.admitted < self.limit and not self._fresh:
             self.admitted += 1
             return Verdict.ADMIT

@@ -301,8 +301,8 @@ class HttpConnection:
         answer = gate.shedder.shed_bytes(trio.current_time() - self._arrived_s, not keep_alive)
         if not keep_alive:
             self._linger = True
-        elif len(data) > plain.length:
-            self.conn.receive_data(data[plain.length:])   # a pipelined request: h11 reads it next
+        else:
+            self._pass_pipelined(data, plain)
         written = self._write_now(answer)
         if written < len(answer):
             await self._send(answer[written:])
@@ -313,6 +313,11 @@ class HttpConnection:
         assert self.gate is not None
         return plain_post(data, self.gate.shedder.tx_path, self.limits.header_bytes_max,
                           self.limits.body_bytes_max)
+
+    def _pass_pipelined(self, data: bytes, plain: PlainPost) -> None:
+        """Hand h11 what `data` holds after the plain POST it starts with: a pipelined request is h11's."""
+        if len(data) > plain.length:
+            self.conn.receive_data(data[plain.length:])
 
     def _leave_gate(self) -> None:
         """Tell the gate the request it ruled on is finished with (answered or not)."""
@@ -367,9 +372,7 @@ class HttpConnection:
                 if shed is not None:
                     return shed
             if plain is not None:
-                # Read without h11 (gateway/server/plain.py); a pipelined request after it is h11's.
-                if len(data) > plain.length:
-                    self.conn.receive_data(data[plain.length:])
+                self._pass_pipelined(data, plain)   # read without h11 (gateway/server/plain.py)
                 return plain
             raw += self._feed(data)
             event = self.conn.next_event()
