@@ -149,7 +149,7 @@ def structures(core: Core) -> dict[str, Any]:
     state = core.state
     return {
         "idempotency records": state.idempotency,
-        "settlements": state.settlements._by_id,
+        "settlements": state.settlements._kept,
         "reconciliation index": state.settlements._by_day,
         "used e-vouchers": state.vouchers,
         "traceability codes": state.trace,

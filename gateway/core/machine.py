@@ -211,7 +211,7 @@ class Core(AdminMixin):
         entry = self.state.idempotency.get(env.msgid)
         if entry is None:
             return None
-        if entry.fingerprint != print_:
+        if not entry.same_request(print_):
             raise Rejection(ErrCode.MSGID_REUSED, "this msgid was used for another request")
         facts = TxFacts(infno=env.infno, outcome="ok", idempotent_replay=True, **self._place_facts(trace))
         return Decision(None, "", env.msgid, None, (), None, facts, max(trace.read_op, entry.op), entry.response)

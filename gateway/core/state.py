@@ -70,7 +70,7 @@ class State:
         self.overlay = Overlay(registry)
         self.governance = Governance()
         self.ledger = InMemoryLedger()
-        self.settlements = SettlementStore(config.settlements_max, config.settlement_days_kept)
+        self.settlements = SettlementStore(config.settlements_max, config.settlement_days_kept, config.admdvs)
         self.idempotency = IdempotencyStore(config.idempotency_records_max)
         self.tombstones = Tombstones(config.tombstones_max)
         self.vouchers = UsedVouchers(config.used_vouchers_max)

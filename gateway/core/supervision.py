@@ -43,7 +43,7 @@ __all__ = [
     "ACCOUNT_OVERDRAWN", "ALERT_CODES", "ALERT_MONTHS_KEPT", "AVG_BILL_OVER_LAST_YEAR", "BOUND_LIMITS", "BY_DIMENSIONS",
     "Day", "EVENT_ALERTS_PER_DAY_MAX", "KEYS_PER_MONTH_MAX", "LARGE_BILL", "LARGE_BILLS_PER_DAY_MAX",
     "MONTHS_KEPT", "MULTI_INSTITUTION_DAY", "MUTUAL_AID_REFUSED", "OVERFLOW_KEY", "REFUSAL_ALERTS", "Row",
-    "Supervision", "TRACE_CODE_REUSE_ATTEMPT", "doctor_sums", "month_index", "refusal_alert",
+    "Supervision", "TRACE_CODE_REUSE_ATTEMPT", "doctor_sums", "institution_counts", "month_index", "refusal_alert",
 ]
 
 # Months of figures kept: the current one and 25 before it (SPEC: at least 25 months), so the
@@ -178,9 +178,11 @@ class Day:
 
     institutions: code -> [setl_cnt, medfee_fen] of standing settlements (AVG_BILL_OVER_LAST_YEAR).
     persons: psn_no -> the institution code when the person has exactly one standing settlement that
-        day, else {institution: standing settlements}; None once the day's month is closed.
-    multi: psn_no -> {institution: settlements} for persons at two or more institutions (the same
-        map objects as in `persons` while the day is open; kept after it closes).
+        day, else its counts (`institution_counts`) as one flat tuple (code, settlements, code,
+        settlements, ...): 64-80 bytes where a dict took 184, and nothing the garbage collector
+        keeps scanning; None once the day's month is closed.
+    multi: psn_no -> the same tuple, for persons at two or more institutions (kept after the day's
+        month closes). Snapshots hold both as {institution: settlements} maps.
     large: setl_id -> (institution, psn_no, medfee_fen, setl_time) of standing large bills.
     events: code -> {subject: detail} of alerts raised by refusals and overdrafts.
     """
@@ -189,8 +191,8 @@ class Day:
 
     def __init__(self) -> None:
         self.institutions: dict[str, list[int]] = {}
-        self.persons: dict[str, Any] | None = {}
-        self.multi: dict[str, dict[str, int]] = {}
+        self.persons: dict[str, str | tuple[Any, ...]] | None = {}
+        self.multi: dict[str, tuple[Any, ...]] = {}
         self.large: dict[str, tuple[str, str, int, int]] = {}
         self.events: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -405,8 +407,8 @@ class Supervision:
         """Msgpack-able copy of the whole state."""
         months = [[number, month.open, *[[row.to_wire(key) for key, row in rows.items()] for rows in month.rows]]
                   for number, month in self.months.items()]
-        days = [[number, [[code, *sums] for code, sums in day.institutions.items()], day.persons,
-                 day.multi if day.persons is None else None,
+        days = [[number, [[code, *sums] for code, sums in day.institutions.items()], _counts_of(day.persons),
+                 _counts_of(day.multi) if day.persons is None else None,
                  [[setl_id, *large] for setl_id, large in day.large.items()],
                  [[code, subject, detail] for code, subjects in day.events.items()
                   for subject, detail in subjects.items()]]
@@ -425,9 +427,10 @@ class Supervision:
         for number, institutions, persons, multi, large, events in snap["days"]:
             day = supervision.days[number] = Day()
             day.institutions = {code: [cnt, medfee_fen] for code, cnt, medfee_fen in institutions}
-            day.persons = persons
-            day.multi = multi if persons is None else {
-                psn_no: value for psn_no, value in persons.items() if type(value) is dict and len(value) >= 2}
+            day.persons = None if persons is None else {
+                psn_no: value if type(value) is str else _flat(value) for psn_no, value in persons.items()}
+            day.multi = {psn_no: _flat(counts) for psn_no, counts in multi.items()} if persons is None else {
+                psn_no: value for psn_no, value in day.persons.items() if type(value) is tuple and len(value) >= 4}
             day.large = {setl_id: tuple(rest) for setl_id, *rest in large}  # type: ignore[misc]
             for code, subject, detail in events:
                 day.events.setdefault(code, {})[subject] = detail
@@ -455,38 +458,50 @@ def _close(month: _Month) -> None:
                 row.persons = None
 
 
+def institution_counts(value: str | tuple[Any, ...]) -> dict[str, int]:
+    """{institution: standing settlements} of a person's value in Day.persons or Day.multi."""
+    return {value: 1} if type(value) is str else dict(zip(value[::2], value[1::2]))
+
+
+def _flat(counts: Mapping[str, int]) -> str | tuple[Any, ...]:
+    """The Day.persons value of `counts` (`institution_counts` inverted)."""
+    if len(counts) == 1:
+        ((only, count),) = counts.items()
+        if count == 1:
+            return only
+    return tuple(item for pair in counts.items() for item in pair)
+
+
+def _counts_of(persons: Mapping[str, str | tuple[Any, ...]] | None) -> dict[str, Any] | None:
+    """Day.persons or Day.multi as snapshots hold them: a person's several settlements as a map."""
+    if persons is None:
+        return None
+    return {psn_no: value if type(value) is str else institution_counts(value) for psn_no, value in persons.items()}
+
+
 def _count_day_person(day: Day, psn_no: str, institution: str, sign: int) -> None:
     """Update the person's institutions of the day (see Day.persons) and the multi-institution set."""
     persons = day.persons
     assert persons is not None
     value = persons.get(psn_no)
-    if sign > 0:
-        if value is None:
+    if value is None:
+        if sign > 0:
             persons[psn_no] = institution
-            return
-        if type(value) is str:
-            value = persons[psn_no] = {value: 1}
-        value[institution] = value.get(institution, 0) + 1
+        return              # else: counted before its month closed (only after a clock set backwards)
+    counts = institution_counts(value)
+    count = counts.get(institution, 0) + sign
+    if count < 0:
+        return              # not counted here (only after a clock set backwards)
+    if count:
+        counts[institution] = count
     else:
-        if value is None:
-            return          # counted before its month closed (only after a clock set backwards)
-        if type(value) is str:
-            if value == institution:
-                del persons[psn_no]
-            return
-        count = value.get(institution, 0) - 1
-        if count > 0:
-            value[institution] = count
-        elif count == 0:
-            del value[institution]
-        if len(value) == 1:
-            ((only, only_count),) = value.items()
-            if only_count == 1:
-                persons[psn_no] = only
-                day.multi.pop(psn_no, None)
-                return
-    if len(value) >= 2:
-        day.multi[psn_no] = value
+        del counts[institution]
+    if counts:
+        value = persons[psn_no] = _flat(counts)
+    else:
+        del persons[psn_no]
+    if len(counts) >= 2:
+        day.multi[psn_no] = value   # type: ignore[assignment]
     else:
         day.multi.pop(psn_no, None)
 

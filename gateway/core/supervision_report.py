@@ -17,7 +17,7 @@ from gateway.core.clock import date_day, day_date, first_day_of_month, month_of_
 from gateway.core.governance import FieldError
 from gateway.core.supervision import (
     ALERT_CODES, AVG_BILL_OVER_LAST_YEAR, BOUND_LIMITS, BY_DIMENSIONS, BY_DOCTOR, LARGE_BILL, MULTI_INSTITUTION_DAY,
-    Day, Row,
+    Day, Row, institution_counts,
 )
 
 __all__ = [
@@ -127,11 +127,12 @@ def alerts_body(state: Any, date_text: str | None) -> dict[str, Any]:
 
 
 def _multi_institution(day: Day, threshold: int) -> list[tuple[str, dict[str, Any]]]:
+    every = ((psn_no, institution_counts(value)) for psn_no, value in day.multi.items())
     return [(psn_no, {"institution_cnt": len(counts), "threshold": threshold,
                       "setl_cnt": sum(counts.values()),
                       "institutions": [{"institution": code, "setl_cnt": count}
                                        for code, count in sorted(counts.items())]})
-            for psn_no, counts in day.multi.items() if len(counts) >= threshold]
+            for psn_no, counts in every if len(counts) >= threshold]
 
 
 def _large_bills(day: Day, threshold_fen: int) -> list[tuple[str, dict[str, Any]]]:

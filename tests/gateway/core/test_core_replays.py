@@ -170,7 +170,7 @@ def _step(stream: Stream, rng: random.Random) -> None:
 
 def _stored(world: World) -> dict[str, bytes]:
     return {msgid: world.core.state.idempotency.get(msgid).response
-            for _, msgid, _ in world.core.state.idempotency._entries.items()}
+            for msgid, *_ in world.core.state.idempotency.snapshot()}
 
 
 @settings(max_examples=40, derandomize=True, deadline=None)

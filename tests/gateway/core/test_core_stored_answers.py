@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from gateway.core import idempotency
 from gateway.core.idempotency import IdempotencyStore, IdemEntry, TimedKeys, pack_response, unpack_response
-from gateway.core.settlements import STATUS_SETTLED, Settlement, SettlementStore
+from gateway.core.settlements import STATUS_SETTLED, Settlement, SettlementStore, setl_id_of
+
+ADMDVS = "510100"
 
 # The dictionaries are part of the stored format: a changed byte would make old snapshots unreadable.
 Z1_DICTIONARY_SHA256 = "06fb03d53061c33d8714f39b260c0e11697c4c3f537abcedbfde44704e60e716"
@@ -121,16 +123,17 @@ def _settlement(setl_id: str, day: int) -> Settlement:
 
 
 def test_settlement_days_expire_exactly_whatever_the_add_order() -> None:
-    store = SettlementStore(100, days_kept=2)
-    store.add(_settlement("s1", 10))
+    store = SettlementStore(100, days_kept=2, admdvs=ADMDVS)
+    s1, s2, s3 = (setl_id_of(ADMDVS, n) for n in (1, 2, 3))
+    store.add(_settlement(s1, 10))
     store.expire(11)
     assert len(store) == 1
-    store.add(_settlement("s2", 5))  # an older day than any held
+    store.add(_settlement(s2, 5))  # an older day than any held (a clock set back)
     store.expire(11)
-    assert store.get("s2") is None and store.get("s1") is not None
+    assert store.get(s2) is None and store.get(s1) is not None
     store.expire(12)
     assert len(store) == 0
-    store.add(_settlement("s3", 20))
+    store.add(_settlement(s3, 20))
     store.expire(22)
     assert len(store) == 0
 
@@ -201,10 +204,10 @@ def test_timed_keys_expire_as_a_brute_force_model(ops: list[tuple[bool, int]]) -
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.sampled_from(["I1", "I2"])), max_size=60),
        st.integers(1, 4))
 def test_settlement_days_expire_as_a_brute_force_model(ops: list[tuple[bool, int, str]], days_kept: int) -> None:
-    store, model = SettlementStore(1_000, days_kept), {}
+    store, model = SettlementStore(1_000, days_kept, ADMDVS), {}
     for serial, (is_add, day, institution) in enumerate(ops):
         if is_add:
-            setl_id = f"S{serial:06d}"
+            setl_id = setl_id_of(ADMDVS, serial + 1)
             store.add(Settlement(setl_id=setl_id, msgid="M" + setl_id, infno="2102", institution=institution,
                                  psn_no="P", insutype="310", insuplc_admdvs="510100", setl_time=0, day=day,
                                  month=1, medfee_sumamt=1, fund_pay_sumamt=0, psn_cash_pay=1, otc_pay=0, rx_pay=0,
@@ -223,7 +226,7 @@ def test_settlement_days_expire_as_a_brute_force_model(ops: list[tuple[bool, int
 def test_a_stored_settlement_reads_back_every_field_as_given() -> None:
     # Each field a different value, so a field read from another's place shows (can fail: a
     # constructor that packs two fields in each other's place, or a property on the wrong index).
-    given_ = {"setl_id": "51010010000000000123", "msgid": "H51010100001202403151230450001", "infno": "2207",
+    given_ = {"setl_id": setl_id_of(ADMDVS, 123), "msgid": "H51010100001202403151230450001", "infno": "2207",
               "institution": "H51010100001", "psn_no": "5101820000000137", "insutype": "390",
               "insuplc_admdvs": "510182", "setl_time": 1_710_477_045_123, "day": 19_797, "month": 202_403,
               "medfee_sumamt": 11_188, "fund_pay_sumamt": 5_197, "psn_cash_pay": 5_991, "otc_pay": 4_000,
@@ -235,13 +238,13 @@ def test_a_stored_settlement_reads_back_every_field_as_given() -> None:
     arrays = {"trace_codes", "bound_by", "doctors"}
     as_stored = {key: (tuple(tuple(v) if isinstance(v, list) else v for v in value) if key in arrays else value)
                  for key, value in given_.items()}
-    store = SettlementStore(10, days_kept=62)
+    store = SettlementStore(10, days_kept=62, admdvs=ADMDVS)
     store.add(Settlement(**given_))
-    assert all(type(kept) is bytes for kept in store._by_id.values())   # one bytes object each
+    assert all(type(kept) is bytes for kept in store._kept)   # one bytes object each
     settlement = store.get(given_["setl_id"])
     assert settlement is not None and settlement.to_dict() == as_stored
     assert {key: getattr(settlement, key) for key in given_} == as_stored
-    again = SettlementStore(10, days_kept=62)
+    again = SettlementStore(10, days_kept=62, admdvs=ADMDVS)
     again.restore(store.snapshot())
     assert again.get(given_["setl_id"]).to_dict() == as_stored   # type: ignore[union-attr]
     # A copy is handed out: a change stands once `update` keeps it.
@@ -251,15 +254,42 @@ def test_a_stored_settlement_reads_back_every_field_as_given() -> None:
     assert store.get(given_["setl_id"]).to_dict() == {**as_stored, "status": "cancelled", "cancel_msgid": "C1"}  # type: ignore[union-attr]
 
 
+def test_the_regions_setl_ids_are_found_by_number_and_no_lookalike_finds_one() -> None:
+    # A settlement is kept in a list by its 13-digit number; an id that only looks like one of the
+    # region's (another length, another kind digit, non-ASCII digits, another region, a sign or
+    # a space) must find nothing (can fail: a number read without the prefix or length checks).
+    store = SettlementStore(100, days_kept=62, admdvs=ADMDVS)
+    own = [setl_id_of(ADMDVS, n) for n in (7, 8, 10, 11)]   # 9 was never committed: a gap
+    for setl_id in own:
+        store.add(_settlement(setl_id, 10))
+    lookalikes = ["5101001" + "0" * 11 + "7", "5101001" + "0" * 13 + "7", "5101002" + "0" * 12 + "7",
+                  "5101011" + "0" * 12 + "7", "5101001" + "０" * 12 + "7", "7", "", "0000000000007",
+                  "5101001+00000000007", "5101001 00000000007", "5101001" + "0" * 12 + "7 ",
+                  setl_id_of(ADMDVS, 9), setl_id_of(ADMDVS, 6), setl_id_of(ADMDVS, 12)]
+    assert all(store.get(setl_id) is None for setl_id in lookalikes)
+    assert [store.get(setl_id).setl_id for setl_id in own] == own   # type: ignore[union-attr]
+    with pytest.raises(AssertionError):
+        store.add(_settlement("S1", 10))    # not the region's: never stored
+    with pytest.raises(AssertionError):
+        store.add(_settlement(setl_id_of(ADMDVS, 11), 10))   # numbers only grow
+    assert store.day_ids("I", 10) == own and len(store) == 4
+    for after in [None, "", "5", *own, *lookalikes, "\uffff"]:   # 3202 pages in setl_id (str) order
+        page, more = store.page("I", 10, after, 2)
+        following = [setl_id for setl_id in own if after is None or setl_id > after]
+        assert [s.setl_id for s in page] == following[:2] and more == (len(following) > 2)
+
+
 def test_the_stores_hold_nothing_the_garbage_collector_scans() -> None:
     # A full collection walks every tracked object: were each settlement or remembered answer an
     # object, its pause would grow with the millions held (docs/benchmarks.md, "Memory per
-    # settlement"). Bytes in a dict are not tracked (can fail: a store that keeps Settlement or
-    # IdemEntry objects leaves its dict tracked).
-    settlements, answers = SettlementStore(100, days_kept=62), IdempotencyStore(100)
-    for n in range(10):
-        settlements.add(_settlement(f"s{n:02d}", 10))
-        answers.put(f"m{n:02d}", IdemEntry(bytes(32), b"answer", n, "2102", 1_000 + n, f"s{n:02d}"))
+    # settlement"). Bytes are not tracked, nor are dicts and arrays of untracked things (can
+    # fail: a store that keeps Settlement or IdemEntry objects adds one or more per entry).
+    settlements, answers = SettlementStore(2_000, days_kept=62, admdvs=ADMDVS), IdempotencyStore(2_000)
     gc.collect()
-    assert not gc.is_tracked(settlements._by_id) and not gc.is_tracked(answers._entries._values)
-    assert answers.get("m03").subject == "s03" and settlements.get("s03").day == 10  # type: ignore[union-attr]
+    tracked_before = len(gc.get_objects())
+    for n in range(1_000):
+        settlements.add(_settlement(setl_id_of(ADMDVS, n + 1), 10 + n // 500))
+        answers.put(f"m{n:03d}", IdemEntry(bytes(32), b"answer", n, "2102", 1_000 + n, f"s{n:03d}"))
+    gc.collect()
+    assert len(gc.get_objects()) - tracked_before < 20     # a few per day held, none per entry
+    assert answers.get("m003").subject == "s003" and settlements.get(setl_id_of(ADMDVS, 4)).day == 10  # type: ignore[union-attr]

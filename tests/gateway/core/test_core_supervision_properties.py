@@ -71,16 +71,23 @@ def _expected_rows(standing: list[Any], facts: dict[str, dict[str, Any]], month:
     return rows
 
 
-def _expected_alerts(standing: list[Any], day: int) -> list[tuple[str, str]]:
-    at: dict[str, set[str]] = collections.defaultdict(set)
+def _expected_alerts(standing: list[Any], day: int) -> list[tuple[str, str, Any]]:
+    at: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     large = []
     for s in standing:
         if s.day == day:
-            at[s.psn_no].add(s.institution)
+            at[s.psn_no][s.institution] += 1
             if s.medfee_sumamt >= 100_000:
                 large.append(s.setl_id)
-    return ([("MULTI_INSTITUTION_DAY", psn) for psn in sorted(at) if len(at[psn]) >= 3]
-            + [("LARGE_BILL", setl_id) for setl_id in sorted(large)])
+    return ([("MULTI_INSTITUTION_DAY", psn, sorted(at[psn].items())) for psn in sorted(at) if len(at[psn]) >= 3]
+            + [("LARGE_BILL", setl_id, None) for setl_id in sorted(large)])
+
+
+def _settlements_at(alert: dict[str, Any]) -> Any:
+    """A MULTI_INSTITUTION_DAY alert's (institution, settlements) pairs."""
+    if alert["code"] != "MULTI_INSTITUTION_DAY":
+        return None
+    return [(row["institution"], row["setl_cnt"]) for row in alert["detail"]["institutions"]]
 
 
 def _check(world: World, facts: dict[str, dict[str, Any]], now_ms: int) -> None:
@@ -100,7 +107,7 @@ def _check(world: World, facts: dict[str, dict[str, Any]], now_ms: int) -> None:
     for day in {s.day for s in standing} | {today}:
         if day >= oldest_kept_day:
             date = _date(day)
-            got = [(a["code"], a["subject"]) for a in alerts_body(state, date)["alerts"]
+            got = [(a["code"], a["subject"], _settlements_at(a)) for a in alerts_body(state, date)["alerts"]
                    if a["code"] in ("MULTI_INSTITUTION_DAY", "LARGE_BILL")]
             assert got == _expected_alerts(standing, day), date
 
