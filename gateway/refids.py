@@ -20,6 +20,12 @@ import collections
 SERIAL_MAX = 10**10
 
 
+class SerialsExhausted(Exception):
+    """No serial can be handed out without risking one being used twice (a cluster standby whose
+    reserved blocks are used up while its region's store is out of reach): the answer that needed
+    one cannot be a signed Frame."""
+
+
 class RefidAllocator:
     """Live allocation of serials within journaled reservations."""
 

@@ -64,10 +64,13 @@ REFUSAL_STATUS = {REFUSED_UNKNOWN: 404, REFUSED_SEPARATION: 403, REFUSED_CONFLIC
 class AdminApi:
     """The `AdminHandler` of gateway.server.admin_routes (see module docstring)."""
 
-    def __init__(self, runtime: Runtime, admins: Sequence[Admin], signing_key_path: pathlib.Path) -> None:
+    def __init__(self, runtime: Runtime, admins: Sequence[Admin], signing_key_path: pathlib.Path,
+                 seal_key: Callable[[Ed25519PrivateKey], bytes] | None = None) -> None:
+        """`seal_key` (cluster mode): a rotation journals its new key sealed by it, and writes no file."""
         self.runtime = runtime
         self.admins = tuple(admins)
         self.signing_key_path = pathlib.Path(signing_key_path)
+        self.seal_key = seal_key
         self._rotation_lock = trio.Lock()
         # (method, compiled path, minimum role, handler(admin, match, body, query) -> (status, payload))
         self._routes: list[tuple[str, re.Pattern[str], str, Callable[..., Any]]] = [
@@ -280,32 +283,56 @@ class AdminApi:
             raise ApiError(503, "not ready: the gateway is recovering its state", headers=(("retry-after", "2"),))
         async with self._rotation_lock:
             new_key = Ed25519PrivateKey.generate()
-            try:
-                await trio.to_thread.run_sync(keyfiles.stage_key, self.signing_key_path, new_key)
-            except OSError as exc:
-                raise ApiError(500, f"cannot write the new key file: {exc.strerror or exc}") from None
-            try:
-                record = await self._commit(lambda core, now_ms: core.rotate_key(
-                    public_raw(new_key.public_key()), now_ms, actor=admin.name, role=admin.role, reason=reason))
-            except ApiError:
-                # Refused before the core took it: the staged key is garbage. Otherwise (a journal
-                # failure after the append) leave it to finish_pending_rotation at the next start.
-                if self.runtime.core.state.governance.rotated_kid != keyfiles.key_kid(new_key):
-                    await trio.to_thread.run_sync(keyfiles.discard_staged, self.signing_key_path)
-                raise
-            # Durable: the rotation happened. Install the file first, so a journal-failure
-            # rebuild (which re-reads the key file) keeps the new key, then start signing with it.
-            try:
-                await trio.to_thread.run_sync(keyfiles.install_staged, self.signing_key_path)
-            except (OSError, keyfiles.KeyFileError) as exc:
-                log_event("key_install_failed", kid=record.kid, detail=str(exc)[:200])
-                self.runtime.sealer.activate(self.runtime.core, new_key)
-                raise ApiError(500, f"rotation journaled (kid {record.kid}) but the key file was not "
-                                    f"replaced; it completes at the next start: {exc}") from None
-            self.runtime.sealer.activate(self.runtime.core, new_key)
+            if self.seal_key is None:
+                record = await self._rotate_in_files(admin, reason, new_key)
+            else:
+                record = await self._rotate_in_journal(admin, reason, new_key)
         log_event("key_rotated", kid=record.kid, retired_kid=record.retired_kid, admin=admin.name)
         return 200, {"op": record.op, "kid": record.kid, "retired_kid": record.retired_kid,
                      "keys": self.runtime.core.public_keys()}
+
+    def _rotation(self, admin: Admin, reason: str, new_key: Ed25519PrivateKey,
+                  sealed_key: bytes | None = None) -> Callable[[Any, int], Record]:
+        return lambda core, now_ms: core.rotate_key(public_raw(new_key.public_key()), now_ms, actor=admin.name,
+                                                    role=admin.role, reason=reason, sealed_key=sealed_key)
+
+    async def _rotate_in_files(self, admin: Admin, reason: str, new_key: Ed25519PrivateKey) -> Record:
+        """The embedded default: stage the key file, journal the rotation, install the file (keyfiles)."""
+        try:
+            await trio.to_thread.run_sync(keyfiles.stage_key, self.signing_key_path, new_key)
+        except OSError as exc:
+            raise ApiError(500, f"cannot write the new key file: {exc.strerror or exc}") from None
+        try:
+            record = await self._commit(self._rotation(admin, reason, new_key))
+        except ApiError:
+            # Refused before the core took it: the staged key is garbage. Otherwise (a journal
+            # failure after the append) leave it to finish_pending_rotation at the next start.
+            if self.runtime.core.state.governance.rotated_kid != keyfiles.key_kid(new_key):
+                await trio.to_thread.run_sync(keyfiles.discard_staged, self.signing_key_path)
+            raise
+        # Durable: the rotation happened. Install the file first, so a journal-failure
+        # rebuild (which re-reads the key file) keeps the new key, then start signing with it.
+        try:
+            await trio.to_thread.run_sync(keyfiles.install_staged, self.signing_key_path)
+        except (OSError, keyfiles.KeyFileError) as exc:
+            log_event("key_install_failed", kid=record.kid, detail=str(exc)[:200])
+            self.runtime.sealer.activate(self.runtime.core, new_key)
+            raise ApiError(500, f"rotation journaled (kid {record.kid}) but the key file was not "
+                                f"replaced; it completes at the next start: {exc}") from None
+        self.runtime.sealer.activate(self.runtime.core, new_key)
+        return record
+
+    async def _rotate_in_journal(self, admin: Admin, reason: str, new_key: Ed25519PrivateKey) -> Record:
+        """Cluster mode: the record carries the key, sealed, so every process of the region gets it.
+
+        The journal is the key's only durable home, so there is no file to stage: once the record
+        is durable the key is the region's; if the journal fails first, the node that leads next
+        finds the record in the journal (and signs with its key) or does not (and the old key stays).
+        """
+        assert self.seal_key is not None
+        record = await self._commit(self._rotation(admin, reason, new_key, self.seal_key(new_key)))
+        self.runtime.sealer.activate(self.runtime.core, new_key)
+        return record
 
     async def _snapshot(self, admin: Admin, groups: list[str], body: bytes, query: str) -> tuple[int, Any]:
         reason = reason_of(json_object(body, ("reason",)))

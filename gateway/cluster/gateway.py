@@ -8,6 +8,8 @@ What differs from the embedded default (gateway/server/app.py), and only that:
   standby; the `RegionNode` task then follows, takes the lease, leads and steps down;
 - a journal failure is the node's to handle (step down, rebuild from the store, follow), not the
   local rebuild loop's;
+- a key rotation journals its new key sealed under the region's secret (gateway/cluster/keyseal.py)
+  instead of writing a key file, and every process signs with the newest rotation's key;
 - on SIGTERM the drain finishes as usual, then the lease is given up so a standby takes over at
   once instead of after the lease lapses.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import trio
 
+from gateway.admin import AdminApi
+from gateway.cluster.keyseal import KeySeal, KeySealError
 from gateway.cluster.node import RegionNode
 from gateway.cluster.store import RegionStore, StoreError
 from gateway.config import GatewayConfig
@@ -42,9 +46,13 @@ class ClusterGateway(Gateway):
                                  replicas_ack=cluster.replicas_ack, wait_timeout_ms=cluster.wait_timeout_ms,
                                  request_timeout_ms=cluster.wait_timeout_ms + REQUEST_TIMEOUT_MARGIN_MS)
         super().__init__(config, test_clock=test_clock)
+        try:
+            self.key_seal = KeySeal(self.files.secrets, config.admdvs)
+        except KeySealError as exc:
+            raise StartupError(str(exc)) from None
         self.runtime.standby = True
         assert isinstance(self.journal, StreamJournal)
-        self.node = RegionNode(self.runtime, self.journal, self.store, node_id=cluster.node_id,
+        self.node = RegionNode(self.runtime, self.journal, self.store, self.key_seal, node_id=cluster.node_id,
                                lease_ms=cluster.lease_ms,
                                rebuild=lambda recovery: self._rebuilt_core(recovery, self.runtime.sealer.keyring))
 
@@ -66,8 +74,17 @@ class ClusterGateway(Gateway):
 
     async def _recover(self) -> None:
         await super()._recover()
+        try:
+            self.node.adopt_key()
+        except KeySealError as exc:
+            raise StartupError(str(exc)) from None
         # Until it leads, this process signs its refusals with serials of the standby range.
         self.runtime.sealer.refids = self.node.serials
+
+    def _admin_api(self) -> AdminApi:
+        """The admin routes; a rotation's key travels sealed in the region's journal."""
+        return AdminApi(self.runtime, self.files.secrets.admins, self.config.paths.signing_key,
+                        seal_key=self.key_seal.seal)
 
     def _start_role(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self.node.run)

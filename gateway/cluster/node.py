@@ -6,8 +6,9 @@ One task runs the cycle, so the roles never overlap:
    region journal's records as they arrive (XREAD BLOCK, then `Core.commit(from_wire(...))`,
    the replay path), while the node asks for the lease every `campaign` interval;
 2. **takeover**: with the lease (a new epoch), read the journal to its end (nobody else can append
-   now), continue inf_refmsgid serials after every reservation in it, open the journal for
-   appends, and serve;
+   now), sign with the newest rotation's key (sealed in the journal, gateway/cluster/keyseal.py;
+   a node that cannot open it does not lead), continue inf_refmsgid serials after every
+   reservation in it, open the journal for appends, and serve;
 3. **leader**: renew the lease every `renew` interval; the moment the lease may have lapsed (no
    successful renewal within two thirds of a lease), the store refuses a renewal, or the journal
    fails (fenced, too few replicas, unreachable), step down: every answer still waiting
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import trio
 
 from gateway.cluster.lease import Lease, lease_timings
+from gateway.cluster.keyseal import KeySeal, KeySealError
 from gateway.cluster.serials import STANDBY_BLOCK, StandbySerials
 from gateway.cluster.store import RegionStore, StoreError
 from gateway.core import Core, from_wire
@@ -46,12 +48,15 @@ WATCH_S = 0.01
 class RegionNode:
     """The role cycle of one process (see the module docstring)."""
 
-    def __init__(self, runtime: Runtime, journal: StreamJournal, store: RegionStore, *, node_id: str,
-                 lease_ms: int, rebuild: Callable[[Recovery], Core]) -> None:
-        """`rebuild`: a fresh core from a Recovery (worker-thread safe), as at start."""
+    def __init__(self, runtime: Runtime, journal: StreamJournal, store: RegionStore, key_seal: KeySeal, *,
+                 node_id: str, lease_ms: int, rebuild: Callable[[Recovery], Core]) -> None:
+        """`rebuild`: a fresh core from a Recovery (worker-thread safe), as at start;
+        `key_seal`: opens the rotated keys the journal carries."""
         self.runtime = runtime
         self.journal = journal
         self.store = store
+        self.key_seal = key_seal
+        self._unopened_kid: str | None = None     # a rotated key this standby could not open (logged once)
         self.node_id = node_id
         self.holder = f"{node_id}:{int(time.time() * 1000)}"   # this incarnation: a restart never reuses a lease
         self.lease_ms = lease_ms
@@ -113,12 +118,14 @@ class RegionNode:
         runtime = self.runtime
         try:
             await self._catch_up()
+            # A leader must sign with the region's active key, never one the region retired.
+            self.adopt_key()
             # The catch-up may have outlasted the lease's trusted span: renew before serving.
             sent_s = time.monotonic()
             if not await self.store.renew(lease.value, self.lease_ms):
                 raise StoreError("the lease was lost while the journal's tail was read")
             lease.renewed(sent_s)
-        except (StoreError, JournalFailed) as exc:
+        except (StoreError, JournalFailed, KeySealError) as exc:
             log_event("takeover_failed", node=self.node_id, epoch=lease.epoch, detail=str(exc)[:200])
             await self.release(lease)
             await trio.sleep(RETRY_S)
@@ -193,6 +200,7 @@ class RegionNode:
                 await trio.sleep(RETRY_S)
                 continue
             self._apply(entries)
+            self._follow_key()
 
     async def _catch_up(self) -> None:
         """Read the journal to its end (the lease is ours: nobody else can append now)."""
@@ -217,6 +225,33 @@ class RegionNode:
             core.commit(from_wire(decode_payload(payload)))
             self.journal.follow(op)
         return True
+
+    def adopt_key(self) -> None:
+        """Sign with the newest rotation's key when the journal carries it and this node does not yet.
+
+        The key file every node starts from stays the region's first key; each rotation's key
+        comes from its record (or the snapshot holding it), so all nodes sign alike.
+
+        Raises:
+            KeySealError: the sealed key does not open with this node's secrets.
+        """
+        runtime = self.runtime
+        governance = runtime.core.state.governance
+        kid, sealed = governance.rotated_kid, governance.rotated_key_sealed
+        if sealed is None or kid is None or kid == runtime.sealer.keyring.active_kid:
+            return
+        runtime.sealer.activate(runtime.core, self.key_seal.open(sealed, kid))
+        log_event("key_adopted", node=self.node_id, kid=kid)
+
+    def _follow_key(self) -> None:
+        """A standby's refusals are signed with the active key too; a key it cannot open is logged once."""
+        try:
+            self.adopt_key()
+        except KeySealError as exc:
+            kid = self.runtime.core.state.governance.rotated_kid
+            if kid != self._unopened_kid:
+                self._unopened_kid = kid
+                log_event("key_unopened", node=self.node_id, kid=kid, detail=str(exc)[:200])
 
     async def _rebuild(self) -> None:
         """A fresh core from the store's snapshot and journal (sessions are not carried over)."""

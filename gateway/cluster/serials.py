@@ -5,14 +5,16 @@ new leader continues after. A standby appends nothing, yet it signs every refusa
 a serial too. Its serials come from a separate range, above every serial a leader hands out
 (STANDBY_SERIAL_BASE), in blocks taken from a region-wide counter in the store (INCRBY), so two
 standbys never share one. A standby that could not reserve a block (the store unreachable since
-its start) has no serial to sign with and closes the connection instead of answering.
+its start, or since its blocks were used up) has no serial to sign with: `take` raises
+SerialsExhausted, and the data listener answers a plain 503 with Retry-After instead of a Frame
+(gateway/server/data.py).
 """
 
 from __future__ import annotations
 
 import collections
 
-from gateway.refids import RefidAllocator
+from gateway.refids import RefidAllocator, SerialsExhausted
 
 __all__ = ["STANDBY_SERIAL_BASE", "StandbySerials"]
 
@@ -39,10 +41,10 @@ class StandbySerials(RefidAllocator):
         return not self._blocks and self.reserved_to - self.next < STANDBY_BLOCK // 2
 
     def take(self) -> int:
-        """The next serial (raises RuntimeError when no block is reserved)."""
+        """The next serial (raises SerialsExhausted when no block is reserved)."""
         if self.next >= self.reserved_to:
             if not self._blocks:
-                raise RuntimeError("no standby serials reserved (the region's store is unreachable)")
+                raise SerialsExhausted("no standby serials reserved (the region's store is unreachable)")
             self.next = self._blocks.popleft()
             self.reserved_to = self.next + STANDBY_BLOCK
         serial = self.next

@@ -83,12 +83,13 @@ class AdminMixin:
         return ChangeRejectRecord(now_ms=now_ms, id=change_id, actor=actor, role=role, reason=reason)
 
     def rotate_key(self, new_public_raw: bytes, now_ms: int, *, actor: str = "", role: str = "",
-                   reason: str = "") -> KeyRotateRecord:
+                   reason: str = "", sealed_key: bytes | None = None) -> KeyRotateRecord:
         """A rotation to the key of `new_public_raw`, retiring the active key; returns the record.
 
-        The shell makes the record durable and stores the private key in its file before it
-        signs with it (then `keys.activate`), so no answer is ever signed by a key a crash could
-        make unknown. The record carries only kids and public keys, never a private key.
+        The shell makes the record durable and keeps the private key (in its file, or in cluster
+        mode as `sealed_key`, opaque bytes it sealed) before it signs with it (then
+        `keys.activate`), so no answer is ever signed by a key a crash could make unknown. The
+        record never carries a private key in plaintext.
         """
         keys = self.state.keys
         kid = gateway_kid(new_public_raw)
@@ -96,7 +97,7 @@ class AdminMixin:
             raise FieldError("key", "the new key is the active key")
         return KeyRotateRecord(kid=kid, public_key=new_public_raw, retired_kid=keys.active_kid,
                                retired_public_key=keys.active_public_raw, now_ms=now_ms, actor=actor, role=role,
-                               reason=reason)
+                               reason=reason, sealed_key=sealed_key)
 
     def note_admin_action(self, action: str, now_ms: int, *, actor: str, role: str,
                           detail: dict[str, Any] | None = None, reason: str = "") -> AdminNoteRecord:

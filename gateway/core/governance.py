@@ -83,13 +83,16 @@ class Proposal:
 
 
 class Governance:
-    """Proposals by id (in proposal order), the audit trail, and the newest rotated key id."""
+    """Proposals by id (in proposal order), the audit trail, and the newest rotated key (id, sealed key)."""
 
     def __init__(self) -> None:
         self.proposals: dict[str, Proposal] = {}
         self.audit: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_ENTRIES_MAX)
         self.audit_seq = 0
         self.rotated_kid: str | None = None
+        # The newest rotation's private key, sealed (cluster mode: opaque bytes only the shell can
+        # open); None when that rotation kept its key in a file (the embedded default).
+        self.rotated_key_sealed: bytes | None = None
 
     # -- proposals ---------------------------------------------------------------------------
 
@@ -146,9 +149,13 @@ class Governance:
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able copy."""
-        return {"proposals": [dataclasses.asdict(p) for p in self.proposals.values()],
+        snap = {"proposals": [dataclasses.asdict(p) for p in self.proposals.values()],
                 "audit": [dict(entry) for entry in self.audit], "audit_seq": self.audit_seq,
                 "rotated_kid": self.rotated_kid}
+        if self.rotated_key_sealed is not None:
+            # Only when there is one: embedded snapshots keep exactly their former shape.
+            snap["rotated_key_sealed"] = self.rotated_key_sealed
+        return snap
 
     @classmethod
     def restore(cls, snap: dict[str, Any] | None) -> Governance:
@@ -162,4 +169,5 @@ class Governance:
         governance.audit.extend(snap["audit"])
         governance.audit_seq = snap["audit_seq"]
         governance.rotated_kid = snap["rotated_kid"]
+        governance.rotated_key_sealed = snap.get("rotated_key_sealed")
         return governance

@@ -38,8 +38,8 @@ class PublishedKeys:
     def apply_rotation(self, record: KeyRotateRecord) -> None:
         """Replay a rotation: both of its keys are listed, as retired unless active.
 
-        Which key is active comes from the shell's key file (activated once the rotation is
-        durable), so replay never changes it.
+        Which key is active comes from the shell (its key file, or in cluster mode the newest
+        rotation's sealed key, activated once the rotation is durable), so replay never changes it.
         """
         for kid, raw in ((record.retired_kid, record.retired_public_key), (record.kid, record.public_key)):
             if kid != self.active_kid:

@@ -3,7 +3,8 @@
 A record is what `Core.commit` applies, live and in replay alike. Its wire form (`to_wire`) is a
 msgpack-able map `{"op", "t": KIND, ...fields}`; `from_wire` reads it back, also from journals and
 snapshots written before records were typed (those carry no "v": version 1). A later change to a
-kind's fields bumps its VERSION and teaches `from_wire` the older shapes; nothing else reads wire maps.
+kind's fields bumps its VERSION and teaches `from_wire` the older shapes (OLDEST_VERSION: the
+fields added since have defaults); nothing else reads wire maps.
 
 Fields every record may carry: `op` (its place in the journal, set by the shell just before the
 commit) and `refid_to` (an inf_refmsgid reservation riding on the record, 0 for none; see
@@ -49,6 +50,7 @@ class Record:
 
     KIND: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    OLDEST_VERSION: ClassVar[int] = 1     # the oldest shape from_wire still reads
     op: int = 0
     refid_to: int = 0
 
@@ -141,9 +143,15 @@ class AdminRecord(Record):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class KeyRotateRecord(Record):
-    """The gateway's signing key rotated: kids and public keys only, never a private key."""
+    """The gateway's signing key rotated: kids and public keys, and never a private key in plaintext.
+
+    `sealed_key` (version 2): in cluster mode the new private key, sealed under the region's secret
+    (gateway/cluster/keyseal.py), so that every process of the region signs with it; None in the
+    embedded default, where the key lives in the signing_key file. Version 1 records lack it.
+    """
 
     KIND: ClassVar[str] = "key_rotate"
+    VERSION: ClassVar[int] = 2
     kid: str
     public_key: bytes
     retired_kid: str
@@ -152,6 +160,7 @@ class KeyRotateRecord(Record):
     actor: str = ""
     role: str = ""
     reason: str = ""
+    sealed_key: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -239,7 +248,7 @@ def from_wire(wire: Mapping[str, Any]) -> Record:
     if cls is None:
         raise ValueError(f"record kind {wire.get('t')!r} is unknown")
     version = wire.get("v", 1)
-    if version != cls.VERSION:
+    if not cls.OLDEST_VERSION <= version <= cls.VERSION:
         raise ValueError(f"record kind {cls.KIND!r} version {version} is unknown")
     fields: dict[str, Any] = {"op": wire["op"], "refid_to": wire.get("refid_to", 0)}
     for name in _PAYLOAD_FIELDS[cls]:

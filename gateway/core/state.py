@@ -339,6 +339,7 @@ def _commit_change_reject(state: State, record: ChangeRejectRecord) -> None:
 def _commit_key_rotate(state: State, record: KeyRotateRecord) -> None:
     state.keys.apply_rotation(record)
     state.governance.rotated_kid = record.kid
+    state.governance.rotated_key_sealed = record.sealed_key
     if record.now_ms is not None:
         state.governance.record_audit(record.op, record.now_ms, record.actor, record.role,
                                       "key.rotate", {}, {"active_kid": record.retired_kid},

@@ -231,8 +231,7 @@ class Gateway:
             gate = Gate(admission_of(limits), data_app)
             nursery.start_soon(gate.admission.run)
         else:
-            admin_app = AdminApp(runtime, self.files.secrets.admins,
-                                 AdminApi(runtime, self.files.secrets.admins, self.config.paths.signing_key))
+            admin_app = AdminApp(runtime, self.files.secrets.admins, self._admin_api())
             app = admin_app
             address, cap, refusal = self.config.listen.admin, ADMIN_CONNECTIONS_MAX, admin_app.overflow_refusal
             over_cap = OverCap(admin_app, COMMON_PATHS, lambda request: admin_app.overflow_refusal())
@@ -247,6 +246,10 @@ class Gateway:
                                f"{exc.strerror or exc}") from None
         setattr(self, f"{name}_listener", listener)
         return port
+
+    def _admin_api(self) -> AdminApi:
+        """The admin routes; alone, a key rotation keeps its key in the signing_key file."""
+        return AdminApi(self.runtime, self.files.secrets.admins, self.config.paths.signing_key)
 
     async def _run_listener(self, listener: Listener, *,
                             task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

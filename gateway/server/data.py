@@ -4,7 +4,10 @@ A transaction goes: admission (gateway/server/admission.py: admitted, or shed wi
 before it is parsed) → content type → load shedding → `sealer.answer` (decide → seal → commit,
 synchronous between awaits, so the core needs no locks) → the commit gate `runtime.make_durable`
 (journal, then wait until every op the answer depends on is durable) → the signed answer. Every
-answer to POST /fsi/v1/tx is a signed Frame, including the server's own refusals.
+answer to POST /fsi/v1/tx is a signed Frame, including the server's own refusals, with one
+exception: a cluster standby with no inf_refmsgid serial left (SerialsExhausted) answers a plain
+503 with Retry-After, as the router in front does when no gateway is up, rather than sign with a
+serial that may be used twice or close the connection unanswered.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.server.http import Request, Response, plain_response
 from gateway.server.plain import render_response
 from gateway.server.logs import log_event
+from gateway.refids import SerialsExhausted
 from gateway.runtime import Runtime
 from protocol import ErrCode
 
@@ -46,6 +50,13 @@ def _frame_headers(retry_after_s: int | None) -> tuple[tuple[str, str], ...]:
 
 _FRAME_HEADERS = (("content-type", MSGPACK),)
 _SHED_HEADERS = _frame_headers(RETRY_AFTER_OVERLOADED_S)
+# The answer when no serial is left to sign a refusal with (see the module docstring).
+_NO_SERIAL_TEXT = "standby: no inf_refmsgid serial to sign a refusal with; retry"
+_NO_SERIAL_RETRY_AFTER = ("retry-after", str(RETRY_AFTER_DRAINING_S))
+
+
+def _unsigned_refusal(close: bool = False) -> Response:
+    return plain_response(503, _NO_SERIAL_TEXT, _NO_SERIAL_RETRY_AFTER, close=close)
 
 
 def _is_msgpack(content_type: str | None) -> bool:
@@ -97,8 +108,12 @@ class DataApp:
         no route.
         """
         runtime = self.runtime
-        frame = runtime.sealer.overloaded_response(runtime.clock.now_ms())
         runtime.metrics.observe_shed("queue_time")
+        try:
+            frame = runtime.sealer.overloaded_response(runtime.clock.now_ms())
+        except SerialsExhausted:
+            unsigned = _unsigned_refusal()
+            return render_response(unsigned.status, unsigned.headers, unsigned.body, close)
         runtime.metrics.observe_server_answer("other", ErrCode.OVERLOADED, waited_s)
         return render_response(429, _SHED_HEADERS, frame, close)
 
@@ -145,7 +160,10 @@ class DataApp:
     def overflow_refusal(self) -> Response:
         """The answer to a connection over connections_max: 503 with a signed OVERLOADED Frame."""
         self.runtime.metrics.observe_shed("connections")
-        frame = self.runtime.sealer.error_response(ErrCode.OVERLOADED, self.runtime.clock.now_ms())
+        try:
+            frame = self.runtime.sealer.error_response(ErrCode.OVERLOADED, self.runtime.clock.now_ms())
+        except SerialsExhausted:
+            return _unsigned_refusal(close=True)
         return frame_response(503, frame, RETRY_AFTER_OVERLOADED_S, close=True)
 
     async def _tx(self, request: Request) -> Response:
@@ -205,6 +223,9 @@ class DataApp:
         return self._refusal(ErrCode.INTERNAL, started_s, RETRY_AFTER_INTERNAL_S)
 
     def _refusal(self, code: ErrCode, started_s: float, retry_after_s: int | None = None) -> Response:
-        frame = self.runtime.sealer.error_response(code, self.runtime.clock.now_ms())
+        try:
+            frame = self.runtime.sealer.error_response(code, self.runtime.clock.now_ms())
+        except SerialsExhausted:
+            return _unsigned_refusal()
         self.runtime.metrics.observe_server_answer("other", code, time.perf_counter() - started_s)
         return frame_response(code.http_status, frame, retry_after_s)

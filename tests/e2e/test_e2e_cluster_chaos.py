@@ -10,6 +10,9 @@ replicas each), terminals settling through HAProxy the whole time.
 4. a standby restarted from nothing catches up from the stored snapshot and the stream's tail,
    then takes over.
 
+Besides: what a standby answers, and a key rotation reaching every node (a takeover and a node
+started from nothing sign with the rotated key).
+
 Each ends with the crash test's checks against the client's book: every acknowledged answer comes
 back byte for byte, every in-doubt request is applied exactly once, 3201 balances and every 3202
 row matches (no msgid settled twice), month-used equals the standing fund payments; and the
@@ -19,6 +22,7 @@ version of each; `make soak` the long ones (`slow`). YB_CHAOS_SEED replays a run
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import random
@@ -35,6 +39,7 @@ from e2e_cluster_support import (ClusterRegion, Gate, Node, Timeline, check_stre
 from e2e_kill9_checks import Checker
 from e2e_kill9_support import Book, TerminalLink, gateway_keys, http_get
 from load_tests.http import Endpoint, HttpConnection
+from protocol import decode_frame
 from protocol.terminal import verify_answer
 from load_tests.redis_cluster import LocalCluster
 
@@ -357,5 +362,87 @@ async def test_a_standby_answers_reads_and_refuses_writes(tmp_path: pathlib.Path
             await conn.aclose()
         assert (answer.status, verify_answer(answer.body, run.keys).err_code) == (503, "DRAINING")
         assert answer.headers.get("retry-after"), answer.headers
+    finally:
+        run.reap()
+
+
+# -- a key rotation reaches every node ---------------------------------------------------------
+
+
+async def signed_in_kid(run: ChaosRun, endpoint: Endpoint) -> str:
+    """Sign a terminal in at `endpoint`; the kid of the answer, verified with the published keys."""
+    terminal = run.region.terminals[0]
+    published = await gateway_keys(run.region.data)
+    conn = await HttpConnection.connect(endpoint)
+    try:
+        frame = terminal.session(published).signin_frame(run.book.new_msgid(terminal.code), now_ms())
+        answer = await conn.request("POST", "/fsi/v1/tx", frame, "application/msgpack")
+    finally:
+        await conn.aclose()
+    envelope = verify_answer(answer.body, published)
+    assert (answer.status, envelope.infcode) in ((200, 0), (503, -1)), (answer.status, envelope)
+    return decode_frame(answer.body).key_id
+
+
+async def active_kid(endpoint: Endpoint) -> str:
+    response = await http_get(endpoint, "/fsi/v1/keys")
+    assert response is not None and response.status == 200
+    return next(k["kid"] for k in json.loads(response.body)["keys"] if k["status"] == "active")
+
+
+async def until_active(node: Node, kid: str) -> None:
+    """Until `node` publishes `kid` as its active key (a standby applies records as they arrive)."""
+    with trio.fail_after(10):
+        while await active_kid(node.data) != kid:
+            await trio.sleep(0.05)
+
+
+async def test_a_rotated_key_reaches_every_node(tmp_path: pathlib.Path, redis_cluster: LocalCluster) -> None:
+    """A rotation on the leader: the standby signs with the new key (its refusals too), and so does
+    it once it has taken over after kill -9 of the leader; a node started afterwards from an empty
+    data_dir gets the key from the stored snapshot (the stream trimmed behind it) and, leading in
+    its turn, signs with it. Every answer verifies with the published key of its kid."""
+    run = ChaosRun(tmp_path, redis_cluster, chaos_seed())
+    try:
+        await run.start()
+        leader = await run.region.leader()
+        standby = next(node for node in run.region.nodes.values() if node is not leader)
+        operator = next(a["token"] for a in run.region.sim["admins"] if a["role"] == "operator")
+        first_kid = await active_kid(run.region.data)
+        rotated = await http_post(leader.admin, "/admin/v1/keys/rotate", operator, b'{"reason":"drill"}')
+        assert rotated.status == 200, rotated
+        rotation = json.loads(rotated.body)
+        kid = rotation["kid"]
+        assert kid != first_kid and await signed_in_kid(run, run.region.data) == kid
+        await until_active(standby, kid)
+        assert await signed_in_kid(run, standby.data) == kid            # its DRAINING refusal
+
+        await leader.kill9()
+        await run.region.wait_serving()
+        assert await run.region.leader() is standby
+        assert await signed_in_kid(run, run.region.data) == kid, "the new leader signs with a retired key"
+        assert await active_kid(run.region.data) == kid
+
+        # The rotation reaches a node started from nothing through the snapshot alone.
+        snapshot = await http_post(standby.admin, "/admin/v1/snapshot", operator, b'{"reason":"drill"}')
+        assert snapshot.status == 200 and json.loads(snapshot.body)["snapshot_op"] > rotation["op"], snapshot
+        code = run.region.terminals[-1].code
+        for verb in ("suspend", "resume"):    # records in the stream after the snapshot
+            changed = await http_post(standby.admin, f"/admin/v1/institutions/{code}/{verb}", operator,
+                                      b'{"reason":"drill"}')
+            assert changed.status == 200, changed
+        shutil.rmtree(run.region.root / f"data-{leader.name}", ignore_errors=True)
+        leader.start()
+        await leader.wait_up()
+        recovered = json.loads(_recovered_line(leader))["fields"]
+        assert recovered["snapshot_op"] > rotation["op"] and recovered["records_replayed"] >= 2, recovered
+        await until_active(leader, kid)
+
+        await standby.kill9()
+        await run.region.wait_serving()
+        assert await run.region.leader() is leader
+        assert await signed_in_kid(run, run.region.data) == kid, "the node started from nothing signs with a retired key"
+        assert [k["kid"] for k in json.loads((await http_get(run.region.data, "/fsi/v1/keys")).body)["keys"]] == [
+            kid, first_kid]
     finally:
         run.reap()

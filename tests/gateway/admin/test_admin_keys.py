@@ -119,6 +119,31 @@ async def test_rotation_refused_by_the_journal_discards_the_staged_key(aw: Admin
     assert _statuses(aw) == {old_kid: "active"}
 
 
+async def test_rotation_with_a_key_seal_journals_the_key_sealed_and_writes_no_file(aw: AdminWorld) -> None:
+    """Cluster mode: the journal is the rotated key's only home (every node of the region reads it)."""
+    from gateway.cluster.keyseal import KeySeal
+
+    seal = KeySeal(aw.world.secrets, aw.core.config.admdvs)
+    assert aw.api is not None
+    aw.api.seal_key = seal.seal
+    old_kid, key_file = aw.core.keys.active_kid, aw.key_path.read_bytes()
+    status, answer = await aw.call("POST", "/admin/v1/keys/rotate", "operator", {"reason": "drill"})
+    assert status == 200, answer
+    new_kid = answer["kid"]
+    assert _statuses(aw) == {new_kid: "active", old_kid: "retired"}
+    term = await aw.sign_in()
+    fresh, _ = aw.world.settle(term, [line("1", 100)], card("PSN1"), now_ms=aw.now_ms)
+    assert decode_frame(fresh.response).key_id == new_kid
+    await aw.flush()
+    assert aw.key_path.read_bytes() == key_file
+    assert sorted(p.name for p in aw.tmp_path.iterdir() if p.name.startswith(aw.key_path.name)) == [aw.key_path.name]
+    await aw.restart()
+    rotation = next(r for r in aw.recovery.records if r["t"] == "key_rotate")
+    assert rotation["v"] == 2 and rotation["kid"] == new_kid
+    assert keyfiles.key_kid(seal.open(rotation["sealed_key"], new_kid)) == new_kid
+    assert aw.core.state.governance.rotated_key_sealed == rotation["sealed_key"]
+
+
 async def test_finish_with_nothing_staged_removes_a_torn_temporary(aw: AdminWorld) -> None:
     torn = keyfiles.staged_path(aw.key_path).with_name(keyfiles.staged_path(aw.key_path).name + ".tmp")
     torn.write_bytes(b"-----BEGIN PRIV")
