@@ -13,13 +13,16 @@ proxy reads the message differently); an HTTP version other than 1.x is 505; an 
 than 100-continue is 417. All of these close the connection, since the rest of the stream can no
 longer be framed with certainty.
 
-On the data listener a `Gate` sees each transaction request before it is parsed (see
-gateway/server/admission.py): the connection stamps the arrival of its first bytes and waits for
-the verdict. A request whose first bytes hold the whole of a plainly framed `POST` of the
-transaction path (gateway/server/plain.py) is read and answered without h11, admitted or shed:
-h11 never sees that request nor its answer, so the connection is as it was before the request,
-ready for the next. Anything less plain is parsed by h11 with the strict checks, and answered by
-the app or, when shed, by the shedder.
+On the data listener a `Gate` rules on each transaction request (see gateway/server/admission.py):
+the connection stamps the arrival of its first bytes and waits for the verdict. A request whose
+first bytes hold the whole of a plainly framed `POST` of the transaction path (gateway/server/plain.py),
+as a terminal sends it, goes to the gate before it is parsed, and is read and answered without
+h11, admitted or shed: h11 never sees that request nor its answer, so the connection is as it was
+before the request, ready for the next. Anything less plain is parsed by h11 with the strict
+checks and goes to the gate only once all of it is read, then is answered by the app or, when
+shed, by the shedder. The gate admits only requests ready to be worked on: a client that sends
+its head or body a byte at a time holds its connection until `read_timeout_s`, never a place
+the gate keeps for work (it would take only `limit` of them to shut everyone else out).
 """
 
 from __future__ import annotations
@@ -204,6 +207,8 @@ class HttpConnection:
         # The gate's verdict on the request being served, and when its first bytes arrived.
         self._verdict: Verdict | None = None
         self._arrived_s = 0.0
+        # The request being read goes to the gate once it is all read (it was not whole and plain).
+        self._gate_when_read = False
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes_max)
         self._linger = False
         socket = getattr(stream, "socket", None)
@@ -255,6 +260,8 @@ class HttpConnection:
             return request.keep_alive
         if isinstance(request, PlainPost):
             return await self._answer_plain(request)
+        if self._gate_when_read and isinstance(request, Request):
+            await self._enter_gate_read()
         if isinstance(request, _TooLarge):
             response = self.app.body_too_large(request.head)
             response = dataclasses.replace(response, close=True)
@@ -319,8 +326,18 @@ class HttpConnection:
         if len(data) > plain.length:
             self.conn.receive_data(data[plain.length:])
 
+    async def _enter_gate_read(self) -> None:
+        """Wait for the gate's verdict on a request read in full through h11; raises _PeerGone on CLOSE."""
+        gate = self.gate
+        assert gate is not None
+        self._gate_when_read = False
+        self._verdict = await gate.admission.enter(self._arrived_s)
+        if self._verdict is Verdict.CLOSE:
+            await self._after_verdict(b"", None)
+
     def _leave_gate(self) -> None:
         """Tell the gate the request it ruled on is finished with (answered or not)."""
+        self._gate_when_read = False
         verdict, self._verdict = self._verdict, None
         if verdict is Verdict.ADMIT:
             assert self.gate is not None
@@ -363,10 +380,10 @@ class HttpConnection:
         else:
             event = h11.NEED_DATA   # what h11 would answer: nothing buffered, the peer open and idle
         if event is h11.NEED_DATA and not raw:
-            data = await self._wait_for_request_start()
-            if data is None:
+            started = await self._wait_for_request_start()
+            if started is None:
                 return None
-            plain = self._plain(data) if self.gate is not None else None
+            data, plain = started
             if self._verdict is not None:
                 shed = await self._after_verdict(data, plain)
                 if shed is not None:
@@ -394,9 +411,11 @@ class HttpConnection:
         self.conn.receive_data(data)
         return data
 
-    async def _wait_for_request_start(self) -> bytes | None:
-        """The first bytes of a request within idle_timeout_s (and, for a gated request, the
-        gate's verdict on it in `_verdict`); None ends the connection.
+    async def _wait_for_request_start(self) -> tuple[bytes, PlainPost | None] | None:
+        """The first bytes of a request within idle_timeout_s and the plain POST they hold (on a
+        gated listener; else None), and for a gated request the gate's verdict on it in
+        `_verdict` (or, when the bytes are not a whole plain POST, `_gate_when_read`); None ends
+        the connection.
 
         The wait ends early when draining starts or the listener closes this connection to make
         room for another: while it is idle, or while its request waits for a verdict (it holds
@@ -410,13 +429,20 @@ class HttpConnection:
                 scope.deadline = trio.current_time() + self.limits.idle_timeout_s
                 gate = self.gate
                 if gate is None:
-                    return await self.stream.receive_some(RECEIVE_BYTES_MAX)
+                    data = await self.stream.receive_some(RECEIVE_BYTES_MAX)
+                    return (data, None) if data else None
                 # The gate ages a request from when its bytes reached the machine (arrival.py).
                 data, waited_s = await receive_stamped(self.stream, RECEIVE_BYTES_MAX)
-                if data and not data.startswith(_UNGATED_METHODS) and not self.drain.started:
+                if not data:
+                    return None
+                plain = self._plain(data)
+                if not data.startswith(_UNGATED_METHODS) and not self.drain.started:
                     self._arrived_s = trio.current_time() - waited_s
-                    self._verdict = await gate.admission.enter(self._arrived_s)
-                return data
+                    if plain is None:
+                        self._gate_when_read = True      # not whole yet: ruled on once read
+                    else:
+                        self._verdict = await gate.admission.enter(self._arrived_s)
+                return data, plain
             return None
         finally:
             self.drain.forget(scope)
