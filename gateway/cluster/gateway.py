@@ -16,9 +16,11 @@ What differs from the embedded default (gateway/server/app.py), and only that:
 
 from __future__ import annotations
 
-import trio
+from collections.abc import Callable
 
-from gateway.admin import AdminApi
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gateway.cluster.keyseal import KeySeal, KeySealError
 from gateway.cluster.node import RegionNode
 from gateway.cluster.store import RegionStore, StoreError
@@ -81,10 +83,9 @@ class ClusterGateway(Gateway):
         # Until it leads, this process signs its refusals with serials of the standby range.
         self.runtime.sealer.refids = self.node.serials
 
-    def _admin_api(self) -> AdminApi:
-        """The admin routes; a rotation's key travels sealed in the region's journal."""
-        return AdminApi(self.runtime, self.files.secrets.admins, self.config.paths.signing_key,
-                        seal_key=self.key_seal.seal)
+    def _key_sealer(self) -> Callable[[Ed25519PrivateKey], bytes]:
+        """A rotation's key travels sealed in the region's journal."""
+        return self.key_seal.seal
 
     def _start_role(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self.node.run)

@@ -27,6 +27,7 @@ import os
 import pathlib
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -248,8 +249,13 @@ class Gateway:
         return port
 
     def _admin_api(self) -> AdminApi:
-        """The admin routes; alone, a key rotation keeps its key in the signing_key file."""
-        return AdminApi(self.runtime, self.files.secrets.admins, self.config.paths.signing_key)
+        """The admin routes; a key rotation keeps its key where `_key_sealer` says."""
+        return AdminApi(self.runtime, self.files.secrets.admins, self.config.paths.signing_key,
+                        seal_key=self._key_sealer())
+
+    def _key_sealer(self) -> Callable[[Ed25519PrivateKey], bytes] | None:
+        """How a rotated key is sealed into its record; None (alone): it is kept in the signing_key file."""
+        return None
 
     async def _run_listener(self, listener: Listener, *,
                             task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
