@@ -7,7 +7,9 @@ gate keeps it flat instead:
 
 - **Arrival.** A connection stamps the time the first bytes of a request arrived (the kernel's
   receive stamp: gateway/server/arrival.py, so time spent unread in the socket counts) and asks
-  the gate before it parses anything; a request that arrives already older than `wait_max_s` is
+  the gate before it parses anything when those bytes hold the whole request, else once it is
+  read (gateway/server/http.py: a client dripping bytes must hold no place for work); a request
+  that arrives already older than `wait_max_s` is
   stale from the start, once such arrivals have stood for STANDING_S (CoDel's interval): one
   pause of the loop (a collection, a busy neighbour on the machine) ages every request read
   after it without being overload, and those are served. A waiting request costs that one
