@@ -6,15 +6,14 @@ order lets each of them age in the queue until none is answered in time: goodput
 gate keeps it flat instead:
 
 - **Arrival.** A connection stamps the time the first bytes of a request arrived (the kernel's
-  receive stamp: gateway/server/arrival.py, so time spent unread in the socket counts) and asks
-  the gate before it parses anything when those bytes hold the whole request, else once it is
-  read (gateway/server/http.py: a client dripping bytes must hold no place for work); a request
-  that arrives already older than `wait_max_s` is
-  stale from the start, once such arrivals have stood for STANDING_S (CoDel's interval): one
-  pause of the loop (a collection, a busy neighbour on the machine) ages every request read
-  after it without being overload, and those are served. A waiting request costs that one
-  receive and nothing more; its
-  client waits for the answer and sends nothing else (TCP pushes back on anything larger).
+  receive stamp: gateway/server/arrival.py, so time spent unread in the socket counts) and asks the
+  gate before it parses anything when those bytes hold the whole request, else once it is read
+  (gateway/server/http.py: a client dripping bytes must hold no place for work); a request that
+  arrives already older than `wait_max_s` is stale from the start, once such arrivals have stood
+  for STANDING_S (CoDel's interval): one pause of the loop (a collection, a busy neighbour on the
+  machine) ages every request read after it without being overload, and those are served. A waiting
+  request costs that one receive and nothing more; its client waits for the answer and sends
+  nothing else (TCP pushes back on anything larger).
 - **Admission by queue time, newest first.** While fewer than `limit` requests are admitted, a
   new one is admitted at once. Otherwise it waits, and a freed place goes to the newest waiting
   request (LIFO): under overload the newest has waited least, so what is admitted is answered in
