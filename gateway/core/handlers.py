@@ -23,7 +23,7 @@ from gateway.core.registry import Institution
 from gateway.core.records import CancelRecord, Idem, Record, ReverseRecord, SettleRecord, Voucher
 from gateway.core.sessions import Session, SessionTable
 from gateway.core.settlement import Bill, LineRules, Usage, YearTerms, compute_bill
-from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement, setl_id_of
+from gateway.core.settlements import STATUS_CANCELLED, STATUS_SETTLED, Settlement, mdtrt_id_of, setl_id_of
 from gateway.core.state import State
 from gateway.core.supervision import doctor_sums
 from gateway.core.whopays import BOUND_ACCOUNT_BALANCE, AccountPart, account_part, check_payer
@@ -94,8 +94,7 @@ class View:
 
     def mdtrt_id(self, number: int) -> str:
         """The n-th mdtrt_id (one visit per settlement at the till)."""
-        assert 0 < number < 10**13
-        return f"{self.config.admdvs}2{number:013d}"
+        return mdtrt_id_of(self.config.admdvs, number)
 
 
 def _overloaded(what: str) -> Rejection:

@@ -32,13 +32,23 @@ STATUS_SETTLED = "settled"
 STATUS_CANCELLED = "cancelled"
 STATUS_REVERSED = "reversed"
 SETL_ID_NUMBER_DIGITS = 13
-_SETL_ID_KIND = "1"   # after the admdvs: "1" a setl_id, "2" an mdtrt_id
+# After the admdvs, the kind of a numbered id: "1" a setl_id, "2" an mdtrt_id.
+_SETL_ID_KIND, _MDTRT_ID_KIND = "1", "2"
+
+
+def _numbered_id(admdvs: str, kind: str, number: int) -> str:
+    assert 0 < number < 10**SETL_ID_NUMBER_DIGITS
+    return f"{admdvs}{kind}{number:0{SETL_ID_NUMBER_DIGITS}d}"
 
 
 def setl_id_of(admdvs: str, number: int) -> str:
     """The region's `number`-th setl_id: admdvs + "1" + 13 digits, so ids sort in allocation order."""
-    assert 0 < number < 10**SETL_ID_NUMBER_DIGITS
-    return f"{admdvs}{_SETL_ID_KIND}{number:0{SETL_ID_NUMBER_DIGITS}d}"
+    return _numbered_id(admdvs, _SETL_ID_KIND, number)
+
+
+def mdtrt_id_of(admdvs: str, number: int) -> str:
+    """The visit (mdtrt_id) of the region's `number`-th settlement: admdvs + "2" + 13 digits."""
+    return _numbered_id(admdvs, _MDTRT_ID_KIND, number)
 
 
 _FIELDS = ("setl_id", "msgid", "infno", "institution", "psn_no", "insutype", "insuplc_admdvs",
@@ -124,6 +134,7 @@ class SettlementStore:
         assert entries_max > 0 and days_kept > 0
         self.entries_max = entries_max
         self.days_kept = days_kept
+        self._admdvs = admdvs
         self._prefix = f"{admdvs}{_SETL_ID_KIND}"
         self._kept: list[bytes | None] = []       # by number - _first_number; None: expired
         self._first_number = 0                      # the number of _kept[0]
@@ -233,7 +244,7 @@ class SettlementStore:
         return number - self._first_number
 
     def _setl_id(self, number: int) -> str:
-        return setl_id_of(self._prefix[:-len(_SETL_ID_KIND)], number)
+        return setl_id_of(self._admdvs, number)
 
     def _stored(self, number: int) -> Settlement:
         kept = self._kept[number - self._first_number]

@@ -303,10 +303,7 @@ class Supervision:
             sums = day.institutions[s.institution] = [0, 0]
         sums[0] += sign
         sums[1] += medfee_fen
-        if sign > 0 and psn_no not in day.persons:
-            day.persons[psn_no] = s.institution          # the person's first settlement of the day
-        else:
-            _count_day_person(day, psn_no, s.institution, sign)
+        _count_day_person(day, psn_no, s.institution, sign)
 
     def _open_month(self, month: int) -> _Month:
         """The month's rows, made (or re-opened: only a clock set backwards re-opens one)."""
@@ -430,7 +427,7 @@ class Supervision:
             day.persons = None if persons is None else {
                 psn_no: value if type(value) is str else _flat(value) for psn_no, value in persons.items()}
             day.multi = {psn_no: _flat(counts) for psn_no, counts in multi.items()} if persons is None else {
-                psn_no: value for psn_no, value in day.persons.items() if type(value) is tuple and len(value) >= 4}
+                psn_no: value for psn_no, value in day.persons.items() if len(institution_counts(value)) >= 2}
             day.large = {setl_id: tuple(rest) for setl_id, *rest in large}  # type: ignore[misc]
             for code, subject, detail in events:
                 day.events.setdefault(code, {})[subject] = detail

@@ -294,10 +294,7 @@ class HttpConnection:
         """
         gate = self.gate
         assert gate is not None
-        if self._verdict is Verdict.CLOSE:
-            self._verdict = None
-            gate.shedder.closed_unanswered()
-            raise _PeerGone("waited too long for admission")
+        self._raise_if_closed(gate)
         if self._verdict is Verdict.SHED and plain is not None:
             return await self._shed_plain(gate, data, plain)
         return None
@@ -332,8 +329,14 @@ class HttpConnection:
         assert gate is not None
         self._gate_when_read = False
         self._verdict = await gate.admission.enter(self._arrived_s)
+        self._raise_if_closed(gate)
+
+    def _raise_if_closed(self, gate: Gate) -> None:
+        """On the verdict CLOSE: count the request closed unanswered and end the connection (_PeerGone)."""
         if self._verdict is Verdict.CLOSE:
-            await self._after_verdict(b"", None)
+            self._verdict = None
+            gate.shedder.closed_unanswered()
+            raise _PeerGone("waited too long for admission")
 
     def _leave_gate(self) -> None:
         """Tell the gate the request it ruled on is finished with (answered or not)."""
