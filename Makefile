@@ -11,7 +11,9 @@ CLUSTER_DIR ?= build/cluster
 .PHONY: run test soak bench bench-core bench-catalogue bench-accounts bench-journal bench-cluster bench-memory \
 	bench-overload ops-tools cluster-tools run-cluster stop-cluster clean
 
-$(STAMP): pyproject.toml
+# setup.py builds protocol/_canonical_c.c in place (optional: without a C compiler the install goes
+# on and protocol/canonical.py runs its pure-Python path).
+$(STAMP): pyproject.toml setup.py protocol/_canonical_c.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -84,4 +86,4 @@ bench: $(STAMP)
 	$(BIN)/yibao-load bench --out load_tests/results
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis protocol/*.so

@@ -9,6 +9,12 @@ import msgpack
 
 from protocol._msgpack import RepeatedKeys
 
+try:
+    # The same bytes from C for trees of exact plain types (protocol/_canonical_c.c); it declines
+    # (None) anything else. Absent where the install found no C compiler: the Python path below.
+    from protocol._canonical_c import pack as _pack_in_c
+except ImportError:  # pragma: no cover - exercised by tests that hide it
+    _pack_in_c = None
 
 # A map that repeats a key is refused at input validation, which SPEC section 5 puts after the
 # idempotency step; until then it is fingerprinted. It must never fingerprint as a well-formed map
@@ -92,6 +98,8 @@ def canonical_packb(obj: Any) -> bytes:
         AttributeError: a map key is not a str; TypeError: a value msgpack cannot encode (both
             caller bugs: decoded requests never hold either).
     """
+    if _pack_in_c is not None and (packed := _pack_in_c(obj)) is not None:
+        return packed
     return msgpack.packb(_ordered(obj), use_bin_type=True)
 
 
