@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import pathlib
 import socket
@@ -132,3 +133,28 @@ async def test_a_refusal_is_logged_with_its_msgid(tmp_path: pathlib.Path, nurser
     refused = [line for line in lines if line["event"] == "tx_refused"]
     assert refused and refused[-1]["msgid"] == mid and refused[-1]["fields"]["err_code"]
     gateway.stop()
+
+
+async def test_the_start_up_heap_is_frozen_out_of_full_collections(tmp_path: pathlib.Path,
+                                                                   nursery: trio.Nursery) -> None:
+    # serve's gateway freezes what recovery built (freeze_heap): a full collection then walks only
+    # what came after, not the region's tens of thousands of objects. Settlements still work.
+    region = make_region(tmp_path)
+    try:
+        gateway, client = await start(nursery, region, freeze_heap=True)
+        institutions = gateway.runtime.core.state.overlay.institutions
+        assert gc.is_tracked(institutions)
+        collectable = {id(obj) for obj in gc.get_objects()}
+        assert id(institutions) not in collectable
+        assert id(gateway.runtime.core.state) not in collectable
+        term = await client.sign_in()
+        status, answer = await client.post_tx(client.settle_frame(term, client.new_msgid(term)))
+        assert (status, (await client.verify(answer)).infcode) == (200, 0)
+    finally:
+        gc.unfreeze()
+
+
+async def test_an_embedded_gateway_leaves_the_heap_alone(tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
+    gateway, _ = await start(nursery, make_region(tmp_path))
+    assert gc.get_freeze_count() == 0
+    assert id(gateway.runtime.core.state.overlay.institutions) in {id(obj) for obj in gc.get_objects()}
