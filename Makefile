@@ -11,9 +11,9 @@ CLUSTER_DIR ?= build/cluster
 .PHONY: run test soak bench bench-core bench-catalogue bench-accounts bench-journal bench-cluster bench-memory \
 	bench-overload ops-tools cluster-tools run-cluster stop-cluster clean
 
-# setup.py builds protocol/_canonical_c.c in place (optional: without a C compiler the install goes
-# on and protocol/canonical.py runs its pure-Python path).
-$(STAMP): pyproject.toml setup.py protocol/_canonical_c.c
+# setup.py builds the protocol's C fast paths in place (optional: without a C compiler the install
+# goes on and the pure-Python paths run).
+$(STAMP): pyproject.toml setup.py protocol/_msgpack_c.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -18,6 +18,13 @@ import msgpack
 from protocol import limits
 from protocol.errors import ErrCode, ProtocolError
 
+try:
+    # One plain document decoded in C (protocol/_msgpack_c.c); it declines (None) anything else.
+    # Absent where the install found no C compiler: then every document takes the Python path.
+    from protocol._msgpack_c import unpack_plain as _unpack_plain_in_c
+except ImportError:  # pragma: no cover - exercised by tests that hide it
+    _unpack_plain_in_c = None
+
 # Everything msgpack-python raises on hostile input; StackError, ExtraData, FormatError and
 # BufferFull are ValueError subclasses, RecursionError and MemoryError are listed for safety.
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, MemoryError, UnicodeDecodeError)
@@ -103,6 +110,17 @@ def unpack(data: Any, code: ErrCode, what: str) -> Any:
         raise ProtocolError(code, f"{what}: not decodable msgpack ({type(exc).__name__})") from None
 
 
+def unpack_plain(data: Any) -> Any:
+    """The value of `data` when it is one plain document (one `unpack` would decode and
+    `first_fault` find nothing in), decoded in C; None when it may not be, or is nil itself.
+
+    A shortcut only: on None, `unpack` and `first_fault` decide, and answer every fault as before.
+    """
+    if _unpack_plain_in_c is None:
+        return None
+    return _unpack_plain_in_c(data, limits.MSGPACK_LEN_MAX, limits.NESTING_DEPTH_MAX)
+
+
 def unpack_strict(data: Any, code: ErrCode, what: str) -> Any:
     """`unpack`, then refuse a value that is not plain (any fault `first_fault` names).
 
@@ -111,6 +129,9 @@ def unpack_strict(data: Any, code: ErrCode, what: str) -> Any:
     Raises:
         ProtocolError(code): as `unpack`, or the value's first fault.
     """
+    value = unpack_plain(data)
+    if value is not None:
+        return value
     value = unpack(data, code, what)
     fault = first_fault(value)
     if fault is not None:

@@ -10,9 +10,9 @@ import msgpack
 from protocol._msgpack import RepeatedKeys
 
 try:
-    # The same bytes from C for trees of exact plain types (protocol/_canonical_c.c); it declines
+    # The same bytes from C for trees of exact plain types (protocol/_msgpack_c.c); it declines
     # (None) anything else. Absent where the install found no C compiler: the Python path below.
-    from protocol._canonical_c import pack as _pack_in_c
+    from protocol._msgpack_c import pack_canonical as _pack_in_c
 except ImportError:  # pragma: no cover - exercised by tests that hide it
     _pack_in_c = None
 

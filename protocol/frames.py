@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol import limits
-from protocol._msgpack import first_fault, unpack
+from protocol._msgpack import first_fault, unpack, unpack_plain
 from protocol._rules import ID, Field, Rule, Table, compile_reader, one_of
 from protocol.errors import ErrCode, ProtocolError
 
@@ -64,7 +64,9 @@ def decode_frame(data: bytes) -> Frame:
             auth word of "sig"/"mac", a str key_id of 1..ID_CHARS_MAX chars, a bin body and a bin
             tag of 64 ("sig") or 32 ("mac") bytes; trailing bytes included.
     """
-    value = unpack(data, ErrCode.MALFORMED_FRAME, "frame")
+    value = unpack_plain(data)
+    if value is None:
+        value = unpack(data, ErrCode.MALFORMED_FRAME, "frame")
     try:
         if not (isinstance(value, list) and len(value) == limits.FRAME_FIELDS):
             raise ProtocolError(ErrCode.MALFORMED_FRAME, "frame: not an array of 5")

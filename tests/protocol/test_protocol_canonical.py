@@ -1,7 +1,6 @@
 """Canonical msgpack (SPEC section 2) against the SPEC's words, written out here independently.
 
-Every test runs twice: with the C encoder (protocol/_canonical_c.c) and with the pure-Python path
-an install without a C compiler runs.
+Like every protocol test, each runs with the C fast paths and with the pure-Python ones (conftest).
 """
 
 from __future__ import annotations
@@ -13,25 +12,13 @@ from collections import OrderedDict
 from typing import Any
 
 import msgpack
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol
-import protocol.canonical as canonical_module
 from protocol_builders import Pairs, envelope_dict, loose_packb, valid_input
 
 INT64_MIN = -(2**63)
-
-
-@pytest.fixture(params=["c", "python"], autouse=True)
-def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which path canonical_packb takes: "c" (skipped where none was built) or "python"."""
-    if request.param == "c" and canonical_module._pack_in_c is None:
-        pytest.skip("the C encoder is not built here (no C compiler at install)")
-    if request.param == "python":
-        monkeypatch.setattr(canonical_module, "_pack_in_c", None)
-    return request.param
 
 
 def spec_canonical(obj: Any) -> bytes:
@@ -78,8 +65,7 @@ def _in_key_order(obj: Any) -> Any:
     return obj
 
 
-# The fixture swaps the encoder once for all examples, which is what is wanted here.
-@settings(max_examples=800, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=800, derandomize=True, deadline=None)
 @given(TREES)
 def test_canonical_packb_is_spec_canonical_for_every_tree(tree: Any) -> None:
     expected = spec_canonical(tree)

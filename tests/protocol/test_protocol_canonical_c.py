@@ -1,4 +1,4 @@
-"""The C encoder of canonical msgpack (protocol/_canonical_c.c): msgpack-python's bytes at every
+"""The C encoder of canonical msgpack (pack_canonical in protocol/_msgpack_c.c): msgpack-python's bytes at every
 length and width boundary, a decline (None) for anything it does not know, and built wherever the
 install had a C compiler. Its agreement with the SPEC on arbitrary trees is in
 test_protocol_canonical.py, which runs every test with it and without it.
@@ -44,7 +44,7 @@ def test_the_c_encoder_is_built_wherever_a_c_compiler_is() -> None:
     # An install that silently fell back would pass every other test here and lose the speed.
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine: the pure-Python path is the one that runs")
-    assert pack_in_c is not None, "a C compiler is present but protocol/_canonical_c.c was not built"
+    assert pack_in_c is not None, "a C compiler is present but protocol/_msgpack_c.c was not built"
 
 
 @needs_c
