@@ -223,7 +223,6 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             admin_port = await self._start_listener(nursery, "admin")
             await self._recover()
-            self._settle_heap()
             await nursery.start(self.journal.run)
             assert runtime.snapshots is not None
             nursery.start_soon(runtime.snapshots.run)
@@ -298,6 +297,8 @@ class Gateway:
         self.runtime.core = core
         self.runtime.sealer = Sealer(self.config.admdvs, keyring, core.config.refid_block)
         self.runtime.sealer.follow(core)
+        # Before /readyz can say the journal is read, so that the pause is over by then.
+        self._settle_heap()
         self.runtime.recovered = True
         log_event("recovered", snapshot_op=recovery.snapshot_op, records=recovery.records_replayed,
                   last_op=recovery.last_op, torn_tail_bytes=recovery.torn_tail_bytes,
@@ -421,11 +422,14 @@ async def serve(config: GatewayConfig, *, test_clock: bool = False,
                 task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
     """Build a Gateway from `config` (a region node when it has [cluster]) and run it (see Gateway.run)."""
     # The process is this gateway's own: its start-up heap is frozen once recovered (freeze_heap).
+    # Not in cluster mode: with the forced collection at a node's start, the key-rotation chaos test
+    # failed 4 runs of 4 (/fsi/v1/keys not answered 200 after the rotation), and passes without it;
+    # why is not yet understood (docs/benchmarks.md, "the frozen start-up heap").
     if config.cluster is None:
         await Gateway(config, test_clock=test_clock, freeze_heap=True).run(task_status=task_status)
         return
     # Imported only in cluster mode: it brings in the Redis client.
     from gateway.cluster.gateway import ClusterGateway
 
-    await ClusterGateway(config, test_clock=test_clock, freeze_heap=True).run(task_status=task_status)
+    await ClusterGateway(config, test_clock=test_clock).run(task_status=task_status)
 
