@@ -41,13 +41,13 @@ REQUEST_TIMEOUT_MARGIN_MS = 500
 class ClusterGateway(Gateway):
     """A region node: leader or hot standby of its region (see the module docstring)."""
 
-    def __init__(self, config: GatewayConfig, *, test_clock: bool = False) -> None:
+    def __init__(self, config: GatewayConfig, *, test_clock: bool = False, freeze_heap: bool = False) -> None:
         assert config.cluster is not None
         cluster = config.cluster
         self.store = RegionStore([(seed.host, seed.port) for seed in cluster.redis], config.admdvs,
                                  replicas_ack=cluster.replicas_ack, wait_timeout_ms=cluster.wait_timeout_ms,
                                  request_timeout_ms=cluster.wait_timeout_ms + REQUEST_TIMEOUT_MARGIN_MS)
-        super().__init__(config, test_clock=test_clock)
+        super().__init__(config, test_clock=test_clock, freeze_heap=freeze_heap)
         try:
             self.key_seal = KeySeal(self.files.secrets, config.admdvs)
         except KeySealError as exc:

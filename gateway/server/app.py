@@ -228,6 +228,9 @@ class Gateway:
             nursery.start_soon(runtime.snapshots.run)
             self._start_role(nursery)
             data_port = await self._start_listener(nursery, "data")
+            # Only now may /readyz say ready (or "standby"): a client it lets in finds the data
+            # port listening. No await between here and the first accepted request.
+            runtime.recovered = True
             log_event("ready", data_port=data_port, admin_port=admin_port,
                       last_op=runtime.core.last_op)
             task_status.started({"data": data_port, "admin": admin_port})
@@ -297,9 +300,7 @@ class Gateway:
         self.runtime.core = core
         self.runtime.sealer = Sealer(self.config.admdvs, keyring, core.config.refid_block)
         self.runtime.sealer.follow(core)
-        # Before /readyz can say the journal is read, so that the pause is over by then.
-        self._settle_heap()
-        self.runtime.recovered = True
+        self._settle_heap()   # before the data listener opens: no connection waits for it
         log_event("recovered", snapshot_op=recovery.snapshot_op, records=recovery.records_replayed,
                   last_op=recovery.last_op, torn_tail_bytes=recovery.torn_tail_bytes,
                   duration_s=round(time.perf_counter() - started_s, 6))
@@ -422,14 +423,11 @@ async def serve(config: GatewayConfig, *, test_clock: bool = False,
                 task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
     """Build a Gateway from `config` (a region node when it has [cluster]) and run it (see Gateway.run)."""
     # The process is this gateway's own: its start-up heap is frozen once recovered (freeze_heap).
-    # Not in cluster mode: with the forced collection at a node's start, the key-rotation chaos test
-    # failed 4 runs of 4 (/fsi/v1/keys not answered 200 after the rotation), and passes without it;
-    # why is not yet understood (docs/benchmarks.md, "the frozen start-up heap").
     if config.cluster is None:
         await Gateway(config, test_clock=test_clock, freeze_heap=True).run(task_status=task_status)
         return
     # Imported only in cluster mode: it brings in the Redis client.
     from gateway.cluster.gateway import ClusterGateway
 
-    await ClusterGateway(config, test_clock=test_clock).run(task_status=task_status)
+    await ClusterGateway(config, test_clock=test_clock, freeze_heap=True).run(task_status=task_status)
 

@@ -158,3 +158,38 @@ async def test_an_embedded_gateway_leaves_the_heap_alone(tmp_path: pathlib.Path,
     gateway, _ = await start(nursery, make_region(tmp_path))
     assert gc.get_freeze_count() == 0
     assert id(gateway.runtime.core.state.overlay.institutions) in {id(obj) for obj in gc.get_objects()}
+
+
+class _SlowDataListener(Gateway):
+    """Opens its data listener 0.3 s after the admin one says what it says."""
+
+    admin_port: int | None = None
+
+    async def _start_listener(self, nursery: trio.Nursery, name: str) -> int:
+        if name == "data":
+            await trio.sleep(0.3)
+        port = await super()._start_listener(nursery, name)
+        if name == "admin":
+            self.admin_port = port
+        return port
+
+
+async def test_readyz_says_ready_only_once_the_data_listener_is_open(tmp_path: pathlib.Path,
+                                                                     nursery: trio.Nursery) -> None:
+    # A balancer (HAProxy in cluster mode) sends traffic where /readyz says 200 or "standby": the
+    # data port must be listening by then. Polled while the data listener is slow to open.
+    gateway = _SlowDataListener(load_config(make_region(tmp_path) / "gateway.toml"))
+    nursery.start_soon(gateway.run)
+    while gateway.admin_port is None:
+        await trio.sleep(0.005)
+    client = RegionClient(tmp_path / "region", 0, gateway.admin_port)
+    answers = []
+    with trio.fail_after(10):
+        while True:
+            status, body = await client.get("/readyz", gateway.admin_port)
+            answers.append((status, body, gateway.data_listener is not None))
+            if status == 200:
+                break
+            await trio.sleep(0.01)
+    assert all(listening for status, text, listening in answers if status == 200 or b"standby" in text), answers
+    assert any(not listening for _, _, listening in answers), "the poll never saw the slow start"
