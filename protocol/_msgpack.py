@@ -19,11 +19,13 @@ from protocol import limits
 from protocol.errors import ErrCode, ProtocolError
 
 try:
-    # One plain document decoded in C (protocol/_msgpack_c.c); it declines (None) anything else.
-    # Absent where the install found no C compiler: then every document takes the Python path.
+    # The C fast paths (protocol/_msgpack_c.c): one plain document decoded here (unpack_plain), and
+    # canonical packing (protocol/canonical.py); each declines (None) anything else. Absent where
+    # the install found no C compiler: then every document takes the Python paths.
+    from protocol._msgpack_c import pack_canonical as pack_canonical_in_c
     from protocol._msgpack_c import unpack_plain as _unpack_plain_in_c
 except ImportError:  # pragma: no cover - exercised by tests that hide it
-    _unpack_plain_in_c = None
+    pack_canonical_in_c = _unpack_plain_in_c = None
 
 # Everything msgpack-python raises on hostile input; StackError, ExtraData, FormatError and
 # BufferFull are ValueError subclasses, RecursionError and MemoryError are listed for safety.

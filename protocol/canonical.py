@@ -7,14 +7,9 @@ from typing import Any
 
 import msgpack
 
+# _pack_in_c: the same bytes from C for trees of exact plain types; None where no C module was built.
 from protocol._msgpack import RepeatedKeys
-
-try:
-    # The same bytes from C for trees of exact plain types (protocol/_msgpack_c.c); it declines
-    # (None) anything else. Absent where the install found no C compiler: the Python path below.
-    from protocol._msgpack_c import pack_canonical as _pack_in_c
-except ImportError:  # pragma: no cover - exercised by tests that hide it
-    _pack_in_c = None
+from protocol._msgpack import pack_canonical_in_c as _pack_in_c
 
 # A map that repeats a key is refused at input validation, which SPEC section 5 puts after the
 # idempotency step; until then it is fingerprinted. It must never fingerprint as a well-formed map
