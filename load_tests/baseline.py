@@ -6,8 +6,14 @@ a 100-byte response body, signs `RESP_DOMAIN + body` with Ed25519 and answers th
 whatever the gateway spends beyond this is the price of its features, so the gateway's capacity is
 quoted as a ratio of this server's.
 
-Run it alone with `python -m load_tests.baseline --port N` (0 picks a free port); it prints
-`listening on 127.0.0.1:<port>` once it accepts connections.
+The durable floor (`--journal DIR`) adds the least a durable answer costs: each request's body is
+appended to the gateway's own journal (gateway/journal: group commit with its default spacing,
+fdatasync, its writer thread) and answered only once that record is durable; an answer the journal
+could not make durable is a 500. It prices durability apart from the gateway's features
+(docs/benchmarks.md, "The durable floor").
+
+Run it alone with `python -m load_tests.baseline --port N [--journal DIR]` (0 picks a free port);
+it prints `listening on 127.0.0.1:<port>` once it accepts connections.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import msgpack
 import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.journal import Journal, JournalFailed, JournalFull
 
 RESP_DOMAIN = b"yb/resp/v1\n"
 RESPONSE_BODY_BYTES = 100
@@ -100,8 +108,19 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, status: int, body
     await stream.send_all(data)
 
 
+async def _made_durable(journal: Journal, body: bytes) -> bool:
+    """Append `body` to `journal` as one record and wait for its fsync; False when the journal failed."""
+    try:
+        op = journal.next_op
+        journal.append({"op": op, "body": body})
+        await journal.wait_durable(op)
+    except (JournalFailed, JournalFull):
+        return False
+    return True
+
+
 async def _answer(conn: h11.Connection, stream: trio.abc.Stream, request: h11.Request, signer: FrameSigner,
-                  before_answer: BeforeAnswer | None) -> None:
+                  before_answer: BeforeAnswer | None, journal: Journal | None) -> None:
     body = await _read_body(conn, stream)
     if request.method != b"POST":
         ok = request.method == b"GET" and request.target == b"/healthz"
@@ -115,13 +134,16 @@ async def _answer(conn: h11.Connection, stream: trio.abc.Stream, request: h11.Re
     except (ValueError, TypeError):
         await _send(conn, stream, 400, b"not msgpack\n", "text/plain")
         return
+    if journal is not None and not await _made_durable(journal, body):
+        await _send(conn, stream, 500, b"not durable\n", "text/plain")
+        return
     if before_answer is not None:
         await before_answer()
     await _send(conn, stream, 200, signer.answer(), "application/msgpack")
 
 
 async def handle_connection(stream: trio.abc.Stream, signer: FrameSigner,
-                            before_answer: BeforeAnswer | None = None) -> None:
+                            before_answer: BeforeAnswer | None = None, journal: Journal | None = None) -> None:
     """Serve one keep-alive connection until the peer closes it or errs."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
     try:
@@ -131,7 +153,7 @@ async def handle_connection(stream: trio.abc.Stream, signer: FrameSigner,
                 return
             if not isinstance(event, h11.Request):
                 return
-            await _answer(conn, stream, event, signer, before_answer)
+            await _answer(conn, stream, event, signer, before_answer, journal)
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
@@ -143,7 +165,8 @@ async def handle_connection(stream: trio.abc.Stream, signer: FrameSigner,
 
 
 async def serve_baseline(port: int = 0, host: str = "127.0.0.1", *, before_answer: BeforeAnswer | None = None,
-                         signer: FrameSigner | None = None, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                         signer: FrameSigner | None = None, journal: Journal | None = None,
+                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the baseline on `host:port` until cancelled; `task_status.started(bound_port)`.
 
     Args:
@@ -151,19 +174,24 @@ async def serve_baseline(port: int = 0, host: str = "127.0.0.1", *, before_answe
         host: the address to bind (loopback by default).
         before_answer: awaited before each signed answer (tests inject stalls with it).
         signer: the key to sign with (a fresh one by default).
+        journal: the durable floor's journal (recovered and run here), or None for the plain floor.
     """
     signer = signer or FrameSigner()
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
-    handler = partial(handle_connection, signer=signer, before_answer=before_answer)
+    handler = partial(handle_connection, signer=signer, before_answer=before_answer, journal=journal)
     async with trio.open_nursery() as nursery:
+        if journal is not None:
+            journal.recover()
+            await nursery.start(journal.run)
         await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started(bound_port)
 
 
-async def _main(port: int) -> None:
+async def _main(port: int, journal_dir: str | None) -> None:
+    journal = None if journal_dir is None else Journal(journal_dir, fsync=True)
     async with trio.open_nursery() as nursery:
-        bound_port = await nursery.start(partial(serve_baseline, port))
+        bound_port = await nursery.start(partial(serve_baseline, port, journal=journal))
         print(f"listening on 127.0.0.1:{bound_port}", flush=True)
 
 
@@ -171,9 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of `python -m load_tests.baseline --port N`."""
     parser = argparse.ArgumentParser(prog="python -m load_tests.baseline", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--journal", metavar="DIR", default=None,
+                        help="the durable floor: journal each request's body in DIR (fsync on) before answering")
     args = parser.parse_args(argv)
     try:
-        trio.run(_main, args.port)
+        trio.run(_main, args.port, args.journal)
     except KeyboardInterrupt:
         pass
 

@@ -1,8 +1,9 @@
 """`yibao-load`: the benchmark sweep (`bench`) and single open-loop runs (`run`).
 
-`bench` builds a throw-away region with `yibao-gateway init`, starts the bare baseline server and
-the gateway side by side (same pinning), sweeps them interleaved rung by rung (same machine
-state), and writes latest.json/latest.png.
+`bench` builds a throw-away region with `yibao-gateway init`, starts the bare baseline server, the
+durable floor (the same server journaling each request before answering) and the gateway side by
+side (same pinning), sweeps them interleaved rung by rung (same machine state), and writes
+latest.json/latest.png.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ INIT_TIMEOUT_S = 120.0
 # Above this share of CPU time stolen by the host, a run's capacities and latencies are not ours.
 STEAL_SHARE_MAX = 0.02
 FLOOR_NAME = "baseline"
+# The same server answering only once each request's body is journaled and fsynced
+# (load_tests/baseline.py): a reference for what durability alone costs; it has no goals.
+DURABLE_FLOOR_NAME = "baseline-durable"
 
 
 def init_region(region_dir: pathlib.Path, seed: int, profile: str = "small") -> None:
@@ -96,14 +100,16 @@ async def bench(out_dir: pathlib.Path, config: SweepConfig, infnos: list[str], p
             config = dataclasses.replace(config, connections=connections)
         servers = [await start_baseline(pinning)]
         try:
+            servers.append(await start_baseline(pinning, pathlib.Path(tmp) / "durable-floor"))
             servers.append(await start_gateway(region_dir, pinning))
         except BaseException:
-            servers[0].stop()
+            for server in servers:
+                server.stop()
             raise
-        series = [Series(servers[0], FixedTarget(FLOOR_NAME))]
-        series += [Series(servers[1], target) for target in gateway_targets]
+        series = [Series(servers[0], FixedTarget(FLOOR_NAME)), Series(servers[1], FixedTarget(DURABLE_FLOOR_NAME))]
+        series += [Series(servers[2], target) for target in gateway_targets]
         sweeps = await _sweep_all(servers, series, config)
-    report = build_report(sweeps, FLOOR_NAME, config.seed, config, pinning)
+    report = build_report(sweeps, FLOOR_NAME, config.seed, config, pinning, DURABLE_FLOOR_NAME)
     report["method"]["wall_s"] = round(time.monotonic() - started_s, 1)
     report["machine"]["steal_share"] = steal_share(ticks_before, cpu_ticks())
     json_path, png_path = write_report(report, out_dir)

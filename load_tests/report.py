@@ -26,7 +26,8 @@ from hdrh.histogram import HdrHistogram  # noqa: E402
 from load_tests.servers import Pinning  # noqa: E402
 from load_tests.sweep import Step, Sweep, SweepConfig  # noqa: E402
 
-SCHEMA = "yibao-load/bench/v3"   # v3: goals per series; v2: half-own-capacity probes
+# v4: the durable floor as a reference series; v3: goals per series; v2: half-own-capacity probes
+SCHEMA = "yibao-load/bench/v4"
 # Spectrum x positions: percentiles 0 .. 99.999 as 1/(1-p), the classic HdrHistogram plot.
 SPECTRUM_DECADES = 5
 SPECTRUM_POINTS_PER_DECADE = 20
@@ -132,14 +133,17 @@ def cpu_ratio_at_equal_rates(rows: list[dict[str, Any]], floor_rows: list[dict[s
     return _ratio(cpu_us_per_request(rows, error_ratio_max), cpu_us_per_request(floor_rows, error_ratio_max)), []
 
 
-def _targets(ratios: dict[str, Any], p99_ms_max: float) -> dict[str, Any]:
-    """Each non-floor series against its goals: capacity ratio, CPU ratio, p99 at half capacity.
+def _targets(ratios: dict[str, Any], p99_ms_max: float, references: frozenset[str]) -> dict[str, Any]:
+    """Each series but the floors against its goals: capacity ratio, CPU ratio, p99 at half capacity.
 
     "p99 ≤ 10 ms at half that capacity" is judged both ways it can be read: at half the floor's
     capacity (what a server at the capacity goal would face) and at half the series' own.
+    `references` (the durable floor) are measured and compared, never judged.
     """
     verdicts, all_goals = {}, {}
     for name, ratio in ratios.items():
+        if name in references:
+            continue
         goals = {**SERIES_GOALS.get(name, DEFAULT_GOALS), "p99_ms_at_half_capacity_max": p99_ms_max}
         all_goals[name] = goals
         checks = {
@@ -156,7 +160,7 @@ def _targets(ratios: dict[str, Any], p99_ms_max: float) -> dict[str, Any]:
 
 
 def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: SweepConfig,
-                 pinning: Pinning) -> dict[str, Any]:
+                 pinning: Pinning, durable_floor_name: str | None = None) -> dict[str, Any]:
     """Assemble the report; ratios are each non-floor server's over the floor's.
 
     Args:
@@ -165,6 +169,8 @@ def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: 
         seed: the run's seed.
         sweep_config: the sweep parameters (recorded under "method").
         pinning: the CPU pinning used.
+        durable_floor_name: the durable floor's sweep, if run: a reference with no goals of its
+            own, against which each other series' CPU and capacity are also given.
     """
     error_ratio_max = sweep_config.error_ratio_max
     servers = {}
@@ -189,17 +195,28 @@ def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: 
             "p99_ms_at_half_floor_capacity": _p99(server["at_half_floor_capacity"]),
             "p99_ms_at_half_own_capacity": _p99(server["at_half_own_capacity"]),
         }
+    references = frozenset() if durable_floor_name is None else frozenset({durable_floor_name})
+    if durable_floor_name is not None:
+        durable = servers[durable_floor_name]
+        for name, ratio in ratios.items():
+            if name in references:
+                continue
+            ratio["cpu_us_per_request_vs_durable_floor"], ratio["cpu_vs_durable_floor_rates_per_s"] = \
+                cpu_ratio_at_equal_rates(servers[name]["steps"], durable["steps"], error_ratio_max)
+            ratio["capacity_vs_durable_floor"] = _ratio(servers[name]["capacity_rate_per_s"],
+                                                        durable["capacity_rate_per_s"])
     return {
         "schema": SCHEMA,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
         "floor": floor_name,
+        "durable_floor": durable_floor_name,
         "machine": machine_facts(pinning),
         "method": {**dataclasses.asdict(sweep_config), "latency_from": "intended send time",
                    "half_floor_capacity_rate_per_s": half_floor_rate},
         "servers": servers,
         "ratios": ratios,
-        "targets": _targets(ratios, sweep_config.p99_ms_max),
+        "targets": _targets(ratios, sweep_config.p99_ms_max, references),
     }
 
 
@@ -218,7 +235,7 @@ def _p99(probe: dict[str, Any] | None) -> float | None:
 def summary_table(report: dict[str, Any]) -> str:
     """A fixed-width table per server: capacity, CPU µs/request, ratios to the floor, p99s, goals met."""
     half_rate = report["method"]["half_floor_capacity_rate_per_s"]
-    lines = [f"{'server':<14}{'capacity/s':>11}{'cpu us/req':>11}{'cap ratio':>10}{'cpu ratio':>10}"
+    lines = [f"{'server':<18}{'capacity/s':>11}{'cpu us/req':>11}{'cap ratio':>10}{'cpu ratio':>10}"
              f"{'p99 ms @cap':>12}{f'p99 ms @{half_rate:.0f}/s':>15}{'p99 ms @cap/2':>14}  goals met"]
     for name, server in report["servers"].items():
         ratio = report["ratios"].get(name, {"capacity": 1.0, "cpu_us_per_request": 1.0})
@@ -227,10 +244,17 @@ def summary_table(report: dict[str, Any]) -> str:
         p99_half_floor = _p99(server.get("at_half_floor_capacity"))
         p99_half_own = _p99(server.get("at_half_own_capacity"))
         met = report["targets"]["met"].get(name)
-        verdict = "(floor)" if met is None else ", ".join(k for k, v in met.items() if v and k != "all") or "none"
-        lines.append(f"{name:<14}{server['capacity_rate_per_s']:>11.0f}{_fmt(server['cpu_us_per_request'], 0):>11}"
+        verdict = ("(floor)" if name == report["floor"] else "(durable floor)" if met is None
+                   else ", ".join(k for k, v in met.items() if v and k != "all") or "none")
+        lines.append(f"{name:<18}{server['capacity_rate_per_s']:>11.0f}{_fmt(server['cpu_us_per_request'], 0):>11}"
                      f"{_fmt(ratio['capacity'], 3):>10}{_fmt(ratio['cpu_us_per_request'], 2):>10}"
                      f"{_fmt(p99_cap, 2):>12}{_fmt(p99_half_floor, 2):>15}{_fmt(p99_half_own, 2):>14}  {verdict}")
+    durable_floor = report.get("durable_floor")
+    for name, ratio in report["ratios"].items():
+        if durable_floor is not None and name != durable_floor:
+            lines.append(f"{name} against {durable_floor}: cpu ratio "
+                         f"{_fmt(ratio['cpu_us_per_request_vs_durable_floor'], 2)}, "
+                         f"capacity ratio {_fmt(ratio['capacity_vs_durable_floor'], 3)}")
     return "\n".join(lines)
 
 

@@ -145,9 +145,14 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.stop()}")
 
 
-async def start_baseline(pinning: Pinning) -> ServerProcess:
-    """Start `python -m load_tests.baseline --port 0` and wait for its "listening on" line."""
-    server = ServerProcess("baseline", [sys.executable, "-m", "load_tests.baseline", "--port", "0"], pinning)
+async def start_baseline(pinning: Pinning, journal_dir: pathlib.Path | None = None) -> ServerProcess:
+    """Start `python -m load_tests.baseline --port 0` and wait for its "listening on" line.
+
+    With `journal_dir`, the durable floor: each answer waits for its request's record in a journal there.
+    """
+    durable = [] if journal_dir is None else ["--journal", str(journal_dir)]
+    server = ServerProcess("baseline" if journal_dir is None else "baseline-durable",
+                           [sys.executable, "-m", "load_tests.baseline", "--port", "0", *durable], pinning)
     server.start()
     assert server.process is not None and server.process.stdout is not None
     stdout = server.process.stdout

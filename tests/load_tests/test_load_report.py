@@ -79,6 +79,22 @@ async def test_sweep_report_and_plot(tmp_path: pathlib.Path) -> None:
     assert base["at_half_own_capacity"]["latency_ms"] == first_row["latency_ms"]
     table = summary_table(loaded)
     assert "gateway-2102" in table and "p99 ms @100/s" in table and "p99 ms @cap/2" in table
+    assert loaded["durable_floor"] is None and "against" not in table
+
+    # With the durable floor: a reference, compared like the others, judged against no goals; the
+    # gateway's CPU and capacity are also given against it.
+    durable = Sweep("baseline-durable", floor.steps, floor.capacity_rate_per_s)
+    with_durable = build_report([floor, durable, other], "baseline", config.seed, config, pinning, "baseline-durable")
+    assert with_durable["durable_floor"] == "baseline-durable"
+    assert set(with_durable["ratios"]) == {"baseline-durable", "gateway-2102"}
+    assert set(with_durable["targets"]["goals"]) == set(with_durable["targets"]["met"]) == {"gateway-2102"}
+    against = with_durable["ratios"]["gateway-2102"]
+    assert against["cpu_us_per_request_vs_durable_floor"] == 1.0 and against["cpu_vs_durable_floor_rates_per_s"] == [100]
+    assert against["capacity_vs_durable_floor"] == 0.5
+    assert "cpu_us_per_request_vs_durable_floor" not in with_durable["ratios"]["baseline-durable"]
+    table = summary_table(with_durable)
+    assert "(durable floor)" in table
+    assert "gateway-2102 against baseline-durable: cpu ratio 1.00, capacity ratio 0.500" in table
 
     png = png_path.read_bytes()
     assert png.startswith(PNG_MAGIC)
