@@ -11,6 +11,11 @@ The kernel's stamp is wall-clock time (CLOCK_REALTIME); the wait is the wall clo
 stamp, clamped to [0, WAIT_MAX_S] so that a step of the wall clock cannot make a request look
 older than anything the gate keeps, or younger than now. Where the option or `recvmsg` is missing
 (not Linux, not a socket: in-memory streams in tests), the wait is 0: the read's own time.
+
+Linux turns stamping on a moment after the first socket on the machine asks for it (a deferred
+work item, when no other socket had it on); bytes that arrive in that moment are stamped when
+they are read, so their wait reads 0 too. Both ways the error is on the safe side: a request
+whose wait is unknown is taken as fresh, never shed for an age it did not have.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ async def test_bytes_left_unread_report_how_long_they_waited() -> None:
     server_sock, _ = await listener.accept()
     stream = trio.SocketStream(server_sock)
     arrival.enable(stream)
+    await _until_the_kernel_stamps(client, stream)
     await client.send(b"first")
     time.sleep(0.25)                  # the bytes sit in the socket, unread, meanwhile
     data, waited_s = await arrival.receive_stamped(stream, 100)
@@ -34,6 +35,24 @@ async def test_bytes_left_unread_report_how_long_they_waited() -> None:
     assert (await arrival.receive_stamped(stream, 100))[0] == b""
     for sock in (server_sock, listener):
         sock.close()
+
+
+async def _until_the_kernel_stamps(client: trio.socket.SocketType, stream: trio.SocketStream) -> None:
+    """Wait until bytes are stamped on arrival, not on reading.
+
+    When no socket on the machine had stamps on, the kernel turns them on a moment after the
+    first asks (a deferred work item); bytes arriving in that moment are stamped when read, so
+    their wait reads 0. The measured send must not fall in it. (If stamping never works, this
+    times out and the test fails.)
+    """
+    with trio.fail_after(5):
+        while True:
+            await client.send(b"w")
+            await trio.sleep(0.02)
+            data, waited_s = await arrival.receive_stamped(stream, 100)
+            assert data == b"w"
+            if waited_s >= 0.01:
+                return
 
 
 async def test_a_stream_without_a_socket_reports_no_wait() -> None:
