@@ -133,16 +133,16 @@ def cpu_ratio_at_equal_rates(rows: list[dict[str, Any]], floor_rows: list[dict[s
     return _ratio(cpu_us_per_request(rows, error_ratio_max), cpu_us_per_request(floor_rows, error_ratio_max)), []
 
 
-def _targets(ratios: dict[str, Any], p99_ms_max: float, references: frozenset[str]) -> dict[str, Any]:
+def _targets(ratios: dict[str, Any], p99_ms_max: float, durable_floor_name: str | None) -> dict[str, Any]:
     """Each series but the floors against its goals: capacity ratio, CPU ratio, p99 at half capacity.
 
     "p99 ≤ 10 ms at half that capacity" is judged both ways it can be read: at half the floor's
     capacity (what a server at the capacity goal would face) and at half the series' own.
-    `references` (the durable floor) are measured and compared, never judged.
+    The durable floor is measured and compared, never judged.
     """
     verdicts, all_goals = {}, {}
     for name, ratio in ratios.items():
-        if name in references:
+        if name == durable_floor_name:
             continue
         goals = {**SERIES_GOALS.get(name, DEFAULT_GOALS), "p99_ms_at_half_capacity_max": p99_ms_max}
         all_goals[name] = goals
@@ -195,11 +195,10 @@ def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: 
             "p99_ms_at_half_floor_capacity": _p99(server["at_half_floor_capacity"]),
             "p99_ms_at_half_own_capacity": _p99(server["at_half_own_capacity"]),
         }
-    references = frozenset() if durable_floor_name is None else frozenset({durable_floor_name})
     if durable_floor_name is not None:
         durable = servers[durable_floor_name]
         for name, ratio in ratios.items():
-            if name in references:
+            if name == durable_floor_name:
                 continue
             ratio["cpu_us_per_request_vs_durable_floor"], ratio["cpu_vs_durable_floor_rates_per_s"] = \
                 cpu_ratio_at_equal_rates(servers[name]["steps"], durable["steps"], error_ratio_max)
@@ -216,7 +215,7 @@ def build_report(sweeps: list[Sweep], floor_name: str, seed: int, sweep_config: 
                    "half_floor_capacity_rate_per_s": half_floor_rate},
         "servers": servers,
         "ratios": ratios,
-        "targets": _targets(ratios, sweep_config.p99_ms_max, references),
+        "targets": _targets(ratios, sweep_config.p99_ms_max, durable_floor_name),
     }
 
 
@@ -249,10 +248,9 @@ def summary_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<18}{server['capacity_rate_per_s']:>11.0f}{_fmt(server['cpu_us_per_request'], 0):>11}"
                      f"{_fmt(ratio['capacity'], 3):>10}{_fmt(ratio['cpu_us_per_request'], 2):>10}"
                      f"{_fmt(p99_cap, 2):>12}{_fmt(p99_half_floor, 2):>15}{_fmt(p99_half_own, 2):>14}  {verdict}")
-    durable_floor = report.get("durable_floor")
     for name, ratio in report["ratios"].items():
-        if durable_floor is not None and name != durable_floor:
-            lines.append(f"{name} against {durable_floor}: cpu ratio "
+        if "cpu_us_per_request_vs_durable_floor" in ratio:   # every series but the floors, with one run
+            lines.append(f"{name} against {report['durable_floor']}: cpu ratio "
                          f"{_fmt(ratio['cpu_us_per_request_vs_durable_floor'], 2)}, "
                          f"capacity ratio {_fmt(ratio['capacity_vs_durable_floor'], 3)}")
     return "\n".join(lines)
